@@ -1,0 +1,121 @@
+"""Atomic file writing and small readers/writers shared by every stage.
+
+Every output of the workflow is written to a temporary sibling file and moved into place with
+:func:`os.replace`, so an interrupted run never leaves a half-written file behind and Snakemake
+resumes from the last complete output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path next to ``path``; move it onto ``path`` on success.
+
+    Parameters
+    ----------
+    path : str or Path
+        Final destination. Its parent directory is created.
+
+    Yields
+    ------
+    tmp : Path
+        Where the caller writes. It keeps the suffix of ``path`` (some writers, e.g. numpy or
+        nibabel, choose the format from it). It is removed if the block raises.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes),
+                               dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="w", **kwargs):
+    """Open a temporary sibling of ``path`` for writing and move it into place on success.
+
+    Parameters
+    ----------
+    path : str or Path
+        Final destination.
+    mode : str
+        ``"w"`` (text) or ``"wb"`` (binary).
+    **kwargs
+        Passed to :func:`open` (e.g. ``encoding``).
+    """
+    if "b" not in mode:
+        kwargs.setdefault("encoding", "utf-8")
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, **kwargs) as f:
+            yield f
+
+
+def save_npz(path, **arrays):
+    """Write arrays to a compressed ``.npz`` file atomically."""
+    with atomic_write(path, "wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
+def load_npz(path):
+    """Read an ``.npz`` file into a dict of arrays, with an error that names the file."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found. Re-run the workflow step that produces it.")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError
+        raise DataError(f"{path}: cannot be read as .npz ({exc}). Delete it and re-run "
+                        "the workflow step that produces it.") from exc
+
+
+def write_tsv(path, df: pd.DataFrame):
+    """Write a table as tab-separated values atomically (no index, NaN as ``n/a``)."""
+    with atomic_write(path) as f:
+        df.to_csv(f, sep="\t", index=False, na_rep="n/a")
+
+
+def read_tsv(path, **kwargs) -> pd.DataFrame:
+    """Read a BIDS-style TSV (``n/a`` is missing), with an error that names the file."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found.")
+    return pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False, **kwargs)
+
+
+def read_json(path):
+    """Read a JSON file, with an error that names the file."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found.")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: invalid JSON ({exc}).") from exc
+
+
+def write_json(path, obj, indent=2):
+    """Write a JSON file atomically."""
+    with atomic_write(path) as f:
+        json.dump(obj, f, indent=indent, sort_keys=False)
+        f.write("\n")
