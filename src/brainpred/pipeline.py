@@ -1,0 +1,535 @@
+"""Stage entry points called by the workflow rules.
+
+Each function reads the inputs of one rule, calls the pure functions of the stage modules
+(:mod:`~brainpred.narratives`, :mod:`~brainpred.features`, :mod:`~brainpred.design`,
+:mod:`~brainpred.mapping`, :mod:`~brainpred.stats`, :mod:`~brainpred.figures`,
+:mod:`~brainpred.report`) and writes the rule's outputs atomically. No science lives here beyond
+the wiring; the ``.smk`` files only call these functions (through ``workflow/scripts``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import design, io
+from .errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+WHOLE_CORTEX = "whole cortex"
+
+
+# --------------------------------------------------------------------------------------------
+# Dataset
+# --------------------------------------------------------------------------------------------
+
+def make_synthetic_dataset(root, config):
+    """Rule ``synthetic_dataset``: write the offline demo dataset under ``root``."""
+    from . import synthetic
+
+    synthetic.generate(root, config)
+
+
+def make_run_table(root, config, out_tsv):
+    """Rule ``run_table``: the subject x story table (kept and excluded runs) as TSV.
+
+    Only the runs of the configured subjects and tasks are kept; the other rows stay in the
+    table with their reason, so the table explains what the analysis used.
+    """
+    from . import narratives
+    from .workflow import run_plan
+
+    ds = config["dataset"]
+    table = narratives.build_run_table(root, tasks=ds.get("tasks", "all"),
+                                       subjects=ds.get("subjects", "all"), space=ds["space"],
+                                       keep_scrambled=ds.get("keep_scrambled", False),
+                                       keep_schema=ds.get("keep_schema", False))
+    plan = run_plan(config)
+    table["run"] = table["run"].fillna("").astype(str)
+    kept = table[table["kept"]]
+    got = set(zip(kept["subject"], kept["task"], kept["story"], kept["run"]))
+    want = set(zip(plan["subject"], plan["task"], plan["story"], plan["run"]))
+    if got != want:
+        raise DataError(
+            f"{root}: the runs found on disk differ from the workflow's plan "
+            f"(missing on disk: {sorted(want - got)[:5]}, not planned: {sorted(got - want)[:5]}). "
+            "The dataset changed since the workflow started: run snakemake again.")
+    io.write_tsv(out_tsv, table)
+    log.info("run table: %d kept runs of %d subjects, %d excluded rows",
+             len(kept), kept["subject"].nunique(), int((~table["kept"]).sum()))
+
+
+def make_story_words(root, story, out_tsv, out_txt):
+    """Rule ``story_words``: the word table (file time) and the text the model reads."""
+    from . import narratives
+
+    words, text = narratives.story_words(root, story)
+    io.write_tsv(out_tsv, words)
+    with io.atomic_write(out_txt) as f:
+        f.write(text)
+
+
+def make_story_features(words_tsv, text_txt, model_cfg, out_npz):
+    """Rule ``story_features``: activations of every layer for every word of a story."""
+    from . import features
+
+    words = io.read_tsv(words_tsv)
+    text = Path(text_txt).read_text(encoding="utf-8")
+    model, tokenizer = features.load_model(model_cfg["name"], seed=model_cfg.get("seed", 0),
+                                           device=model_cfg.get("device", "auto"),
+                                           dtype=model_cfg.get("dtype", "float32"))
+    acts = features.story_features(words, text, model, tokenizer,
+                                   context_tokens=model_cfg.get("context_tokens", 1024),
+                                   batch_size=model_cfg.get("batch_size", 8),
+                                   mode=model_cfg.get("mode", "exact"),
+                                   min_context=model_cfg.get("min_context", 512),
+                                   progress=True)
+    meta = {k: model_cfg.get(k) for k in ("name", "seed", "context_tokens", "mode",
+                                          "min_context", "dtype")}
+    features.save_features(out_npz, acts, words, meta)
+
+
+def make_bold_cache(gii_left, gii_right, run_table_tsv, basename, out_npy):
+    """Rule ``bold_cache``: one run's BOLD as float32 ``.npy`` (n_trs, n_vertices), L then R."""
+    from . import narratives
+
+    table = io.read_tsv(run_table_tsv, dtype={"run": str})
+    rows = table[(table["kept"]) & (table["basename"] == basename)] if "basename" in table \
+        else table[table["kept"]]
+    n_trs = None
+    if "basename" in table and len(rows):
+        n = int(rows["n_trs"].iloc[0])
+        n_trs = n if n > 0 else None
+    bold = narratives.load_bold(gii_left, gii_right, n_trs=n_trs)
+    with io.atomic_path(out_npy) as tmp:
+        np.save(tmp, bold)
+    log.info("%s: %d TRs x %d vertices", basename, *bold.shape)
+
+
+# --------------------------------------------------------------------------------------------
+# Scores of one subject
+# --------------------------------------------------------------------------------------------
+
+def alphas_from_config(mapping_cfg):
+    """Ridge alphas: ``logspace(start, stop, num)`` from ``mapping.alphas``."""
+    a = mapping_cfg.get("alphas", {}) or {}
+    return np.logspace(a.get("start", -1), a.get("stop", 8), int(a.get("num", 10)))
+
+
+def subject_design(runs, story_features, layer, distances, width=7, tr_offset=1,
+                   tr_method="sum"):
+    """Design matrices of one subject: X and the forecast windows, on the TR grid of its runs.
+
+    Parameters
+    ----------
+    runs : DataFrame
+        The subject's kept rows of the run table, in analysis order, with ``basename``,
+        ``story``, ``audio_onset``, ``tr``, ``n_trs``. A run holding several stories has one row
+        per story; their words are placed on the same TR grid.
+    story_features : dict
+        ``story -> (activations (n_layers + 1, n_words, D), words DataFrame)``.
+    layer : int
+        Layer of X and of the windows.
+    distances : sequence of int
+        Forecast distances d.
+    width : int
+        Words per forecast window.
+    tr_offset : int
+        TR index convention (see :func:`brainpred.design.tr_indices`).
+    tr_method : {"sum", "mean"}
+
+    Returns
+    -------
+    X : ndarray, shape (n_trs_total, D)
+    windows : dict
+        ``d -> ndarray (n_trs_total, D * width)``.
+    segment_lengths : list of int
+        TRs of each run, in order.
+    groups : ndarray of int, shape (n_trs_total,)
+        Run index of each TR (for folds grouped by story).
+    """
+    X_parts, W_parts, lengths = [], {d: [] for d in distances}, []
+    for basename, g in runs.groupby("basename", sort=False):
+        n_trs, tr = int(g["n_trs"].iloc[0]), float(g["tr"].iloc[0])
+        if n_trs <= 0:
+            raise DataError(f"{basename}: unknown number of TRs in the run table.")
+        Xr, Wr = None, {}
+        for row in g.itertuples():
+            acts, words = story_features[row.story]
+            if layer >= acts.shape[0]:
+                raise ConfigError(f"features.layer = {layer}: the model has only "
+                                  f"{acts.shape[0] - 1} layers (0..{acts.shape[0] - 1}).")
+            z = np.asarray(acts[layer], dtype=np.float32)
+            onsets = words["start"].to_numpy(dtype=float) + float(row.audio_onset)
+            x = design.words_to_trs(z, onsets, tr, n_trs, tr_offset=tr_offset, method=tr_method)
+            Xr = x if Xr is None else Xr + x
+            for d in distances:
+                w = design.words_to_trs(design.forecast_windows(z, d, width), onsets, tr, n_trs,
+                                        tr_offset=tr_offset, method=tr_method)
+                Wr[d] = w if d not in Wr else Wr[d] + w
+        X_parts.append(Xr)
+        for d in distances:
+            W_parts[d].append(Wr[d])
+        lengths.append(n_trs)
+    X = np.concatenate(X_parts).astype(np.float32)
+    windows = {d: np.concatenate(W_parts[d]).astype(np.float32) for d in distances}
+    groups = np.repeat(np.arange(len(lengths)), lengths)
+    return X, windows, lengths, groups
+
+
+def zscore_columns(Y):
+    """Z-score each column over time; constant or NaN columns become NaN.
+
+    Parameters
+    ----------
+    Y : ndarray, shape (n_trs, n_vertices)
+
+    Returns
+    -------
+    Z : ndarray, shape (n_trs, n_vertices), float32
+    """
+    Y = np.asarray(Y, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = Y.mean(0)
+        std = Y.std(0)
+        Z = (Y - mean) / std
+    Z[:, ~(std > 1e-8 * (np.abs(mean) + 1))] = np.nan
+    return Z.astype(np.float32)
+
+
+def subject_bold(runs, bold_paths, zscore=True):
+    """Concatenate a subject's cached runs (cropped to the table's n_trs), z-scored per run.
+
+    Parameters
+    ----------
+    runs : DataFrame
+        Kept rows of the subject (``basename``, ``n_trs``).
+    bold_paths : dict
+        ``basename -> .npy path``.
+
+    Returns
+    -------
+    Y : ndarray, shape (n_trs_total, n_vertices), float32
+    """
+    parts = []
+    for basename, g in runs.groupby("basename", sort=False):
+        path = bold_paths[basename]
+        try:
+            y = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: cannot read the BOLD cache ({exc}). Delete it and re-run "
+                            "snakemake.") from exc
+        n = int(g["n_trs"].iloc[0])
+        if y.shape[0] < n:
+            raise DataError(f"{path}: {y.shape[0]} TRs, the run table expects {n}.")
+        y = np.asarray(y[:n], dtype=np.float32)
+        parts.append(zscore_columns(y) if zscore else y)
+    return np.concatenate(parts)
+
+
+def make_subject_scores(subject, run_table_tsv, feature_paths, bold_paths, config, outputs,
+                        labels_paths=None):
+    """Rule ``subject_scores``: brain score and forecast scores of one subject.
+
+    Parameters
+    ----------
+    subject : str
+    run_table_tsv : path
+    feature_paths : dict
+        ``story -> features .npz``.
+    bold_paths : dict
+        ``basename -> BOLD .npy``.
+    config : dict
+        Workflow configuration.
+    outputs : dict
+        ``npz``, ``brain_L``, ``brain_R``, ``forecast_L``, ``forecast_R``, ``regions`` paths.
+    labels_paths : (path, path) or None
+        Region labels of the left and right hemispheres.
+    """
+    from . import features, mapping
+
+    table = io.read_tsv(run_table_tsv, dtype={"run": str})
+    runs = table[table["kept"] & (table["subject"] == subject)]
+    if runs.empty:
+        raise DataError(f"{run_table_tsv}: no kept run for {subject}.")
+    story_feats = {}
+    for story in runs["story"].unique():
+        acts, words, _ = features.load_features(feature_paths[story])
+        story_feats[story] = (acts, words)
+    fc, mc, feat = config["forecast"], config["mapping"], config["features"]
+    distances = sorted(int(d) for d in fc["distances"])
+    X, windows, lengths, groups = subject_design(
+        runs, story_feats, int(feat["layer"]), distances, width=int(fc.get("width", 7)),
+        tr_offset=int(feat.get("tr_offset", 1)), tr_method=feat.get("tr_method", "sum"))
+    Y = subject_bold(runs, bold_paths, zscore=mc.get("zscore_runs", True))
+    if Y.shape[0] != X.shape[0]:
+        raise DataError(f"{subject}: BOLD has {Y.shape[0]} TRs, the design {X.shape[0]}.")
+    log.info("%s: %d TRs, %d vertices, %d distances", subject, Y.shape[0], Y.shape[1],
+             len(distances))
+    R_X, R_XW = mapping.forecast_scores(
+        X, windows, Y, lengths,
+        n_components=int(mc.get("n_components", 20)), delays=list(mc.get("delays", range(6))),
+        alphas=alphas_from_config(mc), n_folds=int(mc.get("n_folds", 5)),
+        groups=groups if mc.get("group_folds_by_story", False) else None,
+        inner_cv=mc.get("inner_cv", "contiguous"), n_inner_folds=int(mc.get("n_inner_folds", 5)),
+        backend=mapping.resolve_backend(mc.get("backend", "auto")),
+        target_batch=int(mc.get("target_batch", 20000)))
+    F = (R_XW - R_X[None]).astype(np.float32)
+    io.save_npz(outputs["npz"], subject=np.array(subject), distances=np.array(distances),
+                brain_score=R_X.astype(np.float32), forecast_brain_score=R_XW.astype(np.float32),
+                forecast_score=F)
+    write_surface_maps(outputs["brain_L"], outputs["brain_R"], R_X[None], ["brain score"])
+    write_surface_maps(outputs["forecast_L"], outputs["forecast_R"], F,
+                       [f"forecast score d={d}" for d in distances])
+    regions = region_table(R_X, F, distances, labels_paths)
+    regions.insert(0, "subject", subject)
+    io.write_tsv(outputs["regions"], regions)
+
+
+def write_surface_maps(path_L, path_R, maps, names):
+    """Write maps (n_maps, n_vertices) as two GIfTI func files (L, R), one data array per map."""
+    import nibabel as nib
+
+    maps = np.atleast_2d(np.asarray(maps, dtype=np.float32))
+    half = maps.shape[1] // 2
+    for path, sl in ((path_L, slice(0, half)), (path_R, slice(half, None))):
+        darrays = []
+        for m, name in zip(maps, names):
+            da = nib.gifti.GiftiDataArray(np.ascontiguousarray(m[sl]),
+                                          intent="NIFTI_INTENT_ESTIMATE",
+                                          datatype="NIFTI_TYPE_FLOAT32")
+            da.meta = nib.gifti.GiftiMetaData({"Name": name})
+            darrays.append(da)
+        with io.atomic_path(path) as tmp:
+            nib.save(nib.gifti.GiftiImage(darrays=darrays), str(tmp))
+
+
+def _labels(labels_paths, n_vertices):
+    from . import regions
+
+    if not labels_paths:
+        return None, {}
+    labels, names = regions.load_labels(*labels_paths)
+    if len(labels) != n_vertices:
+        raise DataError(f"{labels_paths[0]}: {len(labels)} labelled vertices, the score maps "
+                        f"have {n_vertices}. Use labels of the same surface (dataset.space).")
+    return labels, names
+
+
+def region_table(R_X, F, distances, labels_paths):
+    """Tidy table of region means: ``region, measure, distance, value``.
+
+    ``measure`` is ``brainscore`` (distance NaN) or ``forecastscore``; the region
+    ``whole cortex`` averages every vertex with a score.
+    """
+    from . import regions
+
+    labels, names = _labels(labels_paths, len(R_X))
+    rows = []
+
+    def add(region, values_bs, values_f):
+        rows.append((region, "brainscore", np.nan, float(values_bs)))
+        for d, v in zip(distances, values_f):
+            rows.append((region, "forecastscore", float(d), float(v)))
+
+    with np.errstate(invalid="ignore"), _quiet_nanmean():
+        add(WHOLE_CORTEX, np.nanmean(R_X), np.nanmean(F, axis=1))
+    if labels is not None:
+        for lab, nam in ((labels, names), _bilateral(labels, names)):
+            bs = regions.region_means(R_X, lab, nam)
+            fs = regions.region_means(F, lab, nam, dims=["distance"],
+                                      coords={"distance": list(distances)})
+            for region in bs["region"]:
+                vf = fs[fs["region"] == region].sort_values("distance")["value"].to_numpy()
+                add(region, bs.loc[bs["region"] == region, "value"].iloc[0], vf)
+    return pd.DataFrame(rows, columns=["region", "measure", "distance", "value"])
+
+
+def _bilateral(labels, names):
+    """Labels merging each ``L x`` / ``R x`` pair into one region ``x`` (both hemispheres)."""
+    base = {k: (v[2:] if v[:2] in ("L ", "R ") else v) for k, v in names.items()}
+    uniq = sorted(set(base.values()))
+    new_id = {n: i + 1 for i, n in enumerate(uniq)}
+    out = np.array([new_id[base[k]] if k in base else -1 for k in labels.tolist()])
+    return out, {i: n for n, i in new_id.items()}
+
+
+class _quiet_nanmean:
+    def __enter__(self):
+        import warnings
+
+        self._w = warnings.catch_warnings()
+        self._w.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc):
+        return self._w.__exit__(*exc)
+
+
+# --------------------------------------------------------------------------------------------
+# Group
+# --------------------------------------------------------------------------------------------
+
+def group_maps(subject_npzs, config):
+    """Group statistics of the subjects' score maps.
+
+    Returns
+    -------
+    dict of ndarray
+        ``brain_score`` (V,) mean; ``brain_p``, ``brain_q`` Wilcoxon and BH-adjusted p;
+        ``forecast_score`` (n_d, V) mean F(d); ``forecast_low``/``forecast_high`` CI;
+        ``dstar`` (V,) argmax_d of the mean F(d), NaN outside the mask; ``dstar_all`` unmasked;
+        ``gain`` (V,) max_d mean F(d) / mean R(X) in %; ``dstar_mask`` (V,) bool;
+        ``dstar_subjects`` (n_subjects, V); ``distances``; ``subjects``.
+    """
+    from . import stats
+
+    data = [io.load_npz(p) for p in subject_npzs]
+    distances = data[0]["distances"]
+    for p, d in zip(subject_npzs, data):
+        if not np.array_equal(d["distances"], distances):
+            raise DataError(f"{p}: computed with other forecast distances; re-run snakemake.")
+    R = np.stack([d["brain_score"] for d in data])            # (S, V)
+    F = np.stack([d["forecast_score"] for d in data])         # (S, n_d, V)
+    sc = config.get("stats", {}) or {}
+    level, q = float(sc.get("ci", 0.95)), float(sc.get("fdr_q", 0.01))
+    with _quiet_nanmean():
+        bs_mean, _, _ = stats.mean_ci(R, level=level)
+        f_mean, f_low, f_high = stats.mean_ci(F, level=level)
+        _, bs_p = stats.wilcoxon_test(R)
+        _, bs_q = stats.fdr_bh(bs_p, q=q)
+        d0, d1 = (int(x) for x in sc.get("dstar_reference", [0, 8]))
+        for d in (d0, d1):
+            if d not in set(distances.tolist()):
+                raise ConfigError(f"stats.dstar_reference = {[d0, d1]}: {d} is not in "
+                                  f"forecast.distances {distances.tolist()}.")
+        i0 = int(np.flatnonzero(distances == d0)[0])
+        i1 = int(np.flatnonzero(distances == d1)[0])
+        diff = F[:, i1] - F[:, i0]
+        _, diff_p = stats.wilcoxon_test(diff)
+        diff_reject, diff_q = stats.fdr_bh(diff_p, q=q)
+        diff_mean, diff_low, _ = stats.mean_ci(diff, level=level)
+        mode = sc.get("dstar_mask", "ci")
+        if mode == "fdr":
+            mask = np.asarray(diff_reject, bool) & (diff_mean > 0)
+        elif mode == "ci":
+            mask = np.nan_to_num(diff_low, nan=-np.inf) > 0
+        else:
+            mask = np.isfinite(diff_mean)
+        dstar_all = stats.best_distance(f_mean, distances)
+        dstar = np.where(mask, dstar_all, np.nan)
+        dstar_subjects = np.stack([stats.best_distance(f, distances) for f in F])
+        best = np.nanmax(np.where(np.isnan(f_mean), -np.inf, f_mean), axis=0)
+        best[~np.isfinite(best)] = np.nan
+        gain = stats.relative_gain(best, bs_mean)
+    return {"brain_score": bs_mean, "brain_p": bs_p, "brain_q": bs_q,
+            "forecast_score": f_mean, "forecast_low": f_low, "forecast_high": f_high,
+            "dstar": dstar, "dstar_all": dstar_all, "dstar_mask": mask,
+            "dstar_subjects": dstar_subjects, "gain": gain,
+            "diff_p": diff_p, "diff_q": diff_q,
+            "distances": distances, "subjects": np.array([str(d["subject"]) for d in data])}
+
+
+def make_group(subject_npzs, subject_region_tsvs, config, outputs):
+    """Rule ``group``: group maps (npz + GIfTI) and the tidy table of every subject's regions."""
+    g = group_maps(subject_npzs, config)
+    io.save_npz(outputs["npz"], **g)
+    write_surface_maps(outputs["brain_L"], outputs["brain_R"], g["brain_score"][None],
+                       ["mean brain score"])
+    write_surface_maps(outputs["dstar_L"], outputs["dstar_R"], g["dstar"][None],
+                       ["forecast distance d*"])
+    tables = [io.read_tsv(p) for p in subject_region_tsvs]
+    io.write_tsv(outputs["regions"], pd.concat(tables, ignore_index=True))
+    n_mask = int(np.sum(g["dstar_mask"]))
+    log.info("group: %d subjects; peak mean brain score %.3f; d* shown on %d vertices",
+             len(g["subjects"]), float(np.nanmax(g["brain_score"])), n_mask)
+
+
+# --------------------------------------------------------------------------------------------
+# Figures and report
+# --------------------------------------------------------------------------------------------
+
+def _truth(config):
+    if config["dataset"]["source"] != "synthetic":
+        return None
+    from .synthetic import TRUTH_DIR
+
+    path = Path(config["dataset"]["root"]) / TRUTH_DIR / "ground_truth.json"
+    return io.read_json(path) if path.exists() else None
+
+
+def make_figures(group_npz, regions_tsv, config, outputs):
+    """Rule ``figures``: the report's PNG figures."""
+    from . import figures
+
+    synthetic = config["dataset"]["source"] == "synthetic"
+    g = io.load_npz(group_npz)
+    truth = _truth(config)
+    n = len(g["subjects"])
+    figures.plot_surface(g["brain_score"], outputs["brain"],
+                         title=f"Brain score R(X), mean of {n} subjects (Pearson r)",
+                         synthetic=synthetic, cmap="hot", vmin=0)
+    figures.plot_surface(g["dstar"], outputs["dstar"],
+                         title="Forecast distance d* (words) where F(d1) - F(d0) > 0",
+                         synthetic=synthetic, cmap="viridis",
+                         vmin=float(np.min(g["distances"])), vmax=float(np.max(g["distances"])))
+    figures.plot_surface(g["gain"], outputs["gain"],
+                         title="Forecast gain: max_d F(d) / R(X) (%)", synthetic=synthetic,
+                         cmap="cold_hot", symmetric=True)
+    table = io.read_tsv(regions_tsv)
+    curves = table[table["measure"] == "forecastscore"].rename(columns={"value": "F"})
+    key = list((config.get("regions", {}) or {}).get("key", []) or [])
+    present = set(curves["region"])
+    regions = [WHOLE_CORTEX] + [r for r in key if r in present]
+    figures.plot_forecast_curves(curves, outputs["curves"], synthetic=synthetic,
+                                 regions=regions,
+                                 true_distance=truth["d_true"] if truth else None)
+    dstar = _region_dstar(curves, regions)
+    peak = curves.groupby(["region", "distance"])["F"].mean().groupby("region").max()
+    focus = max(regions, key=lambda r: peak.get(r, -np.inf))
+    figures.plot_distribution(dstar[focus], outputs["distribution"],
+                              title=f"Per-subject d* (argmax of F(d)) in {focus}",
+                              synthetic=synthetic,
+                              true_value=truth["d_true"] if truth else None)
+
+
+def _region_dstar(curves, regions):
+    """Per-subject d* of each region from the tidy F(d) table."""
+    out = {}
+    for region in regions:
+        sub = curves[curves["region"] == region].dropna(subset=["F"])
+        best = sub.loc[sub.groupby("subject")["F"].idxmax()]
+        out[region] = best["distance"].to_numpy()
+    return out
+
+
+def make_report(figure_paths, captions, config, out_html, tables=()):
+    """Rule ``report``: a self-contained HTML report of the figures."""
+    from . import report
+
+    synthetic = config["dataset"]["source"] == "synthetic"
+    report.write_report(out_html, list(zip(figure_paths, captions)), config,
+                        synthetic=synthetic,
+                        title=(config.get("report", {}) or {}).get("title", "brainpred report"),
+                        tables=list(tables))
+
+
+FIGURE_CAPTIONS = {
+    "brain": "Brain score R(X): Pearson r between measured BOLD and the cross-validated ridge "
+             "prediction from the model's activations (configured layer, 20 PCA components, "
+             "6 FIR delays), mean across subjects; lateral and medial views, both hemispheres.",
+    "curves": "Forecast score F(d) = R(X + W_d) - R(X) per region as a function of the forecast "
+              "distance d (words): mean across subjects with the 95% CI across subjects. The "
+              "dashed line marks the planted distance when the data are synthetic.",
+    "dstar": "Forecast distance d*: the d maximising the group mean F(d) per vertex, shown where "
+             "F(d1) - F(d0) (stats.dstar_reference) passes the configured test "
+             "(stats.dstar_mask).",
+    "gain": "Relative forecast gain: max over d of the mean F(d) divided by the mean brain "
+            "score R(X), in percent.",
+    "distribution": "Per-subject forecast distance d* (argmax of the subject's region-mean F(d)) "
+                    "for the whole cortex and the key regions.",
+}

@@ -1,0 +1,283 @@
+"""Cortical parcellations: reading label files, region means and anterior-posterior splitting.
+
+Label convention used across brainpred
+--------------------------------------
+* ``labels`` is an int array over both hemispheres (left vertices then right, as everywhere in
+  brainpred). ``-1`` means unlabelled.
+* Left-hemisphere regions keep the id of the label file (1, 2, ...). Right-hemisphere ids are
+  offset by :func:`hemi_offset` (1000 for atlases whose ids are below 1000, e.g. Destrieux
+  ``aparc.a2009s``), so the same region has id ``k`` on the left and ``k + 1000`` on the right.
+* ``names`` maps every id present to a name prefixed with the hemisphere: ``"L S_temporal_sup"``,
+  ``"R S_temporal_sup"``.
+* In a label file, id 0 and regions named ``Unknown``, ``???`` or ``Medial_wall``
+  (case-insensitive) are unlabelled (they become ``-1``).
+
+The paper splits Destrieux regions larger than 500 vertices (fsaverage6) into slabs along the
+anterior-posterior axis, giving 142 regions per hemisphere; see :func:`split_regions`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+from .io import atomic_path
+
+__all__ = ["load_labels", "read_hemi_labels", "region_means", "write_label_gifti",
+           "split_regions", "hemi_offset", "UNLABELLED_NAMES"]
+
+UNLABELLED_NAMES = frozenset({"unknown", "???", "medial_wall", "medial wall", ""})
+
+
+def hemi_offset(max_id):
+    """Offset added to right-hemisphere ids: the smallest power of ten >= 1000 above ``max_id``."""
+    off = 1000
+    while off <= max_id:
+        off *= 10
+    return off
+
+
+def read_hemi_labels(path):
+    """Read one hemisphere's label file.
+
+    Parameters
+    ----------
+    path : str or Path
+        A GIfTI label file (``*.label.gii``, first data array + LabelTable) or a FreeSurfer
+        annotation (``*.annot``).
+
+    Returns
+    -------
+    labels : ndarray int64, shape (n_per_hemi,)
+        Region id per vertex, ``-1`` for unlabelled (id 0, ``Unknown``, ``???``,
+        ``Medial_wall``, or an id of the annotation's ``-1``).
+    names : dict[int, str]
+        Name of every labelled id (without hemisphere prefix).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: label file not found. Point the atlas setting to a "
+                        "`.label.gii` or `.annot` file of the same surface as the BOLD data.")
+    try:
+        if path.name.endswith(".annot"):
+            import nibabel.freesurfer as fs
+
+            idx, _ctab, raw_names = fs.read_annot(str(path))
+            idx = np.asarray(idx, dtype=np.int64)
+            table = {i: (n.decode() if isinstance(n, bytes) else str(n))
+                     for i, n in enumerate(raw_names)}
+        else:
+            import nibabel as nib
+
+            img = nib.load(str(path))
+            if not getattr(img, "darrays", None):
+                raise ValueError("no data array")
+            idx = np.asarray(img.darrays[0].data).astype(np.int64).ravel()
+            table = {int(k): (v if v is not None else "")
+                     for k, v in img.labeltable.get_labels_as_dict().items()}
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{path}: cannot be read as a GIfTI label file or FreeSurfer .annot "
+                        f"({type(exc).__name__}: {exc}). Check the file, or download the "
+                        "atlas again.") from exc
+    labels = idx.copy()
+    unl = [k for k, n in table.items() if k == 0 or n.strip().lower() in UNLABELLED_NAMES]
+    labels[(labels <= 0) | np.isin(labels, unl)] = -1
+    present = np.unique(labels[labels > 0])
+    names = {int(k): table.get(int(k), f"label-{int(k)}") for k in present}
+    return labels, names
+
+
+def load_labels(path_L, path_R):
+    """Read a two-hemisphere parcellation.
+
+    Parameters
+    ----------
+    path_L, path_R : str or Path
+        Left and right hemisphere label files (``.label.gii`` or ``.annot``).
+
+    Returns
+    -------
+    labels : ndarray int64, shape (n_vertices,)
+        Left then right; right ids offset by :func:`hemi_offset` of the largest left/right id;
+        ``-1`` unlabelled.
+    names : dict[int, str]
+        ``{id: "L name"}`` / ``{id + offset: "R name"}``.
+
+    Raises
+    ------
+    DataError
+        Naming the file, when a file is missing or unreadable.
+    """
+    lab_l, names_l = read_hemi_labels(path_L)
+    lab_r, names_r = read_hemi_labels(path_R)
+    max_id = max([0, *names_l.keys(), *names_r.keys()])
+    off = hemi_offset(max_id)
+    lab_r = np.where(lab_r > 0, lab_r + off, -1)
+    names = {k: f"L {v}" for k, v in names_l.items()}
+    names.update({k + off: f"R {v}" for k, v in names_r.items()})
+    return np.concatenate([lab_l, lab_r]).astype(np.int64), names
+
+
+def region_means(values, labels, names, dims=None, coords=None, value_name="value"):
+    """Mean of vertex values per region (NaN ignored), as a tidy table.
+
+    Parameters
+    ----------
+    values : array_like, shape (..., n_vertices)
+        E.g. (V,) a score map, (n_d, V) forecast scores, (n_subjects, n_d, V).
+    labels : array_like int, shape (n_vertices,)
+        Region ids (``<= 0`` = unlabelled, left out).
+    names : dict[int, str]
+        Region names; ids without a name are called ``"label-<id>"``.
+    dims : list of str, optional
+        Column names of the leading axes of ``values`` (default ``dim0``, ``dim1``, ...).
+    coords : dict[str, array_like], optional
+        Values of each leading axis (default ``0..n-1``).
+    value_name : str
+        Name of the value column.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``*dims, region, label, hemi, n_vertices, <value_name>`` with one row per
+        combination of leading indices and region (regions in increasing id). ``hemi`` is
+        ``"L"``/``"R"`` from the name prefix ("" otherwise); ``n_vertices`` counts the region's
+        vertices (NaN included); the value is NaN when all its vertices are NaN.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    labels = np.asarray(labels).ravel()
+    if values.shape[-1] != labels.shape[0]:
+        raise ValueError(f"region_means: values have {values.shape[-1]} vertices but labels "
+                         f"{labels.shape[0]}")
+    lead = values.shape[:-1]
+    if dims is None:
+        dims = [f"dim{i}" for i in range(len(lead))]
+    dims = list(dims)
+    if len(dims) != len(lead):
+        raise ValueError(f"region_means: {len(dims)} dims given for {len(lead)} leading axes")
+    coords = dict(coords or {})
+    flat = values.reshape(-1, values.shape[-1])
+    ids = np.unique(labels[labels > 0])
+    means = np.empty((flat.shape[0], ids.size))
+    sizes = np.empty(ids.size, dtype=np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for j, k in enumerate(ids):
+            mask = labels == k
+            sizes[j] = mask.sum()
+            means[:, j] = np.nanmean(flat[:, mask], axis=1)
+    region_names = [names.get(int(k), f"label-{int(k)}") for k in ids]
+    hemis = [n[0] if n[:2] in ("L ", "R ") else "" for n in region_names]
+    grids = np.meshgrid(*[np.asarray(coords.get(d, np.arange(n)))
+                          for d, n in zip(dims, lead)], indexing="ij") if lead else []
+    out = {}
+    for d, g in zip(dims, grids):
+        out[d] = np.repeat(g.ravel(), ids.size)
+    n_rows = flat.shape[0]
+    out["region"] = np.tile(np.asarray(region_names, dtype=object), n_rows)
+    out["label"] = np.tile(ids.astype(np.int64), n_rows)
+    out["hemi"] = np.tile(np.asarray(hemis, dtype=object), n_rows)
+    out["n_vertices"] = np.tile(sizes, n_rows)
+    out[value_name] = means.ravel()
+    return pd.DataFrame(out)
+
+
+def write_label_gifti(path, labels_hemi, names, colors=None):
+    """Write one hemisphere's parcellation as a GIfTI label file, atomically.
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination, e.g. ``...hemi-L_desc-destrieux.label.gii``.
+    labels_hemi : array_like int, shape (n_per_hemi,)
+        Region ids; ``<= 0`` = unlabelled (written as key 0, named ``???``).
+    names : dict[int, str]
+        Name of each id (> 0), without hemisphere prefix.
+    colors : dict[int, tuple], optional
+        RGBA in [0, 1] per id (default: a fixed qualitative palette).
+    """
+    import nibabel as nib
+
+    lab = np.asarray(labels_hemi).astype(np.int32).ravel()
+    lab = np.where(lab > 0, lab, 0).astype(np.int32)
+    table = nib.gifti.GiftiLabelTable()
+    cmap = _palette()
+    entries = [(0, "???", (1.0, 1.0, 1.0, 0.0))]
+    for i, k in enumerate(sorted(int(k) for k in names if int(k) > 0)):
+        rgba = (colors or {}).get(k, cmap[i % len(cmap)])
+        entries.append((k, str(names[k]), tuple(rgba)))
+    for k, name, rgba in entries:
+        gl = nib.gifti.GiftiLabel(key=k, red=rgba[0], green=rgba[1], blue=rgba[2],
+                                  alpha=rgba[3] if len(rgba) > 3 else 1.0)
+        gl.label = name
+        table.labels.append(gl)
+    darray = nib.gifti.GiftiDataArray(lab, intent="NIFTI_INTENT_LABEL", datatype="int32")
+    img = nib.gifti.GiftiImage(labeltable=table, darrays=[darray])
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return Path(path)
+
+
+def _palette():
+    import matplotlib
+
+    cm = matplotlib.colormaps["tab20"]
+    return [tuple(float(c) for c in cm(i)) for i in range(20)]
+
+
+def split_regions(labels, coords, names=None, max_size=500):
+    """Split regions larger than ``max_size`` vertices into equal-count anterior-posterior slabs.
+
+    Parameters
+    ----------
+    labels : array_like int, shape (n_vertices,)
+        Region ids, ``<= 0`` unlabelled.
+    coords : array_like, shape (n_vertices, 3)
+        Vertex coordinates (RAS: axis 1 = y = posterior to anterior), e.g. fsaverage6
+        white/pial surfaces of both hemispheres concatenated.
+    names : dict[int, str], optional
+        Region names (default ``"label-<id>"``).
+    max_size : int
+        A region with ``n > max_size`` vertices becomes ``ceil(n / max_size)`` slabs of
+        (nearly) equal vertex counts, cut along y (ties in y broken by vertex index).
+
+    Returns
+    -------
+    new_labels : ndarray int64, shape (n_vertices,)
+        Ids renumbered 1..N in order of (old id, slab), slabs posterior to anterior; ``-1``
+        unlabelled.
+    new_names : dict[int, str]
+        Old name for regions left whole, ``"<name> [i/k]"`` (i = 1 most posterior) for slabs.
+    """
+    labels = np.asarray(labels).ravel()
+    coords = np.asarray(coords, dtype=np.float64)
+    if coords.shape != (labels.shape[0], 3):
+        raise ValueError(f"split_regions: coords must be ({labels.shape[0]}, 3), got "
+                         f"{coords.shape}")
+    if max_size < 1:
+        raise ValueError("split_regions: max_size must be >= 1")
+    names = names or {}
+    new = np.full(labels.shape, -1, dtype=np.int64)
+    new_names = {}
+    nxt = 1
+    for k in np.unique(labels[labels > 0]):
+        idx = np.flatnonzero(labels == k)
+        name = names.get(int(k), f"label-{int(k)}")
+        n_parts = int(np.ceil(idx.size / max_size))
+        if n_parts <= 1:
+            new[idx] = nxt
+            new_names[nxt] = name
+            nxt += 1
+            continue
+        order = idx[np.argsort(coords[idx, 1], kind="stable")]
+        for i, part in enumerate(np.array_split(order, n_parts)):
+            new[part] = nxt
+            new_names[nxt] = f"{name} [{i + 1}/{n_parts}]"
+            nxt += 1
+    return new, new_names

@@ -1,0 +1,209 @@
+import numpy as np
+import pytest
+from scipy.stats import pearsonr
+from sklearn.decomposition import PCA
+from sklearn.linear_model import Ridge, RidgeCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from brainpred.design import fir_delays
+from brainpred.errors import ConfigError
+from brainpred.mapping import (contiguous_folds, encoding_scores, forecast_scores, pearson_r,
+                               resolve_backend)
+
+ALPHAS = np.logspace(-1, 8, 10)
+SEGMENTS = [70, 50]
+DELAYS = range(3)
+
+
+def _data(seed=0, n=120, v=30, signal=1.0):
+    rng = np.random.default_rng(seed)
+    X1 = rng.standard_normal((n, 12))
+    X2 = rng.standard_normal((n, 9))
+    Y = rng.standard_normal((n, v))
+    Y += signal * (X1[:, :2] @ rng.standard_normal((2, v))
+                   + X2[:, :1] @ rng.standard_normal((1, v)))
+    return X1.astype(np.float32), X2.astype(np.float32), Y.astype(np.float32)
+
+
+def _sk_design(blocks, train, n_components, delays, segments):
+    reduced = []
+    for X in blocks:
+        k = min(n_components, X.shape[1], len(train))
+        pipe = make_pipeline(StandardScaler(), PCA(k, svd_solver="full")).fit(X[train])
+        reduced.append(pipe.transform(X))
+    D = fir_delays(np.concatenate(reduced, 1), delays, segments)
+    D = StandardScaler().fit(D[train]).transform(D)
+    return D
+
+
+def _sk_reference(blocks, Y, segments, n_components, delays, n_folds=5, n_inner=5, loo=False):
+    """The whole pipeline with scikit-learn only."""
+    n = Y.shape[0]
+    scores = []
+    for train, test in contiguous_folds(n, n_folds):
+        D = _sk_design(blocks, train, n_components, delays, segments)
+        Dtr, Dte, Ytr = D[train].astype(np.float64), D[test].astype(np.float64), Y[train]
+        if loo:
+            pred = RidgeCV(alphas=ALPHAS, alpha_per_target=True).fit(Dtr, Ytr).predict(Dte)
+        else:
+            # mean over the same contiguous inner folds of the per-fold MSE
+            mse = np.zeros((len(ALPHAS), Y.shape[1]))
+            for itr, ite in contiguous_folds(len(train), n_inner):
+                for a, alpha in enumerate(ALPHAS):
+                    p = Ridge(alpha=alpha).fit(Dtr[itr], Ytr[itr]).predict(Dtr[ite])
+                    mse[a] += ((Ytr[ite] - p) ** 2).mean(0) / n_inner
+            best = np.argmin(mse, 0)
+            pred = np.empty((len(test), Y.shape[1]))
+            for a in np.unique(best):
+                cols = best == a
+                pred[:, cols] = Ridge(alpha=ALPHAS[a]).fit(Dtr, Ytr[:, cols]).predict(Dte).reshape(
+                    len(test), -1)
+        scores.append([pearsonr(Y[test, j], pred[:, j])[0] for j in range(Y.shape[1])])
+    return np.mean(scores, 0)
+
+
+KW = dict(n_components=5, delays=DELAYS, alphas=ALPHAS)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_encoding_matches_sklearn_contiguous(backend):
+    X1, X2, Y = _data()
+    ours = encoding_scores([X1, X2], Y, SEGMENTS, backend=backend, **KW)
+    ref = _sk_reference([X1, X2], Y, SEGMENTS, 5, DELAYS)
+    assert ours.shape == (30,) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, ref, atol=1e-4)
+
+
+def test_encoding_matches_sklearn_loo():
+    X1, X2, Y = _data(seed=1)
+    ours = encoding_scores([X1, X2], Y, SEGMENTS, inner_cv="loo", **KW)
+    ref = _sk_reference([X1, X2], Y, SEGMENTS, 5, DELAYS, loo=True)
+    np.testing.assert_allclose(ours, ref, atol=1e-4)
+    ours_t = encoding_scores([X1, X2], Y, SEGMENTS, inner_cv="loo", backend="torch",
+                             target_batch=7, **KW)
+    np.testing.assert_allclose(ours_t, ref, atol=1e-4)
+
+
+def test_target_batch_and_n_components_clip():
+    X1, X2, Y = _data(seed=2)
+    a = encoding_scores([X1, X2[:, :3]], Y, SEGMENTS, n_components=20, delays=DELAYS)
+    b = encoding_scores([X1, X2[:, :3]], Y, SEGMENTS, n_components=20, delays=DELAYS,
+                        target_batch=4)
+    ref = _sk_reference([X1, X2[:, :3]], Y, SEGMENTS, 20, DELAYS)
+    np.testing.assert_allclose(a, ref, atol=1e-4)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_planted_signal_recovered():
+    rng = np.random.default_rng(3)
+    n = 300
+    X = rng.standard_normal((n, 40)).astype(np.float32)
+    w = rng.standard_normal((40, 50))
+    Y = (X @ w + 0.5 * rng.standard_normal((n, 50)) * np.linalg.norm(w, axis=0)).astype(
+        np.float32)
+    s = encoding_scores([X], Y, [150, 150], n_components=40, delays=[0])
+    assert np.all(s > 0.8)
+
+
+def test_noise_scores_centred_on_zero():
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((200, 30)).astype(np.float32)
+    Y = rng.standard_normal((200, 2000)).astype(np.float32)
+    s = encoding_scores([X], Y, None, n_components=10, delays=range(2), backend="numpy")
+    assert abs(np.mean(s)) < 0.05
+
+
+def test_nan_and_constant_targets_are_nan():
+    X1, X2, Y = _data(seed=5)
+    Y[:, 3] = np.nan
+    Y[10, 4] = np.nan
+    Y[:, 5] = 2.5
+    s = encoding_scores([X1, X2], Y, SEGMENTS, **KW)
+    assert np.isnan(s[[3, 4, 5]]).all()
+    assert np.isfinite(np.delete(s, [3, 4, 5])).all()
+    # the other targets are unaffected by the masked ones
+    keep = np.delete(np.arange(30), [3, 4, 5])
+    np.testing.assert_allclose(np.delete(s, [3, 4, 5]),
+                               encoding_scores([X1, X2], Y[:, keep], SEGMENTS, **KW), atol=1e-6)
+    allnan = encoding_scores([X1], np.full((120, 2), np.nan, np.float32), SEGMENTS, **KW)
+    assert np.isnan(allnan).all()
+
+
+def test_forecast_scores_share_x_pca_and_equal_encoding():
+    X1, X2, Y = _data(seed=6, v=12)
+    rng = np.random.default_rng(6)
+    windows = {8: rng.standard_normal((120, 14)).astype(np.float32), -2: X2}
+    R_X, R_XW = forecast_scores(X1, windows, Y, SEGMENTS, **KW)
+    assert R_X.shape == (12,) and R_XW.shape == (2, 12)
+    np.testing.assert_allclose(R_X, encoding_scores([X1], Y, SEGMENTS, **KW), atol=1e-6)
+    for j, d in enumerate(sorted(windows)):
+        np.testing.assert_allclose(R_XW[j], encoding_scores([X1, windows[d]], Y, SEGMENTS, **KW),
+                                   atol=1e-6)
+
+
+def test_forecast_scores_reduce_x_once_per_fold(monkeypatch):
+    import brainpred.mapping as m
+    calls = []
+    orig = m._reduce_block
+
+    def spy(X, train, n_components):
+        calls.append(X.shape[1])
+        return orig(X, train, n_components)
+
+    monkeypatch.setattr(m, "_reduce_block", spy)
+    X1, X2, Y = _data(seed=7, v=5)
+    windows = {0: X2, 3: X2 * 2, 5: X2 + 1}
+    m.forecast_scores(X1, windows, Y, SEGMENTS, n_folds=3, **KW)
+    assert calls.count(X1.shape[1]) == 3          # once per outer fold
+    assert calls.count(X2.shape[1]) == 9          # once per fold and distance
+
+
+def test_contiguous_folds_plain():
+    folds = contiguous_folds(11, 3)
+    tests = [t for _, t in folds]
+    np.testing.assert_array_equal(tests[0], [0, 1, 2, 3])
+    np.testing.assert_array_equal(tests[2], [8, 9, 10])
+    for train, test in folds:
+        assert len(np.intersect1d(train, test)) == 0 and len(train) + len(test) == 11
+    with pytest.raises(ConfigError):
+        contiguous_folds(3, 5)
+
+
+def test_contiguous_folds_groups_align():
+    groups = np.repeat(["a", "b", "c", "d", "e", "f"], [30, 10, 25, 20, 15, 20])
+    folds = contiguous_folds(len(groups), 3, groups=groups)
+    covered = np.concatenate([t for _, t in folds])
+    np.testing.assert_array_equal(np.sort(covered), np.arange(len(groups)))
+    for train, test in folds:
+        assert len(test) > 0
+        # whole groups: no group is split between train and test
+        assert not set(groups[train]) & set(groups[test])
+    with pytest.raises(ConfigError):
+        contiguous_folds(len(groups), 7, groups=groups)
+    # groups="segments" in encoding_scores: test folds are whole stories
+    X1, X2, Y = _data(seed=8, v=4)
+    s = encoding_scores([X1], Y, [30, 30, 20, 40], groups="segments", n_folds=4, **KW)
+    assert s.shape == (4,) and np.isfinite(s).all()
+
+
+def test_pearson_r():
+    rng = np.random.default_rng(9)
+    a = rng.standard_normal((50, 4))
+    b = a + rng.standard_normal((50, 4))
+    b[:, 2] = 1.0
+    b[3, 3] = np.nan
+    r = pearson_r(a, b)
+    assert r[0] == pytest.approx(pearsonr(a[:, 0], b[:, 0])[0], abs=1e-6)
+    assert np.isnan(r[2]) and np.isnan(r[3])
+
+
+def test_resolve_backend():
+    import torch
+    assert resolve_backend("auto") == ("torch_cuda" if torch.cuda.is_available() else "torch")
+    assert resolve_backend("numpy") == "numpy"
+    with pytest.raises(ConfigError):
+        resolve_backend("cupyx")
+    with pytest.raises(ConfigError):
+        encoding_scores([np.random.rand(20, 2)], np.random.rand(20, 2), None, n_folds=2,
+                        n_inner_folds=2, inner_cv="gcv")

@@ -1,0 +1,653 @@
+"""Tests of brainpred.narratives: on the real Narratives metadata in ../shared/narratives (known
+answers from the files) and on tiny datasets written to tmp_path by the _make_* factories."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from brainpred import narratives as nar
+from brainpred.errors import ConfigError, DataError
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "narratives"
+needs_shared = pytest.mark.skipif(
+    not (SHARED / "participants.tsv").exists(),
+    reason=f"real Narratives metadata not found at {SHARED} (clone shared/ beside the repo)")
+
+
+# --------------------------------------------------------------------------------------------
+# factories
+# --------------------------------------------------------------------------------------------
+
+def _write(path, text):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _make_gifti(path, data, n_arrays_attr=True):
+    """Write a func GIfTI with one data array per row of ``data`` (n_t, n_vertices)."""
+    img = nib.gifti.GiftiImage(darrays=[
+        nib.gifti.GiftiDataArray(np.asarray(row, dtype=np.float32),
+                                 intent="NIFTI_INTENT_TIME_SERIES", datatype="NIFTI_TYPE_FLOAT32")
+        for row in data])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(img, str(path))
+    if not n_arrays_attr:
+        raw = path.read_bytes()
+        raw2 = re.sub(rb'\s*NumberOfDataArrays="\d+"', b"", raw)
+        assert raw2 != raw
+        path.write_bytes(raw2)
+    return path
+
+
+def _make_run(root, subject, task, run="", onset=0.0, stim=None, tr=1.5, events=True,
+              sidecar=True, n_trs=None, n_vertices=3):
+    run_part = f"_run-{run}" if run else ""
+    base = Path(root) / subject / "func" / f"{subject}_task-{task}{run_part}"
+    stim = stim if stim is not None else f"{task}_audio.wav"
+    if events:
+        _write(f"{base}_events.tsv", "onset\tduration\ttrial_type\tstim_file\n"
+               f"{onset}\t10.0\tmusic\t{stim}\n{onset + 12}\t100.0\tstory\t{stim}\n")
+    if sidecar:
+        _write(f"{base}_bold.json", json.dumps({"RepetitionTime": tr, "EchoTime": 0.028}))
+    if n_trs is not None:
+        for hemi in "LR":
+            rel = nar._bold_rel(subject, task, run, "fsaverage6", hemi)
+            _make_gifti(Path(root) / rel, np.zeros((n_trs, n_vertices)))
+
+
+def _make_dataset(tmp_path, participants, runs, exclude=None):
+    """Tiny Narratives layout.
+
+    participants: {subject: [(task, condition), ...]}; runs: list of kwargs of _make_run;
+    exclude: scan_exclude dict (None: no file).
+    """
+    root = Path(tmp_path) / "ds"
+    lines = ["participant_id\tage\tsex\ttask\tcondition\tcomprehension"]
+    for sub, pairs in participants.items():
+        tasks = ",".join(t for t, _ in pairs)
+        conds = ",".join(c or "n/a" for _, c in pairs)
+        lines.append(f"{sub}\t{','.join(['20'] * len(pairs))}\tF\t{tasks}\t{conds}\t"
+                     f"{','.join(['n/a'] * len(pairs))}")
+    _write(root / "participants.tsv", "\n".join(lines) + "\n")
+    if exclude is not None:
+        _write(root / "code" / "scan_exclude.json", json.dumps(exclude))
+    for kw in runs:
+        _make_run(root, **kw)
+    return root
+
+
+def _make_story(root, story, rows, transcript=None):
+    """rows: list of (word, dict_word, start, end) with None for missing times."""
+    folder = Path(root) / "stimuli" / "gentle" / story
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "align.csv", "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        for word, dword, s, e in rows:
+            w.writerow([word, dword, "" if s is None else s, "" if e is None else e])
+    if transcript is not None:
+        _write(folder / "transcript.txt", transcript)
+    return folder
+
+
+def _spans(words, text):
+    return [text[s:e] for s, e in zip(words.char_start, words.char_end)]
+
+
+# --------------------------------------------------------------------------------------------
+# real files: participants, scan_exclude, run table
+# --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def real_table():
+    if not (SHARED / "participants.tsv").exists():
+        pytest.skip(f"real Narratives metadata not found at {SHARED}")
+    return nar.build_run_table(SHARED)
+
+
+@needs_shared
+@pytest.mark.shared
+def test_real_participants_parallel_lists():
+    p = nar.read_participants(SHARED)
+    assert p.subject.nunique() == 345
+    assert len(p) == 769  # sum of the task list lengths
+    assert list(p[p.subject == "sub-001"].task) == ["pieman", "tunnel"]
+    s16 = p[p.subject == "sub-016"].reset_index(drop=True)
+    assert np.isnan(s16.comprehension[0]) and s16.comprehension[1] == pytest.approx(0.569)
+    mw = p[p.task == "milkyway"].condition.value_counts()
+    assert mw.to_dict() == {"vodka": 18, "original": 18, "synonyms": 17}
+    assert (p[p.task == "pieman"].condition == "").all()
+
+
+@needs_shared
+@pytest.mark.shared
+def test_real_scan_exclude_lists_27_runs():
+    ex = nar.read_scan_exclude(SHARED)
+    assert sum(len(v) for subs in ex.values() for v in subs.values()) == 27
+    assert ex["pieman"]["sub-001"] == ["sub-001_task-pieman_run-1", "sub-001_task-pieman_run-2"]
+
+
+@needs_shared
+@pytest.mark.shared
+def test_real_run_table_counts(real_table):
+    t = real_table
+    assert list(t.columns) == nar.RUN_TABLE_COLUMNS
+    assert len(t) == 876  # 873 func runs + 3 participants.tsv entries without files
+    assert t.reason.value_counts().to_dict() == {
+        "": 667, "schema": 124, "scrambled": 44, "scan_exclude": 27, "duplicate_run": 11,
+        "no_files": 3}
+    assert (t.kept == (t.reason == "")).all()
+    kept = t[t.kept]
+    # paper: 304 subjects, 622 subject-story pairs (see the module report for the difference)
+    assert kept.subject.nunique() == 321
+    assert len(kept[["subject", "story"]].drop_duplicates()) == 667
+    assert kept.story.nunique() == 18  # the paper's 18 audio tasks
+    assert not kept.duplicated(["subject", "task"]).any()
+    assert (t.n_trs == -1).all()  # no GIfTI in shared
+    assert (nar.crop_lengths(t) == -1).all()
+
+
+@needs_shared
+@pytest.mark.shared
+def test_real_pieman_runs(real_table):
+    t = real_table
+    pie = t[t.task == "pieman"]
+    assert len(pie) == 96 and pie.kept.sum() == 75
+    s1 = pie[pie.subject == "sub-001"]  # both runs listed in scan_exclude.json
+    assert list(s1.run) == ["1", "2"] and list(s1.reason) == ["scan_exclude"] * 2
+    s2 = pie[pie.subject == "sub-002"].set_index("run")
+    assert s2.loc["2", "kept"] and s2.loc["1", "reason"] == "duplicate_run"
+    assert s2.loc["2", "bold_L"] == ("derivatives/afni-nosmooth/sub-002/func/sub-002_task-pieman"
+                                     "_run-2_space-fsaverage6_hemi-L_desc-clean.func.gii")
+    s13 = pie[pie.subject == "sub-013"].set_index("run")  # run-2 excluded -> run-1 kept
+    assert s13.loc["1", "kept"] and s13.loc["2", "reason"] == "scan_exclude"
+    first = nar.build_run_table(SHARED, tasks=["pieman"], subjects=["sub-002"],
+                                pieman_run="first")
+    assert list(first.kept) == [True, False] and list(first.run) == ["1", "2"]
+    both = nar.build_run_table(SHARED, tasks=["pieman"], pieman_run="all")
+    assert both.kept.sum() == 86
+
+
+@needs_shared
+@pytest.mark.shared
+def test_real_excluded_runs_match_scan_exclude(real_table):
+    t = real_table
+    ex = t[t.reason == "scan_exclude"]
+    assert len(ex) == 27
+    assert {"sub-053", "sub-065"} == set(ex[ex.task == "lucy"].subject)
+    assert t[(t.subject == "sub-139") & (t.task == "slumlordreach")].reason.item() == \
+        "scan_exclude"
+
+
+@needs_shared
+@pytest.mark.shared
+def test_real_stories_onsets_and_tr(real_table):
+    t = real_table
+    mw = t[t.task == "milkyway"].set_index("subject")
+    assert mw.loc["sub-105", "story"] == "milkywayoriginal"
+    assert mw.loc["sub-123", "story"] == "milkywaysynonyms"
+    assert mw.loc["sub-123", "tr"] == 1.52 and mw.loc["sub-105", "tr"] == 1.5
+    assert mw.loc["sub-038", "story"] == "milkywayvodka" and mw.loc["sub-038", "reason"] == \
+        "scan_exclude"
+    assert t[t.kept & (t.task == "milkyway")].story.value_counts().to_dict() == {
+        "milkywayoriginal": 17, "milkywayvodka": 17, "milkywaysynonyms": 16}
+    syn = t[t.story == "milkywaysynonyms"]
+    assert (syn.tr == 1.52).all() and (t[t.story != "milkywaysynonyms"].tr.dropna() == 1.5).all()
+    onsets = t.dropna(subset=["audio_onset"]).groupby("task").audio_onset.unique()
+    assert {k: list(v) for k, v in onsets.items() if k in
+            ("pieman", "tunnel", "lucy", "merlin", "bronx", "schema")} == {
+        "pieman": [0.0], "tunnel": [3.0], "lucy": [3.0], "merlin": [4.5], "bronx": [12.0],
+        "schema": [5.0]}
+    # story names are the gentle folders
+    gentle = {p.name for p in (SHARED / "stimuli" / "gentle").iterdir()}
+    assert set(t[t.kept].story) <= gentle
+    sch = t[t.task == "schema"]
+    assert (sch.reason == "schema").all() and "friends,bigbang" in set(sch.story)
+    scr = t[t.task.isin(nar.SCRAMBLED_TASKS)]
+    assert len(scr) == 47 and (scr.reason == "scrambled").sum() == 44
+    kept_scr = nar.build_run_table(SHARED, keep_scrambled=True)
+    assert kept_scr.kept.sum() == 667 + 44
+
+
+@needs_shared
+@pytest.mark.shared
+def test_real_no_files_rows(real_table):
+    nf = real_table[real_table.reason == "no_files"]
+    assert sorted(zip(nf.subject, nf.task)) == [("sub-278", "black"), ("sub-278", "forgot"),
+                                               ("sub-280", "piemanpni")]
+    assert (nf.n_trs == -1).all() and nf.audio_onset.isna().all() and not nf.kept.any()
+
+
+@needs_shared
+@pytest.mark.shared
+def test_real_filters():
+    t = nar.build_run_table(SHARED, tasks=["milkywayvodka"])
+    assert len(t) == 18 and set(t.story) == {"milkywayvodka"}
+    t = nar.build_run_table(SHARED, subjects=["sub-001"])
+    assert list(zip(t.task, t.run, t.kept)) == [("pieman", "1", False), ("pieman", "2", False),
+                                                ("tunnel", "", True)]
+    t = nar.build_run_table(SHARED, tasks="tunnel", space="fsaverage5")
+    assert t.bold_R.str.endswith("_task-tunnel_space-fsaverage5_hemi-R_desc-clean.func.gii").all()
+    with pytest.raises(ConfigError, match="tasks"):
+        nar.build_run_table(SHARED, tasks=["nosuchtask"])
+    with pytest.raises(ConfigError, match="subjects"):
+        nar.build_run_table(SHARED, subjects=["sub-999"])
+
+
+# --------------------------------------------------------------------------------------------
+# real files: alignments and word tables
+# --------------------------------------------------------------------------------------------
+
+@needs_shared
+@pytest.mark.shared
+def test_real_alignment_interpolation_merlin():
+    path = SHARED / "stimuli" / "gentle" / "merlin" / "align.csv"
+    a = nar.read_alignment(path)
+    assert len(a) == 2245 and a.interpolated.sum() == 111
+    assert not a[["start", "end"]].isna().any().any()
+    assert list(a.columns) == ["word", "dict_word", "start", "end", "interpolated"]
+    # rows 19-20 ("see", "this") missing between "you" (end 37.250001) and "kid" (37.92)
+    assert list(a.word[19:21]) == ["see", "this"] and a.interpolated[19:21].all()
+    np.testing.assert_allclose(a.start[19:21], [37.250001, 37.5850005], atol=1e-6)
+    np.testing.assert_allclose(a.end[19:21], [37.5850005, 37.92], atol=1e-6)
+    # row 265 "in" between overlapping "magic" (126.17-126.89) and "the" (126.609999)
+    assert a.word[265] == "in" and a.interpolated[265]
+    assert a.start[265] == pytest.approx((126.17 + 126.609999) / 2)
+    assert a.start[264] <= a.start[265] <= a.start[266]
+    # without a story, the misplaced first words are untouched
+    assert list(a.start[:2]) == [0.34, 3.75]
+
+
+@needs_shared
+@pytest.mark.shared
+def test_real_all_alignments_clean():
+    for folder in sorted((SHARED / "stimuli" / "gentle").iterdir()):
+        a = nar.read_alignment(folder / "align.csv", story=folder.name)
+        n_empty = sum(1 for row in csv.reader(open(folder / "align.csv", encoding="utf-8"))
+                      if row[2] == "")
+        assert a.interpolated.sum() == n_empty, folder.name
+        assert np.all(np.diff(a.start) >= 0), folder.name
+        assert np.all(a.end >= a.start) and a.start.min() >= 0, folder.name
+    # sherlock ends with unaligned words: extrapolated after the last aligned word
+    s = nar.read_alignment(SHARED / "stimuli" / "gentle" / "sherlock" / "align.csv")
+    assert s.interpolated.iloc[-1] and s.start.iloc[-1] >= s.end[~s.interpolated].iloc[-1]
+
+
+@needs_shared
+@pytest.mark.shared
+@pytest.mark.parametrize("story,starts,ends,next_start", [
+    ("merlin", [29.0, 29.15], [29.15, 29.39], 29.39),
+    ("prettymouth", [21.0], [21.15], 21.15),
+    ("notthefallintact", [25.8], [25.82], 25.91),
+    ("milkywaysynonyms", [21.5], [21.7], 21.7),
+])
+def test_real_first_word_fixes(story, starts, ends, next_start):
+    w, _ = nar.story_words(SHARED, story)
+    k = len(starts)
+    np.testing.assert_allclose(w.start[:k], starts, atol=1e-6)
+    np.testing.assert_allclose(w.end[:k], ends, atol=1e-6)
+    assert w.start[k] == pytest.approx(next_start, abs=1e-5)
+    assert [r[1] for r in nar.FIRST_WORD_FIXES[story]] == list(w.word[:k])
+    raw = nar.read_alignment(SHARED / "stimuli" / "gentle" / story / "align.csv")
+    assert (raw.start[:k] < np.array(starts) - 15).all()  # the original was in the intro music
+    # idempotent: fixing an already fixed table changes nothing
+    again = nar.fix_first_words(w, story)
+    np.testing.assert_array_equal(again.start, w.start)
+
+
+@needs_shared
+@pytest.mark.shared
+def test_real_story_words_without_transcript():
+    w, text = nar.story_words(SHARED, "notthefallintact")
+    assert list(w.columns) == ["word", "start", "end", "interpolated", "char_start", "char_end"]
+    assert text.startswith("So I’m um five thousand feet")
+    assert _spans(w, text) == list(w.word)  # contraction with a curly apostrophe kept
+    w, text = nar.story_words(SHARED, "forgot")
+    assert w.word[965] == "1930s" and text[w.char_start[965]:w.char_end[965]] == "1930s"
+    assert text == " ".join(w.word)
+
+
+@needs_shared
+@pytest.mark.shared
+def test_real_transcript_restores_punctuation(tmp_path):
+    """Real notthefallintact alignment + a punctuated transcript (straight apostrophe, case,
+    hyphen, a number with a sign) written here; the alignment stays the real file."""
+    root = tmp_path / "ds"
+    folder = root / "stimuli" / "gentle" / "notthefallintact"
+    folder.mkdir(parents=True)
+    shutil.copy(SHARED / "stimuli" / "gentle" / "notthefallintact" / "align.csv", folder)
+    words = nar.read_alignment(folder / "align.csv").word.tolist()
+    assert words[:8] == ["So", "I’m", "um", "five", "thousand", "feet", "above", "Albany"]
+    head = "SO, I'm... um -- five-thousand feet above Albany!"
+    _write(folder / "transcript.txt", head + " " + " ".join(words[8:]) + "\n")
+    w, text = nar.story_words(root, "notthefallintact")
+    assert _spans(w, text)[:8] == ["SO,", "I'm...", "um", "five", "thousand", "feet", "above",
+                                   "Albany!"]
+    assert w.start[0] == pytest.approx(25.8)  # fix applied in story_words
+    assert w.char_end.iloc[-1] == len(text.rstrip("\n"))
+
+
+@needs_shared
+@pytest.mark.shared
+def test_real_slumlordreach_split():
+    full, text = nar.story_words(SHARED, "slumlordreach")
+    a, ta = nar.story_words(SHARED, "slumlord")
+    b, tb = nar.story_words(SHARED, "reach")
+    assert nar.story_parts("slumlordreach") == ("slumlord", "reach")
+    assert len(full) == 5344 and len(a) == 2715 and len(b) == 2629
+    assert a.start.max() < nar.SLUMLORDREACH_SPLIT <= b.start.min()
+    assert (a.word.iloc[-1], b.word.iloc[0]) == ("life", "Well")
+    assert b.start.iloc[0] == pytest.approx(965.78)  # file time of the slumlordreach audio
+    assert ta.endswith("saved my life") and tb.startswith("Well when I was about thirteen")
+    assert _spans(b, tb) == list(b.word) and _spans(a, ta) == list(a.word)
+
+
+# --------------------------------------------------------------------------------------------
+# tiny datasets: run table
+# --------------------------------------------------------------------------------------------
+
+def _tiny(tmp_path, with_exclude=True):
+    participants = {
+        "sub-001": [("pieman", ""), ("milkyway", "vodka"), ("tunnel", "")],
+        "sub-002": [("pieman", ""), ("notthefalllongscram", "intact-longscram"),
+                    ("schema", ""), ("black", "")],
+        "sub-003": [("milkyway", "synonyms"), ("pieman", "")],
+    }
+    runs = [
+        dict(subject="sub-001", task="pieman", run="1", n_trs=5),
+        dict(subject="sub-001", task="pieman", run="2", n_trs=4),
+        dict(subject="sub-001", task="milkyway", stim="milkywayvodka_audio.wav", onset=0.0),
+        dict(subject="sub-001", task="tunnel", onset=3.0, sidecar=False),
+        dict(subject="sub-002", task="pieman", run="1"),
+        dict(subject="sub-002", task="pieman", run="2"),
+        dict(subject="sub-002", task="notthefalllongscram", onset=4.5),
+        dict(subject="sub-002", task="schema", onset=5.0, stim="friends_audio.wav"),
+        dict(subject="sub-003", task="milkyway", stim="n/a", tr=1.52, n_trs=7),
+        dict(subject="sub-003", task="pieman", events=False),
+    ]
+    exclude = {"pieman": {"sub-002": ["sub-002_task-pieman_run-2"]}, "tunnel": {}}
+    return _make_dataset(tmp_path, participants, runs, exclude if with_exclude else None)
+
+
+def test_run_table_rules(tmp_path):
+    root = _tiny(tmp_path)
+    t = nar.build_run_table(root)
+    assert list(t.columns) == nar.RUN_TABLE_COLUMNS
+    got = {(r.subject, r.task, r.run): (r.story, r.kept, r.reason) for r in t.itertuples()}
+    assert got == {
+        ("sub-001", "pieman", "1"): ("pieman", False, "duplicate_run"),
+        ("sub-001", "pieman", "2"): ("pieman", True, ""),
+        ("sub-001", "milkyway", ""): ("milkywayvodka", True, ""),
+        ("sub-001", "tunnel", ""): ("tunnel", False, "no_sidecar"),
+        ("sub-002", "pieman", "1"): ("pieman", True, ""),  # run-2 excluded -> run-1 kept
+        ("sub-002", "pieman", "2"): ("pieman", False, "scan_exclude"),
+        ("sub-002", "notthefalllongscram", ""): ("notthefalllongscram", False, "scrambled"),
+        ("sub-002", "schema", ""): ("friends", False, "schema"),
+        ("sub-002", "black", ""): ("black", False, "no_files"),
+        ("sub-003", "milkyway", ""): ("milkywaysynonyms", True, ""),  # from the condition
+        ("sub-003", "pieman", ""): ("pieman", False, "no_events"),
+    }
+    r = t.set_index(["subject", "task", "run"])
+    assert r.loc[("sub-001", "pieman", "1"), "n_trs"] == 5
+    assert r.loc[("sub-001", "pieman", "2"), "n_trs"] == 4
+    assert r.loc[("sub-003", "milkyway", ""), "n_trs"] == 7
+    assert r.loc[("sub-003", "milkyway", ""), "tr"] == 1.52
+    assert r.loc[("sub-002", "pieman", "1"), "n_trs"] == -1
+    assert r.loc[("sub-002", "notthefalllongscram", ""), "audio_onset"] == 4.5
+    assert r.loc[("sub-001", "milkyway", ""), "condition"] == "vodka"
+    assert r.loc[("sub-001", "milkyway", ""), "stim_file"] == "milkywayvodka_audio.wav"
+    assert r.loc[("sub-002", "black", ""), "bold_L"] == ""
+    assert t.n_trs.dtype.kind == "i" and t.kept.dtype == bool
+    for (sub, task, run), row in r.iterrows():
+        if row.reason != "no_files":
+            assert (root / row.bold_L).name == (
+                f"{sub}_task-{task}{'_run-' + run if run else ''}_space-fsaverage6_hemi-L"
+                "_desc-clean.func.gii")
+    assert nar.crop_lengths(t).to_dict() == {"milkyway": 7, "pieman": 4}  # -1 ignored
+
+
+def test_run_table_options(tmp_path):
+    root = _tiny(tmp_path)
+    t = nar.build_run_table(root, keep_scrambled=True, keep_schema=True, pieman_run="first")
+    r = t.set_index(["subject", "task", "run"])
+    assert r.loc[("sub-002", "notthefalllongscram", ""), "kept"]
+    assert r.loc[("sub-002", "schema", ""), "kept"]
+    assert r.loc[("sub-001", "pieman", "1"), "kept"]
+    assert r.loc[("sub-001", "pieman", "2"), "reason"] == "duplicate_run"
+    t = nar.build_run_table(root, pieman_run="all")
+    assert t[(t.subject == "sub-001") & (t.task == "pieman")].kept.tolist() == [True, True]
+    assert nar.crop_lengths(t)["pieman"] == 4
+    t = nar.build_run_table(root, scan_exclude={})  # nothing excluded -> run-2 kept
+    r = t.set_index(["subject", "task", "run"])
+    assert r.loc[("sub-002", "pieman", "1"), "reason"] == "duplicate_run"
+    with pytest.raises(ConfigError, match="pieman_run"):
+        nar.build_run_table(root, pieman_run="middle")
+    t = nar.build_run_table(root, tasks=["milkywaysynonyms", "tunnel"], subjects="all")
+    assert sorted(zip(t.subject, t.story)) == [("sub-001", "tunnel"),
+                                               ("sub-003", "milkywaysynonyms")]
+
+
+def test_run_table_without_scan_exclude_warns(tmp_path):
+    root = _tiny(tmp_path, with_exclude=False)
+    with pytest.warns(UserWarning, match="scan_exclude"):
+        t = nar.build_run_table(root)
+    assert "scan_exclude" not in set(t.reason)
+    with pytest.raises(DataError, match="scan_exclude.json: file not found"):
+        nar.read_scan_exclude(root)
+
+
+def test_scan_exclude_errors(tmp_path):
+    root = _tiny(tmp_path)
+    _write(root / "code" / "scan_exclude.json", "{not json")
+    with pytest.raises(DataError, match=r"scan_exclude\.json: invalid JSON"):
+        nar.read_scan_exclude(root)
+    _write(root / "code" / "scan_exclude.json", json.dumps({"pieman": ["sub-001"]}))
+    with pytest.raises(DataError, match=r"scan_exclude\.json: expected"):
+        nar.build_run_table(root)
+
+
+def test_participants_errors_and_lists(tmp_path):
+    root = _tiny(tmp_path)
+    p = nar.read_participants(root)
+    assert len(p) == 9 and list(p.columns) == ["subject", "task", "condition",
+                                               "comprehension", "age", "sex"]
+    assert p.set_index(["subject", "task"]).loc[("sub-003", "milkyway"), "condition"] == \
+        "synonyms"
+    text = (root / "participants.tsv").read_text().splitlines()
+    text[2] = text[2].replace("n/a,n/a,n/a,n/a", "n/a,n/a")  # comprehension: 2 for 4 tasks
+    _write(root / "participants.tsv", "\n".join(text) + "\n")
+    with pytest.raises(DataError, match=r"participants\.tsv, line 3: column 'comprehension'"):
+        nar.read_participants(root)
+    (root / "participants.tsv").unlink()
+    with pytest.raises(DataError, match="participants.tsv: file not found"):
+        nar.read_participants(root)
+
+
+def test_bad_sidecar_and_events(tmp_path):
+    root = _make_dataset(tmp_path, {"sub-001": [("pieman", "")]},
+                         [dict(subject="sub-001", task="pieman")], exclude={})
+    _write(root / "sub-001" / "func" / "sub-001_task-pieman_bold.json", "{}")
+    with pytest.raises(DataError, match="sub-001_task-pieman_bold.json: 'RepetitionTime'"):
+        nar.build_run_table(root)
+    _write(root / "sub-001" / "func" / "sub-001_task-pieman_bold.json", '{"RepetitionTime": 2}')
+    _write(root / "sub-001" / "func" / "sub-001_task-pieman_events.tsv", "duration\n3\n")
+    with pytest.raises(DataError, match="sub-001_task-pieman_events.tsv: needs a column 'onset'"):
+        nar.build_run_table(root)
+
+
+# --------------------------------------------------------------------------------------------
+# tiny files: alignments, transcripts
+# --------------------------------------------------------------------------------------------
+
+def test_alignment_interpolation_rules(tmp_path):
+    folder = _make_story(tmp_path, "s", [
+        ("Hi", "", None, None), ("there", "", None, None),         # leading: median dur 0.2
+        ("a", "a", 1.0, 1.2), ("b", "", None, None), ("c", "", None, None),
+        ("d", "d", 2.0, 2.2),                                      # gap 1.2-2.0 in 2 slots
+        ("e", "e", 2.4, 2.8), ("f", "", None, None), ("g", "g", 2.6, 2.8),  # overlap
+        ("h", "<unk>", 3.0, 3.2), ("z", "", None, None),           # trailing
+    ])
+    a = nar.read_alignment(folder / "align.csv")
+    np.testing.assert_allclose(a.start, [0.6, 0.8, 1.0, 1.2, 1.6, 2.0, 2.4, 2.5, 2.6, 3.0, 3.2])
+    np.testing.assert_allclose(a.end, [0.8, 1.0, 1.2, 1.6, 2.0, 2.2, 2.8, 2.6, 2.8, 3.2, 3.4])
+    assert a.interpolated.tolist() == [True, True, False, True, True, False, False, True,
+                                       False, False, True]
+    assert a.dict_word.tolist()[9] == "<unk>"
+    # leading words clipped at 0
+    folder = _make_story(tmp_path, "t", [("x", "", None, None), ("y", "", None, None),
+                                         ("w", "w", 0.1, 0.5)])
+    np.testing.assert_allclose(nar.read_alignment(folder / "align.csv").start, [0, 0.05, 0.1])
+
+
+@pytest.mark.parametrize("line,match", [
+    ("only,three,1.0", r"line 2: expected 4 comma-separated columns"),
+    ("word,dict,start,end", r"line 2: start/end 'start', 'end' are not numbers"),
+    ("w,w,1.0,", r"line 2: only one of start/end"),
+    ("w,w,2.0,1.0", r"line 2: end 1.0 before start 2.0"),
+])
+def test_alignment_malformed(tmp_path, line, match):
+    path = _write(tmp_path / "align.csv", f"a,a,0.1,0.2\n{line}\n")
+    with pytest.raises(DataError, match=match) as err:
+        nar.read_alignment(path)
+    assert str(path) in str(err.value)
+
+
+def test_alignment_missing_or_untimed(tmp_path):
+    with pytest.raises(DataError, match="align.csv: file not found"):
+        nar.read_alignment(tmp_path / "align.csv")
+    path = _write(tmp_path / "align.csv", "a,,,\nb,,,\n")
+    with pytest.raises(DataError, match="no word has a time"):
+        nar.read_alignment(path)
+
+
+def test_first_word_fix_tiny(tmp_path):
+    rows = [("Okay", "okay", 0.34, 0.49), ("um", "um", 3.75, 4.04), ("so", "so", 29.39, 29.42)]
+    folder = _make_story(tmp_path, "merlin", rows)
+    a = nar.read_alignment(folder / "align.csv", story="merlin")
+    np.testing.assert_allclose(a.start, [29.0, 29.15, 29.39])
+    np.testing.assert_allclose(a.end, [29.15, 29.39, 29.42])
+    b = nar.read_alignment(folder / "align.csv", story="pieman")  # not a fixed story
+    np.testing.assert_allclose(b.start, [0.34, 3.75, 29.39])
+    folder = _make_story(tmp_path / "x", "merlin", [("Hello", "hello", 0.3, 0.5)] + rows[1:])
+    with pytest.warns(UserWarning, match="row 0 is not 'Okay'"):
+        a = nar.read_alignment(folder / "align.csv", story="merlin")
+    assert a.start[0] == 0.3 and a.start[1] == 29.15
+
+
+def test_story_words_transcript_spans(tmp_path):
+    root = tmp_path / "ds"
+    rows = [("The", "the", 1.0, 1.1), ("hard", "hard", 1.1, 1.3), ("boiled", "boiled", 1.3, 1.6),
+            ("detective", "detective", 1.6, 2.0), ("don’t", "don't", 2.1, 2.3),
+            ("pay", "pay", 2.3, 2.5), ("50", "<unk>", None, None), ("dollars", "dollars", 2.9, 3.2),
+            ("Café", "<unk>", 3.3, 3.6)]
+    transcript = ('"The hard-boiled detective," he said -- "don\'t pay $50 dollars!"\n'
+                  "Cafe.\n")
+    _make_story(root, "tiny", rows, transcript)
+    w, text = nar.story_words(root, "tiny")
+    assert text == transcript
+    assert _spans(w, text) == ["The", "hard", "boiled", "detective,\"", "don't", "pay", "50",
+                               "dollars!\"", "Cafe."]
+    assert w.interpolated.tolist() == [False] * 6 + [True] + [False] * 2
+    assert w.start[6] == pytest.approx(2.5) and w.end[6] == pytest.approx(2.9)
+    assert (np.diff(w.char_start) > 0).all()
+
+
+def test_story_words_without_transcript(tmp_path):
+    root = tmp_path / "ds"
+    _make_story(root, "tiny", [("Hello", "hello", 0.5, 0.8), ("it’s", "it's", 0.8, 1.0),
+                               ("me", "me", 1.0, 1.2)])
+    w, text = nar.story_words(root, "tiny")
+    assert text == "Hello it’s me"
+    assert w.char_start.tolist() == [0, 6, 11] and w.char_end.tolist() == [5, 10, 13]
+    with pytest.raises(DataError, match="story 'nope'"):
+        nar.story_words(root, "nope")
+
+
+def test_story_words_misaligned_transcript(tmp_path):
+    root = tmp_path / "ds"
+    folder = _make_story(root, "tiny", [("one", "one", 0.1, 0.2), ("two", "two", 0.2, 0.3),
+                                        ("three", "three", 0.3, 0.4), ("four", "four", 0.4, 0.5)],
+                         "One, two, banana, four.")
+    with pytest.raises(DataError, match="misaligned transcript: word 2 \\('three'\\)") as err:
+        nar.story_words(root, "tiny")
+    assert str(folder / "align.csv") in str(err.value)
+    assert str(folder / "transcript.txt") in str(err.value)
+    assert nar.read_transcript(folder / "missing.txt") is None
+
+
+def test_story_words_tolerates_stray_text(tmp_path):
+    root = tmp_path / "ds"
+    _make_story(root, "tiny", [("one", "one", 0.1, 0.2), ("two", "two", 0.2, 0.3)],
+                "[Music] One, (laughs) two.\r\n")
+    w, text = nar.story_words(root, "tiny")
+    assert text == "[Music] One, (laughs) two.\n"
+    assert _spans(w, text) == ["One,", "two."]
+
+
+def test_slumlordreach_split_tiny(tmp_path):
+    root = tmp_path / "ds"
+    _make_story(root, "slumlordreach", [
+        ("The", "the", 25.0, 25.2), ("end", "end", 940.0, 940.5), ("x", "", None, None),
+        ("Well", "well", 965.0, 965.3), ("bye", "bye", 966.0, 966.2)],
+        "The end.  x\n\nWell, bye.")
+    a, ta = nar.story_words(root, "slumlord")
+    b, tb = nar.story_words(root, "reach")
+    assert ta == "The end.  x" and tb == "Well, bye."
+    assert a.word.tolist() == ["The", "end", "x"] and b.word.tolist() == ["Well", "bye"]
+    assert _spans(b, tb) == ["Well,", "bye."]
+    assert b.start.tolist() == [965.0, 966.0]
+    assert nar.story_parts("pieman") == ("pieman",)
+
+
+# --------------------------------------------------------------------------------------------
+# tiny files: BOLD
+# --------------------------------------------------------------------------------------------
+
+def test_load_bold(tmp_path):
+    left = np.arange(12, dtype=np.float32).reshape(4, 3)
+    left[:, 1] = np.nan  # medial wall
+    right = -np.arange(8, dtype=np.float32).reshape(4, 2)
+    pl, pr = _make_gifti(tmp_path / "L.func.gii", left), _make_gifti(tmp_path / "R.func.gii", right)
+    y = nar.load_bold(pl, pr)
+    assert y.dtype == np.float32 and y.shape == (4, 5)
+    np.testing.assert_array_equal(y, np.concatenate([left, right], axis=1))
+    assert np.isnan(y[:, 1]).all()
+    np.testing.assert_array_equal(nar.load_bold(str(pl), str(pr), n_trs=3), y[:3])
+    assert nar.gifti_n_trs(pl) == 4
+    with pytest.raises(DataError, match="L.func.gii: has 4 TRs, fewer than the 5 requested"):
+        nar.load_bold(pl, pr, n_trs=5)
+
+
+def test_gifti_n_trs_without_header_count(tmp_path):
+    p = _make_gifti(tmp_path / "x.func.gii", np.zeros((6, 2)), n_arrays_attr=False)
+    assert nar.gifti_n_trs(p) == 6
+    assert nar.load_bold(p, p).shape == (6, 4)
+
+
+def test_load_bold_errors(tmp_path):
+    pl = _make_gifti(tmp_path / "L.func.gii", np.zeros((4, 3)))
+    short = _make_gifti(tmp_path / "R.func.gii", np.zeros((3, 3)))
+    with pytest.raises(DataError, match=r"L\.func\.gii has 4 TRs but .*R\.func\.gii has 3"):
+        nar.load_bold(pl, short)
+    with pytest.raises(DataError, match=r"nope\.func\.gii: BOLD file not found"):
+        nar.load_bold(pl, tmp_path / "nope.func.gii")
+    corrupt = tmp_path / "bad.func.gii"
+    corrupt.write_bytes(pl.read_bytes()[:300])  # truncated XML
+    with pytest.raises(DataError, match=r"bad\.func\.gii: cannot be read as a GIfTI"):
+        nar.load_bold(pl, corrupt)
+    junk = _write(tmp_path / "junk.func.gii", "hello")
+    with pytest.raises(DataError, match=r"junk\.func\.gii: not a GIfTI"):
+        nar.gifti_n_trs(junk)
+    with pytest.raises(DataError, match=r"junk\.func\.gii: cannot be read"):
+        nar.load_bold(junk, pl)

@@ -1,0 +1,97 @@
+"""Stage wiring: the subject design, BOLD z-scoring and region tables, on tiny arrays."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from brainpred import pipeline
+from brainpred.errors import ConfigError
+
+
+def _features(n_words, dim=2, n_layers=3, onset0=0.0, step=1.5, seed=0):
+    rng = np.random.default_rng(seed)
+    acts = rng.standard_normal((n_layers + 1, n_words, dim)).astype(np.float32)
+    words = pd.DataFrame({"word": [f"w{i}" for i in range(n_words)],
+                          "start": onset0 + step * np.arange(n_words)})
+    return acts, words
+
+
+def _runs(rows):
+    return pd.DataFrame(rows, columns=["basename", "story", "audio_onset", "tr", "n_trs"])
+
+
+def test_subject_design_places_words_on_the_tr_grid():
+    acts, words = _features(4, step=1.5)
+    runs = _runs([("sub-001_task-a", "a", 3.0, 1.5, 8)])
+    X, windows, lengths, groups = pipeline.subject_design(runs, {"a": (acts, words)}, layer=2,
+                                                          distances=[0, 2], width=2,
+                                                          tr_offset=1)
+    assert lengths == [8] and X.shape == (8, 2)
+    np.testing.assert_array_equal(groups, np.zeros(8))
+    # word i at scan time 3.0 + 1.5 i -> TR floor(t / 1.5) + 1 = i + 3
+    for i in range(4):
+        np.testing.assert_allclose(X[i + 3], acts[2, i])
+    assert np.all(X[:3] == 0) and np.all(X[7:] == 0)
+    # W_2 of word i = [word i+1, word i+2] (zeros past the end)
+    W = windows[2]
+    assert W.shape == (8, 4)
+    np.testing.assert_allclose(W[3], np.concatenate([acts[2, 1], acts[2, 2]]))
+    np.testing.assert_allclose(W[5], np.concatenate([acts[2, 3], np.zeros(2)]))
+    np.testing.assert_allclose(W[6], 0)
+
+
+def test_subject_design_concatenates_runs_without_spill_over():
+    fa = _features(3, seed=1)
+    fb = _features(3, seed=2)
+    runs = _runs([("r1", "a", 0.0, 1.5, 5), ("r2", "b", 0.0, 1.5, 6)])
+    X, windows, lengths, groups = pipeline.subject_design(runs, {"a": fa, "b": fb}, layer=1,
+                                                          distances=[3], width=1)
+    assert lengths == [5, 6] and X.shape == (11, 2)
+    np.testing.assert_array_equal(groups, [0] * 5 + [1] * 6)
+    # the window of the last words of run 1 never reaches into run 2
+    np.testing.assert_allclose(windows[3][:5], 0)
+    np.testing.assert_allclose(X[5 + 1], fb[0][1, 0])
+
+
+def test_subject_design_bad_layer():
+    acts, words = _features(3, n_layers=2)
+    runs = _runs([("r1", "a", 0.0, 1.5, 5)])
+    with pytest.raises(ConfigError, match="features.layer"):
+        pipeline.subject_design(runs, {"a": (acts, words)}, layer=5, distances=[0])
+
+
+def test_zscore_columns_nan_for_constant_and_medial_wall():
+    rng = np.random.default_rng(0)
+    Y = rng.standard_normal((50, 4)) * 3 + 100
+    Y[:, 1] = 7.0
+    Y[:, 2] = np.nan
+    Z = pipeline.zscore_columns(Y)
+    assert np.all(np.isnan(Z[:, 1])) and np.all(np.isnan(Z[:, 2]))
+    np.testing.assert_allclose(Z[:, [0, 3]].mean(0), 0, atol=1e-6)
+    np.testing.assert_allclose(Z[:, [0, 3]].std(0), 1, atol=1e-5)
+
+
+def test_region_table(tmp_path):
+    from brainpred.regions import write_label_gifti
+
+    names = {0: "other", 1: "auditory", 2: "frontal"}
+    lab = np.array([1, 1, 2, 0])
+    paths = []
+    for h in "LR":
+        paths.append(tmp_path / f"hemi-{h}.label.gii")
+        write_label_gifti(paths[-1], lab, names)
+    R = np.array([0.1, 0.3, 0.5, np.nan, 0.2, 0.2, 0.7, 0.0])
+    F = np.stack([R * 0, R * 0.1])
+    table = pipeline.region_table(R, F, [0, 8], tuple(paths))
+    bs = table[table["measure"] == "brainscore"].set_index("region")["value"]
+    assert bs["whole cortex"] == pytest.approx(np.nanmean(R))
+    assert bs["L auditory"] == pytest.approx(0.2)
+    assert bs["auditory"] == pytest.approx(np.mean([0.1, 0.3, 0.2, 0.2]))
+    assert bs["frontal"] == pytest.approx(0.6)
+    fs = table[(table["measure"] == "forecastscore") & (table["region"] == "frontal")]
+    np.testing.assert_allclose(fs.sort_values("distance")["value"], [0.0, 0.06])
+
+
+def test_alphas_from_config():
+    a = pipeline.alphas_from_config({"alphas": {"start": -1, "stop": 8, "num": 10}})
+    np.testing.assert_allclose(a, np.logspace(-1, 8, 10))

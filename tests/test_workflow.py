@@ -1,0 +1,86 @@
+"""Workflow helpers: run plan, model tags, config schema."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from brainpred.errors import ConfigError
+from brainpred.workflow import model_tag, run_basename, run_plan
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def _default_config():
+    with open(REPO / "config" / "config.yaml") as f:
+        return yaml.safe_load(f)
+
+
+def test_run_basename():
+    assert run_basename("sub-001", "pieman", "2") == "sub-001_task-pieman_run-2"
+    assert run_basename("sub-001", "tunnel", "") == "sub-001_task-tunnel"
+    assert run_basename("sub-001", "tunnel", float("nan")) == "sub-001_task-tunnel"
+
+
+def test_model_tag(tmp_path):
+    assert model_tag("tiny-gpt2") == "tiny-gpt2"
+    assert model_tag("openai-community/gpt2") == "openai-community-gpt2"
+    local = tmp_path / "my_model"
+    local.mkdir()
+    assert model_tag(str(local) + "/") == "my-model"
+
+
+def test_run_plan_synthetic_default():
+    plan = run_plan(_default_config())
+    cfg = _default_config()["synthetic"]
+    assert plan["subject"].nunique() == cfg["n_subjects"]
+    # not every subject hears the same stories
+    heard = plan.groupby("subject")["story"].apply(frozenset)
+    assert heard.nunique() > 1
+    # the excluded repeat run is not planned
+    assert not plan["basename"].str.endswith("_run-2").any()
+    assert plan["basename"].is_unique
+
+
+def test_run_plan_selection_and_errors():
+    cfg = _default_config()
+    cfg["dataset"]["subjects"] = ["sub-001", "sub-003"]
+    plan = run_plan(cfg)
+    assert sorted(plan["subject"].unique()) == ["sub-001", "sub-003"]
+    cfg["dataset"]["subjects"] = ["sub-999"]
+    with pytest.raises(ConfigError, match="dataset.subjects"):
+        run_plan(cfg)
+    cfg["dataset"]["subjects"] = "all"
+    cfg["dataset"]["source"] = "local"
+    cfg["dataset"]["root"] = "/nonexistent/narratives"
+    with pytest.raises(ConfigError, match="dataset.root"):
+        run_plan(cfg)
+
+
+def test_schema_accepts_default_and_rejects_bad_values():
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    cfg = _default_config()
+    validate(cfg, str(SCHEMA))
+    bad = _default_config()
+    bad["mapping"]["inner_cv"] = "shuffle"
+    with pytest.raises(WorkflowError, match="inner_cv"):
+        validate(bad, str(SCHEMA))
+    bad = _default_config()
+    bad["features"]["layr"] = 3
+    with pytest.raises(WorkflowError):
+        validate(bad, str(SCHEMA))
+
+
+def test_every_config_key_is_documented():
+    doc = (REPO / "config" / "README.md").read_text()
+    cfg = _default_config()
+    for section, values in cfg.items():
+        assert f"## `{section}`" in doc, section
+        for key in values:
+            assert f"| `{key}` |" in doc, f"{section}.{key} is not in config/README.md"
+    schema = yaml.safe_load(SCHEMA.read_text())
+    for section, values in cfg.items():
+        assert set(values) <= set(schema["properties"][section]["properties"]), section

@@ -1,0 +1,67 @@
+# Shared definitions: the run plan, output paths and input functions.
+
+from pathlib import Path
+
+from brainpred.workflow import model_tag, run_plan
+
+ROOT = config["dataset"]["root"].rstrip("/")
+SPACE = config["dataset"]["space"]
+MODEL = model_tag(config["model"]["name"])
+LAYER = config["features"]["layer"]
+PLAN = run_plan(config)
+SUBJECTS = sorted(PLAN["subject"].unique())
+STORIES = sorted(PLAN["story"].unique())
+RUNS = PLAN.drop_duplicates("basename")
+RESULTS = "results"
+SCORES = f"{RESULTS}/scores/model-{MODEL}_layer-{LAYER}"
+GROUP = f"{RESULTS}/group/model-{MODEL}_layer-{LAYER}"
+FIGURES = f"{RESULTS}/figures/model-{MODEL}_layer-{LAYER}"
+
+wildcard_constraints:
+    subject=r"sub-[0-9]+",
+    story=r"[A-Za-z0-9]+",
+    basename=r"sub-[0-9]+_task-[A-Za-z0-9]+(_run-[0-9]+)?",
+
+
+def gifti(subject, basename, hemi):
+    return (f"{ROOT}/derivatives/afni-nosmooth/{subject}/func/"
+            f"{basename}_space-{SPACE}_hemi-{hemi}_desc-clean.func.gii")
+
+
+def label_files():
+    pattern = (config.get("regions", {}) or {}).get("labels", "")
+    if not pattern:
+        return []
+    return [f"{ROOT}/{pattern.format(hemi=h)}" for h in ("L", "R")]
+
+
+def subject_runs(subject):
+    return PLAN[PLAN["subject"] == subject]
+
+
+def subject_outputs(subject):
+    prefix = f"{SCORES}/{subject}/{subject}"
+    return {
+        "npz": f"{prefix}_desc-scores.npz",
+        "brain_L": f"{prefix}_space-{SPACE}_hemi-L_desc-brainscore.func.gii",
+        "brain_R": f"{prefix}_space-{SPACE}_hemi-R_desc-brainscore.func.gii",
+        "forecast_L": f"{prefix}_space-{SPACE}_hemi-L_desc-forecastscore.func.gii",
+        "forecast_R": f"{prefix}_space-{SPACE}_hemi-R_desc-forecastscore.func.gii",
+        "regions": f"{prefix}_desc-regions_scores.tsv",
+    }
+
+
+FIGURE_FILES = {
+    "brain": f"{FIGURES}/desc-brainscore_map.png",
+    "curves": f"{FIGURES}/desc-forecastcurves_plot.png",
+    "dstar": f"{FIGURES}/desc-dstar_map.png",
+    "gain": f"{FIGURES}/desc-gain_map.png",
+    "distribution": f"{FIGURES}/desc-dstarsubjects_plot.png",
+}
+
+
+def all_outputs():
+    outs = [f"{RESULTS}/report.html", f"{GROUP}/group_desc-scores.npz"]
+    for s in SUBJECTS:
+        outs += list(subject_outputs(s).values())
+    return outs

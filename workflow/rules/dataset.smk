@@ -1,0 +1,61 @@
+# Dataset: the synthetic demo dataset (when dataset.source is synthetic), the subject x story
+# table, and the word table of each story.
+
+if config["dataset"]["source"] == "synthetic":
+
+    from brainpred.synthetic import output_files as _synthetic_files
+
+    rule synthetic_dataset:
+        output:
+            [f"{ROOT}/{f}" for f in _synthetic_files(config)],
+        params:
+            root=ROOT,
+            config=config,
+        log:
+            "logs/synthetic_dataset.log",
+        benchmark:
+            "benchmarks/out/synthetic_dataset.tsv"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        script:
+            "../scripts/synthetic_dataset.py"
+
+
+rule run_table:
+    input:
+        participants=f"{ROOT}/participants.tsv",
+        exclude=f"{ROOT}/code/scan_exclude.json",
+        bold=[gifti(r.subject, r.basename, h) for r in RUNS.itertuples() for h in ("L", "R")],
+    output:
+        f"{RESULTS}/tables/desc-runs_table.tsv",
+    params:
+        root=ROOT,
+        config=config,
+    log:
+        "logs/run_table.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/run_table.py"
+
+
+rule story_words:
+    input:
+        align=f"{ROOT}/stimuli/gentle/{{story}}/align.csv",
+    output:
+        words=f"{RESULTS}/words/story-{{story}}_desc-words_table.tsv",
+        text=f"{RESULTS}/words/story-{{story}}_desc-text.txt",
+    params:
+        root=ROOT,
+    log:
+        "logs/story_words/story-{story}.log",
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    script:
+        "../scripts/story_words.py"
