@@ -41,7 +41,7 @@ def make_run_table(root, config, out_tsv):
     table with their reason, so the table explains what the analysis used.
     """
     from . import narratives
-    from .workflow import run_plan
+    from .workflow import run_basename, run_plan
 
     ds = config["dataset"]
     table = narratives.build_run_table(root, tasks=ds.get("tasks", "all"),
@@ -50,6 +50,13 @@ def make_run_table(root, config, out_tsv):
                                        keep_schema=ds.get("keep_schema", False))
     plan = run_plan(config)
     table["run"] = table["run"].fillna("").astype(str)
+    table["basename"] = [run_basename(s, t, r) for s, t, r in
+                         zip(table["subject"], table["task"], table["run"])]
+    # crop the runs of a task to their common length (runs of a task differ by a few TRs)
+    crop = narratives.crop_lengths(table)
+    table["n_trs_file"] = table["n_trs"]
+    kept_known = table["kept"] & (table["n_trs"] > 0)
+    table.loc[kept_known, "n_trs"] = table.loc[kept_known, "task"].map(crop).astype(int)
     kept = table[table["kept"]]
     got = set(zip(kept["subject"], kept["task"], kept["story"], kept["run"]))
     want = set(zip(plan["subject"], plan["task"], plan["story"], plan["run"]))
@@ -487,7 +494,7 @@ def make_figures(group_npz, regions_tsv, config, outputs):
     regions = [WHOLE_CORTEX] + [r for r in key if r in present]
     figures.plot_forecast_curves(curves, outputs["curves"], synthetic=synthetic,
                                  regions=regions,
-                                 true_distance=truth["d_true"] if truth else None)
+                                 true_distance={"frontal": truth["d_true"]} if truth else None)
     dstar = _region_dstar(curves, regions)
     peak = curves.groupby(["region", "distance"])["F"].mean().groupby("region").max()
     focus = max(regions, key=lambda r: peak.get(r, -np.inf))

@@ -65,8 +65,8 @@ DEFAULTS = {
     "layer": 8,
     "patch_radius": 10.0,
     "noise": 1.0,
-    "amplitudes": {"auditory": 0.8, "temporal": 0.8, "frontal": 0.8},
-    "frontal_current": 0.5,
+    "amplitudes": {"auditory": 0.8, "temporal": 0.8, "frontal": 1.5},
+    "frontal_current": 0.2,
     "unk_rate": 0.03,
     "missing_time_rate": 0.01,
 }
@@ -356,7 +356,9 @@ def _write_gifti(path, data):
 
     darrays = [nib.gifti.GiftiDataArray(row.astype(np.float32),
                                         intent="NIFTI_INTENT_TIME_SERIES",
-                                        datatype="NIFTI_TYPE_FLOAT32") for row in data]
+                                        datatype="NIFTI_TYPE_FLOAT32",
+                                        encoding="GIFTI_ENCODING_B64GZ")
+               for row in data]
     img = nib.gifti.GiftiImage(darrays=darrays)
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
@@ -427,16 +429,36 @@ def _write_text_files(root, syn, rng):
     return runs
 
 
-def _projections(all_acts, seed):
-    """Two unit directions in the space of the top principal components of the activations."""
-    X = np.concatenate(all_acts)
-    X = (X - X.mean(0)) / (X.std(0) + 1e-8)
-    _, _, vt = np.linalg.svd(X - X.mean(0), full_matrices=False)
-    rng = np.random.default_rng(seed + 1000)
-    w1, w2 = rng.standard_normal(3), rng.standard_normal(3)
-    u_cur = w1 @ vt[:3]
-    u_fut = w2 @ vt[:3]
-    return u_cur / np.linalg.norm(u_cur), u_fut / np.linalg.norm(u_fut), X.mean(0)
+def _projections(word_features, seed):
+    """Word-level read-out vectors of the planted effects.
+
+    The read-outs are top principal directions of the *word-to-word* variation of the
+    activations, made orthogonal to their mean: a TR sum of read-out values then carries no
+    word-count (speech envelope) component, which the past would predict, and is exactly linear
+    in the pipeline's X and W_d. The forecast effect reads the first direction, the current-word
+    effect a random mix of the second and third.
+
+    Parameters
+    ----------
+    word_features : ndarray, shape (n_words, D)
+        Word activations of every story.
+    seed : int
+
+    Returns
+    -------
+    u_cur, u_fut : ndarray, shape (D,)
+    """
+    mean = word_features.mean(0)
+    scale = word_features.std(0) + 1e-8
+    _, _, vt = np.linalg.svd((word_features - mean) / scale, full_matrices=False)
+
+    def readout(v):
+        u = v / scale
+        u = u - (u @ mean) / (mean @ mean) * mean
+        return u / np.linalg.norm(u)
+
+    w = np.random.default_rng(seed + 1000).standard_normal(2)
+    return readout(w @ vt[1:3]), readout(vt[0])
 
 
 def generate(root, cfg, progress=True):
@@ -477,19 +499,21 @@ def generate(root, cfg, progress=True):
         words[story] = w
         if progress:
             log.info("synthetic: story %s, %d words", story, len(w))
-    u_cur, u_fut, mean = _projections(list(acts.values()), syn["seed"])
-    scale = np.concatenate(list(acts.values())).std(0) + 1e-8
+    u_cur, u_fut = _projections(np.concatenate([acts[st] for st in sorted(acts)]), syn["seed"])
     word_signals = {}
     for story, a in acts.items():
-        z = (a - mean) / scale
-        cur = z @ u_cur
-        fut_word = z @ u_fut
+        cur = a @ u_cur
+        fut_word = a @ u_fut
         fut = design.forecast_windows(fut_word[:, None], syn["d_true"], syn["width"]).sum(1)
-        word_signals[story] = np.stack([np.ones(len(z)), cur, fut], axis=1)
+        word_signals[story] = np.stack([np.ones(len(a)), cur, fut], axis=1)
 
     labels, medial, coords = surface_layout(syn["patch_radius"])
     n_vert = len(labels)
-    hrf = spm_hrf(TR)
+    # The response is the SPM HRF cut to the span of the pipeline's FIR delays, so that the
+    # encoding model can represent the planted responses exactly (a longer tail would leak
+    # current-word information into the forecast windows and bias F(d) towards small d).
+    delays = ((cfg or {}).get("mapping", {}) or {}).get("delays", list(range(6)))
+    hrf = spm_hrf(TR, duration=(max(delays) + 1) * TR)
     # smooth spatial weight within each patch (1 at the centre vertex, 0.5 at the border)
     weights = np.zeros(n_vert)
     for name in PATCHES:

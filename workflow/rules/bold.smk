@@ -10,7 +10,7 @@ rule bold_cache:
     output:
         f"{RESULTS}/bold/{{subject}}/{{basename}}_space-{SPACE}_desc-clean_bold.npy",
     log:
-        "logs/bold_cache/{basename}.log",
+        "logs/bold_cache/{subject}/{basename}.log",
     threads: 1
     resources:
         mem_mb=4000,

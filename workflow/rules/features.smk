@@ -14,7 +14,7 @@ rule story_features:
         f"logs/story_features/model-{MODEL}_story-{{story}}.log",
     benchmark:
         f"benchmarks/out/story_features/model-{MODEL}_story-{{story}}.tsv"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=60,

@@ -27,7 +27,7 @@ rule subject_scores:
         f"logs/subject_scores/model-{MODEL}_layer-{LAYER}_{{subject}}.log",
     benchmark:
         f"benchmarks/out/subject_scores/model-{MODEL}_layer-{LAYER}_{{subject}}.tsv"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=60,
