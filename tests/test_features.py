@@ -333,6 +333,144 @@ def test_strided_close_to_exact(tok):
     np.testing.assert_allclose(strided[-1, ~first], np.stack(ref), atol=1e-5, rtol=1e-4)
 
 
+def window_states(backbone, emb, ids, s, t):
+    """Reference for any HF model: states of token ``t`` run alone on ``ids[s..t]``."""
+    with torch.inference_mode():
+        w = torch.as_tensor(ids[s: t + 1])[None]
+        hs = backbone(input_ids=w, output_hidden_states=True).hidden_states
+        return np.stack([emb(w[0, -1]).numpy()] + [h[0, -1].numpy() for h in hs[1:]])
+
+
+@pytest.mark.parametrize("cfg", [dict(), dict(activation_function="relu"),
+                                 dict(scale_attn_by_inverse_layer_idx=True),
+                                 dict(scale_attn_weights=False, n_layer=1)])
+def test_fast_gpt2_equals_hf_forward(tok, cfg):
+    """The GPT-2 fast path (last block at the read positions only, fused attention and GELU)
+    is the same function as HF's forward, for the GPT-2 options it supports."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(3)
+    conf = dict(n_layer=3, n_embd=32, n_head=4, n_positions=48, vocab_size=50257)
+    model = GPT2LMHeadModel(GPT2Config(**{**conf, **cfg})).eval()
+    assert F._FastGPT2.supports(model)
+    ids, last = _long_story(tok, 120)
+    kw = dict(context_tokens=40, batch_size=3)
+    fast = F.extract_word_activations(model, ids, last, **kw)
+    hf = F.extract_word_activations(model, ids, last, backend="hf", **kw)
+    np.testing.assert_allclose(fast, hf, atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(fast, one_by_one(model, ids, last, 40), atol=1e-5, rtol=1e-4)
+
+
+def test_gpt2_size_exact_equals_one_by_one(tok):
+    """Float tolerance holds at GPT-2's real width and depth (12 x 768, random weights)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_positions=32, vocab_size=50257)).eval()
+    assert F.n_layers(model) == 12 and model.config.n_embd == 768
+    ids, last = _long_story(tok, 40)
+    acts = F.extract_word_activations(model, ids, last, context_tokens=24, batch_size=4)
+    ref = one_by_one(model, ids, last, 24)
+    scale = np.abs(ref).max(axis=(1, 2), keepdims=True)
+    assert np.abs(acts - ref).max(axis=(1, 2)).max() < 1e-5 * scale.max()
+
+
+def test_other_models_use_hf_forward(tok):
+    """A non-GPT-2 causal LM (random tiny Llama) goes through the generic HF path."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=50257, hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=4,
+                                         num_key_value_heads=2, max_position_embeddings=64))
+    model.eval()
+    assert not F._FastGPT2.supports(model)
+    ids, last = _long_story(tok, 80)
+    C = 32
+    acts = F.extract_word_activations(model, ids, last, context_tokens=C, batch_size=3)
+    ref = np.stack([window_states(model.model, model.get_input_embeddings(), ids,
+                                  max(0, t - C + 1), t) for t in last], axis=1)
+    np.testing.assert_allclose(acts, ref, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["auto", "hf"])
+def test_strided_all_layers_with_padding(tok, backend):
+    """Strided windows of unequal length batched together (right padding + masks) give, at
+    every layer, the states of each word's documented window run alone."""
+    model = small_gpt2(n_layer=3)
+    ids, last = _long_story(tok, 150)
+    C, mc = 40, 16
+    stride = C - mc
+    n_tail_windows = len(np.unique((last[last >= C] - C) // stride + 1))
+    bs = 3 if n_tail_windows % 3 else 4  # the truncated last window shares a batch
+    assert n_tail_windows % bs
+    acts = F.extract_word_activations(model, ids, last, context_tokens=C, mode="strided",
+                                      min_context=mc, batch_size=bs, backend=backend)
+    emb = model.get_input_embeddings()
+    ref = []
+    for t in last:
+        s = 0 if t < C else ((t - C) // stride + 1) * stride
+        assert t < C or mc <= t - s < C
+        ref.append(window_states(model.transformer, emb, ids, s, t))
+    np.testing.assert_allclose(acts, np.stack(ref, axis=1), atol=1e-5, rtol=1e-4)
+
+
+def test_batch_size_and_empty(tok):
+    model = small_gpt2()
+    ids, last = _long_story(tok, 100)
+    a = F.extract_word_activations(model, ids, last, context_tokens=32, batch_size=1)
+    b = F.extract_word_activations(model, ids, last, context_tokens=32, batch_size=64)
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
+    empty = F.extract_word_activations(model, ids, np.array([], dtype=int), context_tokens=32)
+    assert empty.shape == (3, 0, 32) and empty.dtype == np.float32
+
+
+def test_progress_bar(tok, capsys):
+    model = small_gpt2()
+    ids, last = _long_story(tok, 60)
+    F.extract_word_activations(model, ids, last, context_tokens=32, progress=True)
+    err = capsys.readouterr().err
+    assert "activations (exact)" in err and "window" in err
+    F.extract_word_activations(model, ids, last, context_tokens=32, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_device_resolution(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert F._resolve_device("auto").type == "cpu"
+    assert F._resolve_device(None).type == "cpu"
+    with pytest.raises(ConfigError, match="model.device.*CUDA"):
+        F._resolve_device("cuda")
+    with pytest.raises(ConfigError, match="model.device"):
+        F._resolve_device("tpu-please")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert F._resolve_device("auto").type == "cuda"   # auto prefers CUDA when present
+    assert F._resolve_dtype("bfloat16", torch.device("cuda")) == torch.bfloat16
+    assert F._resolve_dtype("float16", torch.device("cuda")) == torch.float16
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_cuda_matches_cpu(cache_dir, tiny, dtype):
+    cpu_model, tok = tiny
+    model, _ = F.load_model("tiny-gpt2", seed=0, device="auto", dtype=dtype)
+    assert next(model.parameters()).device.type == "cuda"
+    ids, last = _long_story(tok, 1500)
+    assert ids.size > 1500  # beyond one 1024-token window
+    kw = dict(context_tokens=1024, batch_size=16)
+    ref = F.extract_word_activations(cpu_model, ids, last, **kw)
+    gpu = F.extract_word_activations(model, ids, last, **kw)
+    assert gpu.dtype == np.float32 and gpu.shape == ref.shape
+    if dtype == "float32":
+        np.testing.assert_allclose(gpu, ref, atol=1e-3, rtol=1e-3)
+    else:  # half precision: close, not equal
+        for layer in range(ref.shape[0]):
+            r = np.corrcoef(gpu[layer].ravel(), ref[layer].ravel())[0, 1]
+            assert r > 0.99, (layer, r)
+    strided = F.extract_word_activations(model, ids, last, mode="strided", **kw)
+    assert np.isfinite(strided).all()
+
+
 def test_bad_arguments(tok):
     model = small_gpt2()
     ids, last = np.arange(10), np.array([3, 9])
@@ -345,6 +483,10 @@ def test_bad_arguments(tok):
         F.extract_word_activations(model, ids, last, mode="fast")
     with pytest.raises(DataError, match="last_token"):
         F.extract_word_activations(model, ids, np.array([10]), context_tokens=32)
+    with pytest.raises(ConfigError, match="batch_size"):
+        F.extract_word_activations(model, ids, last, context_tokens=32, batch_size=0)
+    with pytest.raises(ConfigError, match="backend"):
+        F.extract_word_activations(model, ids, last, context_tokens=32, backend="jax")
 
 
 def test_bad_model_name(cache_dir, tmp_path, monkeypatch):
@@ -406,3 +548,42 @@ def test_load_features_errors(tmp_path):
     np.savez(other, x=np.zeros(3))
     with pytest.raises(DataError, match="other.npz"):
         F.load_features(other)
+
+
+def test_load_features_validates(tmp_path):
+    acts = np.ones((3, 4, 5), np.float32)
+    words = pd.DataFrame({"word": list("abcd"), "char_start": [0, 2, 4, 6]})
+    meta = {"name": "tiny-gpt2", "context_tokens": 1024, "mode": "exact", "n_layers": 2}
+    good = tmp_path / "good.npz"
+    F.save_features(good, acts, words, meta)
+    assert F.load_features(good, expect={"mode": "exact", "name": "tiny-gpt2"})[2] == meta
+    with pytest.raises(DataError, match="good.npz.*mode = 'exact', expected 'strided'"):
+        F.load_features(good, expect={"mode": "strided"})
+    with pytest.raises(DataError, match="good.npz.*min_context = '<missing>'"):
+        F.load_features(good, expect={"min_context": 512})
+
+    def write(name, **arrays):
+        base = dict(np.load(good))
+        base.update(arrays)
+        path = tmp_path / name
+        np.savez(path, **base)
+        return path
+
+    with pytest.raises(DataError, match="short.npz.*4-word table"):
+        F.load_features(write("short.npz", activations=acts[:, :3]))
+    with pytest.raises(DataError, match="flat.npz.*shape"):
+        F.load_features(write("flat.npz", activations=acts[0]))
+    with pytest.raises(DataError, match="layers.npz.*n_layers = 2"):
+        F.load_features(write("layers.npz", activations=np.ones((4, 4, 5), np.float32)))
+    nan = acts.copy()
+    nan[1, 2, 3] = np.nan
+    with pytest.raises(DataError, match="nan.npz.*layer 1, word 2"):
+        F.load_features(write("nan.npz", activations=nan))
+    with pytest.raises(DataError, match="ints.npz.*dtype"):
+        F.load_features(write("ints.npz", activations=np.ones((3, 4, 5), np.int64)))
+    with pytest.raises(DataError, match="list.npz.*mapping"):
+        F.load_features(write("list.npz", meta_json=np.array("[1, 2]")))
+    with pytest.raises(DataError, match="cols.npz"):
+        F.load_features(write("cols.npz", word__word=np.array(list("abc"))))
+    with pytest.raises(ValueError, match="do not match"):
+        F.save_features(tmp_path / "x.npz", acts[:, :3], words, meta)

@@ -651,3 +651,150 @@ def test_load_bold_errors(tmp_path):
         nar.gifti_n_trs(junk)
     with pytest.raises(DataError, match=r"junk\.func\.gii: cannot be read"):
         nar.load_bold(junk, pl)
+
+
+# --------------------------------------------------------------------------------------------
+# bad input (issue 3, item 8)
+# --------------------------------------------------------------------------------------------
+
+def _gifti_with_time_step(path, data, step):
+    img = nib.gifti.GiftiImage(
+        meta=nib.gifti.GiftiMetaData({"TimeStep": str(step)}),
+        darrays=[nib.gifti.GiftiDataArray(np.asarray(row, dtype=np.float32),
+                                          intent="NIFTI_INTENT_TIME_SERIES",
+                                          datatype="NIFTI_TYPE_FLOAT32") for row in data])
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    nib.save(img, str(path))
+    return Path(path)
+
+
+def test_unknown_subject_or_task(tmp_path):
+    root = _tiny(tmp_path)
+    with pytest.raises(ConfigError, match=r"subjects: unknown subject\(s\) \['sub-999'\]"):
+        nar.build_run_table(root, subjects=["sub-001", "sub-999"])
+    with pytest.raises(ConfigError, match=r"tasks: unknown task\(s\) \['nosuchtask'\]"):
+        nar.build_run_table(root, tasks=["pieman", "nosuchtask"])
+    # a task that exists, but not for the selected subject, is reported as such
+    with pytest.raises(ConfigError, match="of the selected subjects"):
+        nar.build_run_table(root, tasks=["tunnel"], subjects=["sub-002"])
+
+
+def test_subject_filter_reads_only_selected_subjects(tmp_path):
+    """A partial DataLad clone lacks the other subjects' events: they must not be read."""
+    root = _tiny(tmp_path)
+    broken = root / "sub-003" / "func" / "sub-003_task-milkyway_events.tsv"
+    broken.unlink()
+    broken.symlink_to(root / ".git" / "annex" / "objects" / "XX" / "missing")  # dangling
+    t = nar.build_run_table(root, subjects=["sub-001", "sub-002"])
+    assert set(t.subject) == {"sub-001", "sub-002"}
+    full = nar.build_run_table(_tiny(tmp_path / "b"))
+    assert t.equals(full[full.subject.isin(["sub-001", "sub-002"])].reset_index(drop=True))
+    with pytest.raises(DataError, match=r"sub-003_task-milkyway_events\.tsv: the file's "
+                                        r"content is not here.*datalad get"):
+        nar.build_run_table(root)
+
+
+def test_missing_events_is_reported_not_crashed(tmp_path):
+    root = _tiny(tmp_path)
+    t = nar.build_run_table(root, subjects=["sub-003"])
+    row = t[(t.task == "pieman")].iloc[0]
+    assert not row.kept and row.reason == "no_events" and np.isnan(row.audio_onset)
+
+
+def test_dangling_gifti_and_alignment(tmp_path):
+    dangling = tmp_path / "L.func.gii"
+    dangling.symlink_to(tmp_path / "nowhere")
+    ok = _make_gifti(tmp_path / "R.func.gii", np.zeros((2, 3)))
+    with pytest.raises(DataError, match=r"L\.func\.gii: the file's content is not here"):
+        nar.load_bold(dangling, ok)
+    align = tmp_path / "stimuli" / "gentle" / "s" / "align.csv"
+    align.parent.mkdir(parents=True)
+    align.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(DataError, match=r"align\.csv: the file's content is not here"):
+        nar.story_words(tmp_path, "s")
+
+
+def test_truncated_gifti(tmp_path):
+    full = _make_gifti(tmp_path / "full.func.gii", np.ones((3, 4)))
+    raw = full.read_bytes()
+    cut = _write(tmp_path / "cut.func.gii", "")
+    cut.write_bytes(raw[: len(raw) * 2 // 3])  # download interrupted mid-file
+    with pytest.raises(DataError, match=r"cut\.func\.gii: cannot be read as a GIfTI.*download "
+                                        "it again"):
+        nar.load_bold(cut, full)
+
+
+def test_wrong_vertex_count(tmp_path):
+    pl = _make_gifti(tmp_path / "L.func.gii", np.zeros((2, 3)))
+    pr = _make_gifti(tmp_path / "R.func.gii", np.zeros((2, 3)))
+    assert nar.load_bold(pl, pr).shape == (2, 6)  # no space: not checked
+    with pytest.raises(DataError, match=r"L\.func\.gii: 3 vertices per TR, but fsaverage6 has "
+                                        r"40962 per hemisphere.*dataset\.space"):
+        nar.load_bold(pl, pr, space="fsaverage6")
+    n5 = nar.VERTICES_PER_HEMI["fsaverage5"]
+    assert n5 == 10242 and nar.VERTICES_PER_HEMI["fsaverage6"] == 40962
+    gl = _make_gifti(tmp_path / "L5.func.gii", np.zeros((2, n5)))
+    gr = _make_gifti(tmp_path / "R5.func.gii", np.zeros((2, n5)))
+    assert nar.load_bold(gl, gr, space="fsaverage5").shape == (2, 2 * n5)
+    with pytest.raises(DataError, match=r"L5\.func\.gii: 10242 vertices per TR, but fsaverage6"):
+        nar.load_bold(gl, gr, space="fsaverage6")
+    with pytest.raises(ConfigError, match="dataset.space"):
+        nar.load_bold(gl, gr, space="fsaverage7")
+
+
+def test_tr_disagreeing_with_sidecar(tmp_path):
+    """The sidecar's RepetitionTime is the TR; a GIfTI TimeStep that disagrees is an error
+    (in the run table when the GIfTI is present, and in load_bold when given tr)."""
+    p_ms = _gifti_with_time_step(tmp_path / "ms.func.gii", np.zeros((2, 3)), 1500)
+    p_s = _gifti_with_time_step(tmp_path / "s.func.gii", np.zeros((2, 3)), 1.52)
+    plain = _make_gifti(tmp_path / "plain.func.gii", np.zeros((2, 3)))
+    assert nar.gifti_time_step(p_ms) == pytest.approx(1.5)
+    assert nar.gifti_time_step(p_s) == pytest.approx(1.52)
+    assert nar.gifti_time_step(plain) is None
+    assert nar.load_bold(p_ms, p_ms, tr=1.5).shape == (2, 6)
+    assert nar.load_bold(plain, plain, tr=1.5).shape == (2, 6)  # no TimeStep: not checked
+    with pytest.raises(DataError, match=r"s\.func\.gii: TimeStep 1\.52 s disagrees with "
+                                        "RepetitionTime 1.5 s"):
+        nar.load_bold(p_ms, p_s, tr=1.5)
+
+    root = _make_dataset(tmp_path / "ds", {"sub-001": [("pieman", "")]},
+                         [dict(subject="sub-001", task="pieman", tr=1.5)], exclude={})
+    for hemi in "LR":
+        _gifti_with_time_step(root / nar._bold_rel("sub-001", "pieman", "", "fsaverage6", hemi),
+                              np.zeros((4, 3)), 2000)
+    with pytest.raises(DataError, match=r"hemi-L_desc-clean\.func\.gii: TimeStep 2 s disagrees "
+                                        r"with RepetitionTime 1\.5 s of .*_bold\.json"):
+        nar.build_run_table(root)
+    for hemi in "LR":
+        _gifti_with_time_step(root / nar._bold_rel("sub-001", "pieman", "", "fsaverage6", hemi),
+                              np.zeros((4, 3)), 1500)
+    assert nar.build_run_table(root).n_trs.tolist() == [4]
+
+
+def test_alignment_longer_than_run():
+    words = pd.DataFrame({"word": list("abcdefghij"),
+                          "start": np.arange(10, dtype=float) * 10.0})  # 0..90 s file time
+    # run of 100 TRs x 1.5 s = 150 s, onset 12 s: every word inside
+    assert nar.check_words_in_run(words, 12.0, 1.5, 100, where="r") == 0
+    assert nar.check_words_in_run(words, 12.0, 1.5, -1) == 0  # unknown length: not checked
+    # 62 TRs = 93 s: the last word (90 + 12 = 102 s) is after the end -> warning, dropped
+    with pytest.warns(UserWarning, match=r"r: 1 of 10 words start after the end of the run "
+                                         r"\(62 TRs x 1\.5 s = 93 s"):
+        assert nar.check_words_in_run(words, 12.0, 1.5, 62, where="r", max_dropped=0.1) == 1
+    # 40 TRs = 60 s: half the story is after the end -> DataError naming the run and the fix
+    with pytest.raises(DataError, match=r"sub-001_task-pieman: 5 of 10 words .*alignment is "
+                                        r"longer than the run.*stim_file"):
+        nar.check_words_in_run(words, 12.0, 1.5, 40, where="sub-001_task-pieman")
+
+
+@needs_shared
+@pytest.mark.shared
+def test_real_alignments_fit_their_runs(real_table):
+    """Real pieman: with the sidecar TR and the events onset, the words fit a ~300-TR run."""
+    words, _ = nar.story_words(SHARED, "pieman")
+    row = real_table[(real_table.task == "pieman") & real_table.kept].iloc[0]
+    end = words.start.max() + row.audio_onset
+    n_trs = int(np.ceil(end / row.tr)) + 5
+    assert nar.check_words_in_run(words, row.audio_onset, row.tr, n_trs) == 0
+    with pytest.raises(DataError, match="longer than the run"):
+        nar.check_words_in_run(words, row.audio_onset, row.tr, n_trs // 2)

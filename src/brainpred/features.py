@@ -320,38 +320,179 @@ def _backbone(model):
     return base if base is not None else model
 
 
-def _forward_states(model, windows, read_pos, device, pad_id):
-    """Run a batch of token windows; return (n_layers + 1, n_windows, dim) float32 states.
+_TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh")
 
-    ``windows`` is a list of 1-d int64 arrays (possibly of different lengths: they are
-    right-padded and masked); the state of window ``i`` is read at position ``read_pos[i]``
-    (a list of positions per window is also accepted, giving ``(L+1, sum(len), dim)``).
+
+class _FastGPT2:
+    """Inference-only GPT-2 forward that computes only what a word's vector needs.
+
+    Numerically the same function as HuggingFace's ``GPT2Model`` (same weights, same operation
+    order up to float rounding), but:
+
+    - the **last block** runs its query, attention output, MLP and final layer norm only at the
+      read positions (its keys and values are still computed for every token): a causal model's
+      state at the read position does not depend on the last block's outputs elsewhere;
+    - attention is PyTorch's fused ``scaled_dot_product_attention`` (``is_causal`` when the
+      batch has no padding, a boolean mask otherwise);
+    - GPT-2's tanh-approximated GELU (``gelu_new``) is the fused
+      ``F.gelu(approximate="tanh")`` kernel instead of HF's 6-operation Python version
+      (|difference| < 1e-7);
+    - hidden states are gathered at the read positions after each block instead of keeping
+      ``(L + 1) x batch x tokens x dim`` of them.
+
+    Only built for plain GPT-2 configurations (see :meth:`supports`); anything else uses the
+    HuggingFace forward.
     """
+
+    def __init__(self, model):
+        self.backbone = _backbone(model)
+        cfg = model.config
+        self.blocks = list(self.backbone.h)
+        self.n_head = int(cfg.n_head)
+        self.head_dim = int(cfg.n_embd) // self.n_head
+        self.scales = []
+        for i in range(len(self.blocks)):
+            s = self.head_dim ** -0.5 if getattr(cfg, "scale_attn_weights", True) else 1.0
+            if getattr(cfg, "scale_attn_by_inverse_layer_idx", False):
+                s /= float(i + 1)
+            self.scales.append(s)
+        self.tanh_gelu = getattr(cfg, "activation_function", "") in _TANH_GELUS
+
+    @staticmethod
+    def supports(model):
+        cfg = getattr(model, "config", None)
+        bb = _backbone(model)
+        return (getattr(cfg, "model_type", None) == "gpt2"
+                and all(hasattr(bb, a) for a in ("wte", "wpe", "h", "ln_f"))
+                and len(bb.h) > 0
+                and not getattr(cfg, "add_cross_attention", False)
+                and not getattr(cfg, "reorder_and_upcast_attn", False)
+                and int(cfg.n_embd) % int(cfg.n_head) == 0
+                and not model.training)
+
+    def _act(self, blk, x):
+        import torch.nn.functional as Fn
+
+        return Fn.gelu(x, approximate="tanh") if self.tanh_gelu else blk.mlp.act(x)
+
+    def _split_heads(self, x):
+        B, T, _ = x.shape
+        return x.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+
+    def _mlp(self, blk, h):
+        return h + blk.mlp.c_proj(self._act(blk, blk.mlp.c_fc(blk.ln_2(h))))
+
+    def __call__(self, ids, lengths, qpos, qvalid):
+        """States at the read positions.
+
+        ids : (B, T) long tensor; lengths : list of B ints (right padding beyond);
+        qpos : (B, Q) int ndarray, read positions (padded by repeating a valid one);
+        qvalid : (B, Q) bool ndarray. Returns (L + 1, n_valid, dim), rows in (window, read)
+        order.
+        """
+        import torch
+        import torch.nn.functional as Fn
+
+        B, T = ids.shape
+        reads_at_end = bool((qpos == np.asarray(lengths)[:, None] - 1).all())
+        qpos, qvalid = (torch.as_tensor(a, device=ids.device) for a in (qpos, qvalid))
+        d = self.n_head * self.head_dim
+        bb = self.backbone
+        rows = torch.arange(B, device=ids.device)[:, None].expand_as(qpos)
+        rows, cols = rows[qvalid], qpos[qvalid]
+        out = [bb.wte(ids[rows, cols])]  # layer 0: token embedding, no position embedding
+        h = bb.wte(ids) + bb.wpe.weight[:T]
+        mask = None
+        if min(lengths) < T:  # right padding: causal AND key is a real token
+            ar = torch.arange(T, device=ids.device)
+            valid = ar[None, :] < torch.as_tensor(lengths, device=ids.device)[:, None]
+            mask = ((ar[None, :] <= ar[:, None])[None] & valid[:, None, :])[:, None]
+        for blk, scale in zip(self.blocks[:-1], self.scales[:-1]):
+            q, k, v = blk.attn.c_attn(blk.ln_1(h)).split(d, dim=2)
+            a = Fn.scaled_dot_product_attention(
+                self._split_heads(q), self._split_heads(k), self._split_heads(v),
+                attn_mask=mask, is_causal=mask is None, scale=scale)
+            h = h + blk.attn.c_proj(a.transpose(1, 2).reshape(B, T, d))
+            h = self._mlp(blk, h)
+            out.append(h[rows, cols])
+        # last block: keys/values for every token, everything else at the read positions only
+        blk, scale = self.blocks[-1], self.scales[-1]
+        x = blk.ln_1(h)
+        w, b = blk.attn.c_attn.weight, blk.attn.c_attn.bias  # Conv1D: (d, 3d), (3d,)
+        kv = torch.addmm(b[d:], x.reshape(B * T, d), w[:, d:]).view(B, T, 2 * d)
+        k, v = kv.split(d, dim=2)
+        Q = qpos.shape[1]
+        bidx = torch.arange(B, device=ids.device)[:, None]
+        hq = h[bidx, qpos]  # (B, Q, d)
+        q = torch.addmm(b[:d], x[bidx, qpos].reshape(B * Q, d), w[:, :d]).view(B, Q, d)
+        qmask = None
+        if not reads_at_end:
+            # a read position attends to the tokens up to itself (hence never to padding)
+            qmask = (torch.arange(T, device=ids.device)[None, None, :] <= qpos[:, :, None])[:, None]
+        elif min(lengths) < T:
+            qmask = (torch.arange(T, device=ids.device)[None, :]
+                     < torch.as_tensor(lengths, device=ids.device)[:, None])[:, None, None, :]
+        a = Fn.scaled_dot_product_attention(
+            self._split_heads(q), self._split_heads(k), self._split_heads(v),
+            attn_mask=qmask, scale=scale)
+        hq = hq + blk.attn.c_proj(a.transpose(1, 2).reshape(B, Q, d))
+        hq = self._mlp(blk, hq)
+        out.append(bb.ln_f(hq[qvalid]))  # HF convention: last layer after the final norm
+        return torch.stack(out)
+
+
+def _hf_states(model, ids, lengths, qpos, qvalid):
+    """Same contract as :class:`_FastGPT2` with the model's own HuggingFace forward."""
     import torch
 
-    lengths = [len(w) for w in windows]
-    T = max(lengths)
-    ids = torch.full((len(windows), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(windows), T), dtype=torch.long)
-    for i, w in enumerate(windows):
-        ids[i, : len(w)] = torch.as_tensor(w, dtype=torch.long)
-        mask[i, : len(w)] = 1
-    ids, mask = ids.to(device), mask.to(device)
+    B, T = ids.shape
+    qpos, qvalid = (torch.as_tensor(a, device=ids.device) for a in (qpos, qvalid))
     kwargs = dict(output_hidden_states=True, use_cache=False, return_dict=True)
     if min(lengths) < T:
-        kwargs["attention_mask"] = mask
-    out = _backbone(model)(input_ids=ids, **kwargs)
-    hidden = out.hidden_states
-    rows = torch.as_tensor(np.repeat(np.arange(len(windows)), [np.size(p) for p in read_pos]),
-                           device=device)
-    cols = torch.as_tensor(np.concatenate([np.atleast_1d(p) for p in read_pos]), device=device)
+        ar = torch.arange(T, device=ids.device)
+        kwargs["attention_mask"] = (ar[None, :] < torch.as_tensor(
+            lengths, device=ids.device)[:, None]).long()
+    hidden = _backbone(model)(input_ids=ids, **kwargs).hidden_states
+    rows = torch.arange(B, device=ids.device)[:, None].expand_as(qpos)
+    rows, cols = rows[qvalid], qpos[qvalid]
     emb = model.get_input_embeddings()(ids[rows, cols])  # layer 0: no position embedding
-    layers = [emb] + [h[rows, cols] for h in hidden[1:]]
-    return torch.stack(layers).float().cpu().numpy()
+    return torch.stack([emb] + [hs[rows, cols] for hs in hidden[1:]])
+
+
+def _plan(uniq, n_tok, C, mode, min_context):
+    """Windows to run: list of (start, end (excl.), read token positions, indices into uniq)."""
+    head = uniq < C
+    jobs = []
+    if head.any():  # one pass over the first window serves every word inside it
+        jobs.append((0, min(C, n_tok), uniq[head], np.flatnonzero(head)))
+    tail = np.flatnonzero(~head)
+    if mode == "exact":
+        jobs += [(int(uniq[j]) - C + 1, int(uniq[j]) + 1, uniq[j:j + 1], np.array([j]))
+                 for j in tail]
+    else:
+        stride = C - int(min_context)
+        # first window k whose start k * stride > t - C (so t is inside), hence has
+        # t - k * stride >= min_context past tokens
+        k = (uniq[tail] - C) // stride + 1
+        for kk in np.unique(k):
+            sel = tail[k == kk]
+            s = int(kk) * stride
+            jobs.append((s, min(s + C, n_tok), uniq[sel], sel))
+    return jobs
+
+
+def _batches(jobs, batch_size):
+    """The first-window job alone, the others by decreasing length (equal lengths together:
+    no padding between full windows), ``batch_size`` windows per batch."""
+    first = [[jobs[0]]] if jobs and jobs[0][0] == 0 else []
+    rest = jobs[len(first):]
+    rest = sorted(rest, key=lambda j: -(j[1] - j[0]))  # stable: story order within a length
+    return first + [rest[i:i + batch_size] for i in range(0, len(rest), batch_size)]
 
 
 def extract_word_activations(model, input_ids, last_token, context_tokens=1024, batch_size=8,
-                             mode="exact", min_context=512, device=None, progress=False):
+                             mode="exact", min_context=512, device=None, progress=False,
+                             backend="auto"):
     """Hidden states of every word at its last token, with past-only context.
 
     Parameters
@@ -361,12 +502,14 @@ def extract_word_activations(model, input_ids, last_token, context_tokens=1024, 
     input_ids : array-like of int, shape (n_tokens,)
         The whole story, tokenised once (:func:`word_token_index`).
     last_token : array-like of int, shape (n_words,)
-        Token index of each word (non-decreasing is not required).
+        Token index of each word (non-decreasing is not required). Words sharing a token are
+        computed once.
     context_tokens : int
         Maximum number of tokens a word sees, its own last token included (1024 for GPT-2).
         Must not exceed the model's number of positions.
     batch_size : int
-        Number of windows per forward pass.
+        Number of windows per forward pass (on CPU 1-8 are equally fast; on GPU larger is
+        faster until memory runs out).
     mode : {"exact", "strided"}
         ``"exact"`` (reference): a causal model's states for a prefix do not depend on what
         follows, so every word whose token ``t < context_tokens`` is read from ONE pass over the
@@ -385,7 +528,11 @@ def extract_word_activations(model, input_ids, last_token, context_tokens=1024, 
     device : str or None
         Where to run; ``None`` = where the model is (the model is moved otherwise).
     progress : bool
-        Show a tqdm progress bar over batches.
+        Show a tqdm progress bar (unit: windows).
+    backend : {"auto", "hf"}
+        ``"auto"``: plain GPT-2 models use :class:`_FastGPT2` (same function, computes only the
+        read positions in the last block, fused attention and GELU); other models, or
+        ``"hf"``, use the model's HuggingFace forward with ``output_hidden_states``.
 
     Returns
     -------
@@ -409,6 +556,11 @@ def extract_word_activations(model, input_ids, last_token, context_tokens=1024, 
         raise ConfigError(f"features.batch_size: must be >= 1, got {batch_size}.")
     if mode not in ("exact", "strided"):
         raise ConfigError(f"features.mode: {mode!r} is not 'exact' or 'strided'.")
+    if mode == "strided" and not 0 <= int(min_context) < C:
+        raise ConfigError(f"features.min_context: must satisfy 0 <= min_context < "
+                          f"context_tokens ({C}), got {min_context}.")
+    if backend not in ("auto", "hf"):
+        raise ConfigError(f"backend: {backend!r} is not 'auto' or 'hf'.")
     if last.size and (last.min() < 0 or last.max() >= n_tok):
         raise DataError(f"last_token: indices must lie in [0, {n_tok}); got range "
                         f"[{last.min()}, {last.max()}]. Recompute them with word_token_index.")
@@ -425,56 +577,48 @@ def extract_word_activations(model, input_ids, last_token, context_tokens=1024, 
     pad_id = int(pad_id[0] if isinstance(pad_id, (list, tuple)) else (pad_id or 0))
     dim = int(model.get_input_embeddings().embedding_dim)
     L = n_layers(model)
-    out = np.empty((L + 1, last.size, dim), dtype=np.float32)
     if last.size == 0:
-        return out
+        return np.empty((L + 1, 0, dim), dtype=np.float32)
 
     # distinct tokens to read, and the words that read each
     uniq, inverse = np.unique(last, return_inverse=True)
-    states = np.empty((L + 1, uniq.size, dim), dtype=np.float32)
+    batches = _batches(_plan(uniq, n_tok, C, mode, min_context), int(batch_size))
+    forward = (_FastGPT2(model) if backend == "auto" and _FastGPT2.supports(model)
+               else (lambda *a: _hf_states(model, *a)))
 
-    head = uniq < C
-    jobs = []  # (window start, window end (excl.), positions to read, indices into uniq)
-    if head.any():
-        jobs.append((0, min(C, n_tok), uniq[head], np.flatnonzero(head)))
-    tail = np.flatnonzero(~head)
-    if mode == "exact":
-        jobs += [(int(uniq[j]) - C + 1, int(uniq[j]) + 1, np.array([int(uniq[j])]),
-                  np.array([j])) for j in tail]
-    else:
-        if not 0 <= int(min_context) < C:
-            raise ConfigError(f"features.min_context: must satisfy 0 <= min_context < "
-                              f"context_tokens ({C}), got {min_context}.")
-        stride = C - int(min_context)
-        # first window k whose start k * stride > t - C (so t is inside), hence has
-        # t - k * stride >= min_context past tokens
-        k = (uniq[tail] - C) // stride + 1
-        for kk in np.unique(k):
-            sel = tail[k == kk]
-            s = int(kk) * stride
-            jobs.append((s, min(s + C, n_tok), uniq[sel], sel))
-
-    # the first (head) job runs alone; the rest are batched
-    batches = []
-    rest = jobs
-    if jobs and jobs[0][0] == 0 and head.any():
-        batches.append([jobs[0]])
-        rest = jobs[1:]
-    batches += [rest[i:i + int(batch_size)] for i in range(0, len(rest), int(batch_size))]
-
-    iterator = batches
+    bar = None
     if progress:
         from tqdm.auto import tqdm
-        iterator = tqdm(batches, desc=f"activations ({mode})", unit="batch")
+        bar = tqdm(total=sum(len(b) for b in batches), desc=f"activations ({mode})",
+                   unit="window")
     with torch.inference_mode():
-        for batch in iterator:
-            windows = [ids[s:e] for s, e, _, _ in batch]
-            read = [pos - s for s, _, pos, _ in batch]
-            vals = _forward_states(model, windows, read, dev, pad_id)
-            dest = np.concatenate([j for _, _, _, j in batch])
-            states[:, dest] = vals
-    out[:] = states[:, inverse]
-    return out
+        ids_dev = torch.as_tensor(ids, device=dev)
+        states = torch.empty((L + 1, uniq.size, dim), dtype=torch.float32, device=dev)
+        for batch in batches:
+            lengths = [e - s for s, e, _, _ in batch]
+            T, Q = max(lengths), max(len(p) for _, _, p, _ in batch)
+            if min(lengths) == T:  # windows of equal length: strided views, no copy loop
+                starts = torch.as_tensor([s for s, _, _, _ in batch], device=dev)
+                win = ids_dev[starts[:, None] + torch.arange(T, device=dev)]
+            else:
+                win = torch.full((len(batch), T), pad_id, dtype=torch.long, device=dev)
+                for i, (s, e, _, _) in enumerate(batch):
+                    win[i, :e - s] = ids_dev[s:e]
+            qpos = np.zeros((len(batch), Q), dtype=np.int64)
+            qvalid = np.zeros((len(batch), Q), dtype=bool)
+            for i, (s, _, pos, _) in enumerate(batch):
+                qpos[i] = pos[-1] - s
+                qpos[i, :len(pos)] = pos - s
+                qvalid[i, :len(pos)] = True
+            vals = forward(win, lengths, qpos, qvalid)
+            dest = torch.as_tensor(np.concatenate([j for _, _, _, j in batch]), device=dev)
+            states[:, dest] = vals.float()
+            if bar is not None:
+                bar.update(len(batch))
+        result = states.cpu().numpy()
+    if bar is not None:
+        bar.close()
+    return result[:, inverse]
 
 
 def story_features(words, text, model, tokenizer, **kw):
@@ -551,8 +695,15 @@ def save_features(path, activations, words, meta=None):
         np.savez(f, **arrays)
 
 
-def load_features(path):
-    """Read a file written by :func:`save_features`.
+def load_features(path, expect=None):
+    """Read a file written by :func:`save_features`, checking that it is consistent.
+
+    Parameters
+    ----------
+    path : str or Path
+    expect : dict, optional
+        Metadata the file must carry (e.g. ``{"name": "gpt2", "context_tokens": 1024,
+        "mode": "exact"}``); a missing key or another value raises :class:`DataError`.
 
     Returns
     -------
@@ -563,7 +714,10 @@ def load_features(path):
     Raises
     ------
     DataError
-        Missing, unreadable or malformed file (the message names it).
+        Missing, unreadable or malformed file, activations whose shape does not match the word
+        table (or the ``n_layers`` / ``dim`` / ``n_words`` recorded in the metadata, when
+        present), non-finite activations, or metadata differing from ``expect``. The message
+        names the file.
     """
     path = Path(path)
     z = load_npz(path)
@@ -576,7 +730,26 @@ def load_features(path):
     except (KeyError, ValueError) as exc:
         raise DataError(f"{path}: not a brainpred features file (missing or invalid {exc}). "
                         f"{fix}") from exc
+    if not isinstance(meta, dict):
+        raise DataError(f"{path}: its metadata is a {type(meta).__name__}, not a mapping. {fix}")
     if acts.ndim != 3 or acts.shape[1] != len(words):
         raise DataError(f"{path}: activations of shape {acts.shape} do not match the "
-                        f"{len(words)}-word table. {fix}")
-    return acts.astype(np.float32, copy=False), words, meta
+                        f"{len(words)}-word table (expected (n_layers + 1, n_words, dim)). "
+                        f"{fix}")
+    for key, axis, offset in (("n_layers", 0, 1), ("n_words", 1, 0), ("dim", 2, 0)):
+        if isinstance(meta.get(key), int) and acts.shape[axis] != meta[key] + offset:
+            raise DataError(f"{path}: activations of shape {acts.shape} do not match its "
+                            f"metadata {key} = {meta[key]}. {fix}")
+    if acts.dtype.kind != "f":
+        raise DataError(f"{path}: activations have dtype {acts.dtype}, not floating point. "
+                        f"{fix}")
+    acts = acts.astype(np.float32, copy=False)
+    if not np.isfinite(acts).all():
+        bad = np.argwhere(~np.isfinite(acts))[0]
+        raise DataError(f"{path}: non-finite activation at layer {bad[0]}, word {bad[1]}. "
+                        f"{fix}")
+    for key, value in (expect or {}).items():
+        if key not in meta or meta[key] != value:
+            raise DataError(f"{path}: metadata {key} = {meta.get(key, '<missing>')!r}, expected "
+                            f"{value!r}: the file was made with other settings. {fix}")
+    return acts, words, meta

@@ -19,14 +19,12 @@ from __future__ import annotations
 import contextlib
 
 import numpy as np
-from sklearn.decomposition import PCA
-from sklearn.preprocessing import StandardScaler
 
 from .design import fir_delays
 from .errors import ConfigError
 
 __all__ = ["resolve_backend", "contiguous_folds", "pearson_r", "encoding_scores",
-           "forecast_scores", "valid_targets"]
+           "forecast_scores", "forecast_scores_shared", "valid_targets"]
 
 DEFAULT_ALPHAS = np.logspace(-1, 8, 10)
 _BACKENDS = ("numpy", "torch", "torch_cuda")
@@ -182,8 +180,43 @@ def _fold_mean(fold_scores):
 # --------------------------------------------------------------------------------------------
 # design of one fold
 # --------------------------------------------------------------------------------------------
+def _standardise_fit(Xtr):
+    """Mean and scale of ``StandardScaler`` fitted on ``Xtr`` (float64; constant columns -> 1)."""
+    Xtr = np.asarray(Xtr)
+    n = Xtr.shape[0]
+    mean = Xtr.mean(0, dtype=np.float64)
+    var = Xtr.var(0, dtype=np.float64)
+    eps = np.finfo(np.float64).eps
+    constant = var <= n * eps * var + (n * mean * eps) ** 2
+    scale = np.sqrt(var)
+    scale[constant | (scale < 10 * eps)] = 1.0
+    return mean, scale
+
+
+def _top_eigh(G, k):
+    """Top-``k`` eigenpairs of the symmetric PSD matrix ``G``, largest first (deterministic).
+
+    Dense LAPACK for small matrices; Lanczos (ARPACK, fixed start vector) for large ones, where
+    only ``k`` of ``m`` eigenpairs are needed.
+    """
+    m = G.shape[0]
+    if m <= 600 or k >= m // 4:
+        w, U = np.linalg.eigh(np.asarray(G, dtype=np.float64))
+        return w[::-1][:k], U[:, ::-1][:, :k]
+    from scipy.sparse.linalg import eigsh
+
+    v0 = np.random.default_rng(0).standard_normal(m)
+    w, U = eigsh(np.asarray(G, dtype=np.float64), k=k, which="LA", v0=v0)
+    order = np.argsort(w)[::-1]
+    return w[order], U[:, order]
+
+
 def _reduce_block(X, train, n_components):
     """Standardise + PCA one feature block, fitted on the training rows.
+
+    Same subspace as ``StandardScaler`` + ``PCA(k, svd_solver="full")`` (component signs may
+    differ, which changes no score), computed from the eigendecomposition of the smaller of
+    the covariance (``D x D``) and Gram (``n_train x n_train``) matrices of the training rows.
 
     Parameters
     ----------
@@ -200,11 +233,26 @@ def _reduce_block(X, train, n_components):
     X = np.asarray(X, dtype=np.float32)
     if X.ndim == 1:
         X = X[:, None]
-    k = int(min(n_components, X.shape[1], len(train)))
-    scaler = StandardScaler().fit(X[train])
-    Xs = scaler.transform(X)
-    pca = PCA(n_components=k, svd_solver="full").fit(Xs[train])
-    return pca.transform(Xs).astype(np.float32)
+    n_train, dim = len(train), X.shape[1]
+    k = int(min(n_components, dim, n_train))
+    mean, scale = _standardise_fit(X[train])
+    # float64 products for small blocks, float32 (BLAS sgemm) for large ones
+    dtype = np.float64 if dim * n_train * min(dim, n_train) <= 2e8 else np.float32
+    Xs = ((X - mean.astype(dtype)) / scale.astype(dtype)).astype(dtype, copy=False)
+    M = Xs[train]
+    mu = M.mean(0, dtype=np.float64).astype(dtype)
+    M -= mu
+    if dim <= n_train:
+        _, comps = _top_eigh(M.T @ M, k)                      # (D, k)
+    else:
+        lam, U = _top_eigh(M @ M.T, k)                         # (n_train, k)
+        lam = np.maximum(lam, 0.0)
+        inv = np.zeros_like(lam)
+        keep = lam > max(lam[0], 0.0) * 1e-10 if k else np.zeros(0, bool)
+        inv[keep] = 1.0 / np.sqrt(lam[keep])
+        comps = (M.T @ U.astype(dtype)) * inv.astype(dtype)    # (D, k), unit columns
+    Xs -= mu
+    return (Xs @ comps.astype(dtype)).astype(np.float32)
 
 
 def _fold_design(reduced_blocks, train, test, delays, segment_lengths):
@@ -220,30 +268,51 @@ def _fold_design(reduced_blocks, train, test, delays, segment_lengths):
 
     Returns
     -------
-    X_train : float32 array of shape (len(train), sum(k_i) * n_delays)
-    X_test : float32 array of shape (len(test), sum(k_i) * n_delays)
-        Blocks concatenated, FIR-delayed per segment, standardised on the training rows.
+    X_train : float64 array of shape (len(train), sum(k_i) * n_delays)
+    X_test : float64 array of shape (len(test), sum(k_i) * n_delays)
+        Blocks concatenated, FIR-delayed per segment, standardised on the training rows (the
+        training columns have mean 0).
     """
     Z = np.concatenate(reduced_blocks, axis=1)
-    D = fir_delays(Z, delays, segment_lengths)
-    scaler = StandardScaler().fit(D[train])
-    D = scaler.transform(D).astype(np.float32)
+    D = fir_delays(Z, delays, segment_lengths).astype(np.float64)
+    mean, scale = _standardise_fit(D[train])
+    D -= mean
+    D /= scale
     return D[train], D[test]
 
 
 # --------------------------------------------------------------------------------------------
-# ridge
+# ridge: one alpha per target by inner cross-validation
 # --------------------------------------------------------------------------------------------
+# Everything that does not depend on the targets (eigendecompositions, the linear maps from the
+# training targets to the validation residuals) is computed once per (outer fold, design) in
+# float64 on the host (:class:`_RidgePlan`, sizes F x F and n_train x F). The targets then go
+# through a few large float32 matrix products per target batch (:func:`_ridge_batch_scores`),
+# on the himalaya backend's device:
+#
+#   S = Xc' Y                                       (F x b)     once
+#   contiguous inner fold k (validation rows v, training rows t, n_k rows):
+#     Z_k = S - Xv' Yv - n_k xbar_k ybar_k'         (F x b)     = (X_t - xbar_k)' Y_t
+#     P_k = L_k Z_k - (Yv - ybar_k)                 (a*m x b)   all alphas in one product,
+#           L_k = stack_a (Xv - xbar_k) V_k diag(1 / (s_k^2 + alpha_a)) V_k'
+#   or, when n_train is not larger than F ("kernel" form), P_k = A_k Y with the (a*m x n_train)
+#   map A_k; leave-one-out uses the same two forms with row weights 1 / (1 - h_ii).
+#   err[a] += sum over validation rows of w * P^2   (batched product, in cache-sized chunks)
+#   final: W = V diag(1 / (s^2 + alpha_best)) V' S, Pearson r of (X_test - mean) W with Y_test.
+
+_KERNEL_RATIO = 1.25      # kernel form when n_train <= _KERNEL_RATIO * F
+_CHUNK_BYTES = 4 << 20    # size of the residual block per chunk on CPU (fits in cache)
+
+
 def _batches(n, size):
     size = n if not size else int(size)
     return [slice(s, min(s + size, n)) for s in range(0, n, max(size, 1))] or [slice(0, 0)]
 
 
 def _neg_mse(y_true, y_pred):
-    """Negative mean squared error per prediction and target.
+    """Negative mean squared error per prediction and target (himalaya ``score_func``).
 
-    Same values as himalaya's ``l2_neg_loss`` without its input checks (our inputs are finite
-    by construction), which cost more than the loss itself at brain scale.
+    Same values as himalaya's ``l2_neg_loss`` without its input checks.
 
     Parameters
     ----------
@@ -260,101 +329,236 @@ def _neg_mse(y_true, y_pred):
     return -diff.sum(axis) / y_true.shape[0]
 
 
-def _ridge_contiguous(X_train, Y_train, X_test, alphas, n_inner_folds, target_batch):
-    """Ridge with per-target alpha chosen by contiguous inner CV (himalaya); test predictions."""
-    from himalaya.backend import get_backend
-    from himalaya.ridge import solve_ridge_cv_svd
-
-    backend = get_backend()
-    cv = contiguous_folds(X_train.shape[0], n_inner_folds)
-    Xtr = backend.asarray(X_train)
-    alphas_b = backend.asarray(np.asarray(alphas, dtype=np.float32))
-    out = np.empty((X_test.shape[0], Y_train.shape[1]), dtype=np.float32)
-    for batch in _batches(Y_train.shape[1], target_batch):
-        _, coefs, _, intercept = solve_ridge_cv_svd(
-            Xtr, backend.asarray(Y_train[:, batch]), alphas=alphas_b, fit_intercept=True,
-            cv=cv, local_alpha=True, warn=False, score_func=_neg_mse)
-        coefs = backend.to_numpy(coefs)
-        intercept = backend.to_numpy(intercept)
-        out[:, batch] = X_test @ coefs + intercept
-    return out
+def _eig_gram(Xc):
+    """Eigendecomposition ``Xc' Xc = V diag(s2) V'`` (float64, s2 >= 0)."""
+    s2, V = np.linalg.eigh(Xc.T @ Xc)
+    return np.maximum(s2, 0.0), V
 
 
-def _ridge_loo(X_train, Y_train, X_test, alphas, target_batch):
-    """Ridge with per-target alpha chosen by efficient leave-one-out; test predictions.
-
-    Same criterion as ``sklearn.linear_model.RidgeCV(alphas, alpha_per_target=True)`` (mean
-    squared leave-one-out error, unpenalised intercept, first best alpha), computed from one
-    SVD of the centred training design with the current himalaya backend.
-    """
-    from himalaya.backend import get_backend
-
-    backend = get_backend()
-    n = X_train.shape[0]
-    x_mean = X_train.mean(0)
-    Xc = backend.asarray(X_train - x_mean)
-    U, s, Vt = backend.svd(Xc, full_matrices=False)
-    s2 = s ** 2
-    U2 = U ** 2
-    alphas = np.asarray(alphas, dtype=np.float64)
-    leverages = []
-    for alpha in alphas:
-        f = s2 / (s2 + float(alpha))
-        leverages.append(((U2 @ f) + 1.0 / n, f))
-    out = np.empty((X_test.shape[0], Y_train.shape[1]), dtype=np.float32)
-    Xte = backend.asarray(X_test - x_mean)
-    for batch in _batches(Y_train.shape[1], target_batch):
-        y_mean = Y_train[:, batch].mean(0)
-        Yc = backend.asarray(Y_train[:, batch] - y_mean)
-        UtY = U.T @ Yc
-        mse = np.empty((len(alphas), UtY.shape[1]))
-        for a, (h, f) in enumerate(leverages):
-            resid = (Yc - U @ (f[:, None] * UtY)) / (1.0 - h)[:, None]
-            mse[a] = backend.to_numpy((resid ** 2).mean(0))
-        best = np.argmin(mse, axis=0)
-        best_alpha = backend.asarray(alphas[best].astype(np.float32))
-        g = s[:, None] / (s2[:, None] + best_alpha[None, :])
-        W = Vt.T @ (g * UtY)
-        out[:, batch] = backend.to_numpy(Xte @ W) + y_mean
-    return out
-
-
-def _ridge_cv_predict(X_train, Y_train, X_test, alphas=DEFAULT_ALPHAS, inner_cv="contiguous",
-                      n_inner_folds=5, target_batch=None):
-    """Fit ridge (one alpha per target by inner CV) on the training fold, predict the test fold.
+class _RidgePlan:
+    """Target-independent operators of one (outer fold, design); see the comment above.
 
     Parameters
     ----------
-    X_train : float32 array of shape (n_train, F)
-    Y_train : float32 array of shape (n_train, T)
-        Valid targets only (no NaN, not constant).
-    X_test : float32 array of shape (n_test, F)
+    X_train : float64 array of shape (n_train, F)
+        Columns centred on the training rows.
+    X_test : float64 array of shape (n_test, F)
     alphas : array of shape (n_alphas,)
     inner_cv : {"contiguous", "loo"}
     n_inner_folds : int
-        Number of contiguous inner folds (``inner_cv="contiguous"``).
+    form : {"auto", "factor", "kernel"}
+    backend : himalaya backend module
+    """
+
+    def __init__(self, X_train, X_test, alphas, inner_cv, n_inner_folds, form, backend):
+        if inner_cv not in ("contiguous", "loo"):
+            raise ConfigError(f"mapping inner_cv must be 'contiguous' or 'loo', got "
+                              f"{inner_cv!r}.")
+        n, F = X_train.shape
+        alphas = np.asarray(alphas, dtype=np.float64).reshape(-1)
+        a = len(alphas)
+        if form == "auto":
+            form = "kernel" if n <= _KERNEL_RATIO * F else "factor"
+        self.kernel = form == "kernel"
+        self.n_alphas = a
+        self.backend = backend
+        dev = lambda M: backend.asarray(np.ascontiguousarray(M, dtype=np.float32))  # noqa: E731
+        Xc = X_train - X_train.mean(0)
+        self.Xc_T = dev(Xc.T)                                   # (F, n)
+        s2, V = _eig_gram(Xc)
+        H = 1.0 / (s2[None, :] + alphas[:, None])               # (a, F)
+        self.final_V_T = dev(V.T)
+        self.final_H_T = dev(H.T)                               # (F, a)
+        Xte = X_test - X_test.mean(0)
+        self.test_XV = dev(Xte @ V)                             # (n_test, F)
+        self.blocks = []
+        if inner_cv == "loo":
+            B = Xc @ V                                           # (n, F)
+            lev = (B ** 2) @ H.T + 1.0 / n                       # (n, a)
+            w2 = (1.0 / (1.0 - lev)) ** 2 / n                    # squared weights / n
+            if self.kernel:
+                # A_a = diag(1/(1-h_a)) (I - 11'/n - B diag(H_a) B')
+                A = np.empty((a, n, n))
+                for j in range(a):
+                    A[j] = np.eye(n) - 1.0 / n - (B * H[j]) @ B.T
+                    A[j] *= (1.0 / (1.0 - lev[:, j]))[:, None]
+                self.blocks.append(dict(rows=slice(0, n), A=dev(A.reshape(a * n, n)),
+                                        w=dev(np.full((a, 1, n), 1.0 / n))))
+            else:
+                L = (B[None] * H[:, None, :]).reshape(a * n, F)     # stack_a B diag(H_a)
+                self.blocks.append(dict(rows=slice(0, n), L=dev(L), ZV_T=self.final_V_T,
+                                        w=dev(w2.T[:, None, :]), loo=True))
+            return
+        for _, val in contiguous_folds(n, n_inner_folds):
+            s, e = int(val[0]), int(val[-1]) + 1
+            m, nk = e - s, n - (e - s)
+            tr = np.r_[0:s, e:n]
+            xbar = Xc[tr].mean(0)
+            Xk = Xc[tr] - xbar
+            s2k, Vk = _eig_gram(Xk)
+            Hk = 1.0 / (s2k[None, :] + alphas[:, None])          # (a, F)
+            Bv = (Xc[s:e] - xbar) @ Vk                            # (m, F)
+            L = ((Bv[None] * Hk[:, None, :]) @ Vk.T).reshape(a * m, F)
+            blk = dict(rows=slice(s, e), w=dev(np.full((a, 1, m), 1.0 / m)))
+            if self.kernel:
+                A = np.zeros((a * m, n))
+                A[:, tr] = -1.0 / nk - L @ Xk.T
+                A.reshape(a, m, n)[:, np.arange(m), s + np.arange(m)] += 1.0
+                blk["A"] = dev(A)
+            else:
+                blk.update(L=dev(L), Xv_T=dev(Xc[s:e].T), xbar=dev(xbar), nk=nk)
+            self.blocks.append(blk)
+
+
+def _chunk_size(backend, rows, b):
+    if getattr(backend, "name", "") == "torch_cuda":
+        return b
+    return int(min(b, max(256, _CHUNK_BYTES // (4 * max(rows, 1)))))
+
+
+def _argmin0(backend, err):
+    if getattr(backend, "name", "numpy") == "numpy":
+        return np.argmin(err, axis=0)
+    return err.argmin(0)
+
+
+def _ridge_cv_errors(plan, Y, S):
+    """Inner-CV mean squared error of every alpha for every target of the batch.
+
+    Parameters
+    ----------
+    plan : _RidgePlan
+    Y : backend float32 array of shape (n_train, b)
+        Training targets centred on the training rows.
+    S : backend array of shape (F, b)
+        ``Xc' Y``.
+
+    Returns
+    -------
+    err : backend array of shape (n_alphas, b)
+    """
+    bk = plan.backend
+    a, b = plan.n_alphas, Y.shape[1]
+    err = bk.zeros((a, b), dtype=bk.float32) if bk.name != "numpy" else np.zeros((a, b),
+                                                                                np.float32)
+    colsum = None
+    for blk in plan.blocks:
+        rows = blk["rows"]
+        m = rows.stop - rows.start
+        if "A" in blk:
+            Z = None
+        elif blk.get("loo"):
+            Z = blk["ZV_T"] @ S                                        # B' Y = V' S
+            Ysub = Y
+        else:
+            Yv = Y[rows]
+            if colsum is None:
+                colsum = Y.sum(0)
+            ybar = (colsum - Yv.sum(0)) / blk["nk"]
+            Z = S - blk["Xv_T"] @ Yv
+            Z -= blk["nk"] * (blk["xbar"][:, None] * ybar[None, :])
+            Ysub = Yv - ybar[None, :]
+        step = _chunk_size(bk, a * m, b)
+        for c0 in range(0, b, step):
+            c = slice(c0, min(c0 + step, b))
+            if Z is None:
+                P = blk["A"] @ Y[:, c]
+            else:
+                P = blk["L"] @ Z[:, c]
+            P = P.reshape(a, m, -1)
+            if Z is not None:
+                P -= Ysub[None, :, c]
+            P *= P
+            err[:, c] += (blk["w"] @ P)[:, 0, :]
+    return err
+
+
+def _ridge_batch_scores(plan, Y, Y_test_c, test_norm):
+    """Pearson r on the test fold of the ridge with the CV-best alpha of each target.
+
+    Parameters
+    ----------
+    plan : _RidgePlan
+    Y : backend float32 array of shape (n_train, b)
+        Centred training targets.
+    Y_test_c : backend float32 array of shape (n_test, b)
+        Test targets centred on the test rows.
+    test_norm : backend array of shape (b,)
+        Norm of each column of ``Y_test_c``.
+
+    Returns
+    -------
+    r : float32 numpy array of shape (b,)
+    """
+    bk = plan.backend
+    S = plan.Xc_T @ Y
+    err = _ridge_cv_errors(plan, Y, S)
+    best = _argmin0(bk, err)
+    T = plan.final_V_T @ S
+    T *= plan.final_H_T[:, best]
+    pred = plan.test_XV @ T
+    num = bk.to_numpy((pred * Y_test_c).sum(0)).astype(np.float64)
+    pn = bk.to_numpy((pred * pred).sum(0)).astype(np.float64)
+    den = np.sqrt(pn) * bk.to_numpy(test_norm).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = num / den
+    r[~(den > 0)] = np.nan
+    return r.astype(np.float32)
+
+
+def _ridge_cv_predict(X_train, Y_train, X_test, alphas=DEFAULT_ALPHAS, inner_cv="contiguous",
+                      n_inner_folds=5, target_batch=None, form="auto"):
+    """Fit ridge (one alpha per target by inner CV) on the training fold, predict the test fold.
+
+    Reference implementation of the engine's solver with explicit predictions (used by tests);
+    the engine itself only needs the test-fold correlations.
+
+    Parameters
+    ----------
+    X_train : array of shape (n_train, F)
+    Y_train : array of shape (n_train, T)
+    X_test : array of shape (n_test, F)
+    alphas : array of shape (n_alphas,)
+    inner_cv : {"contiguous", "loo"}
+    n_inner_folds : int
     target_batch : int or None
-        Number of targets solved at once (memory bound); None = all.
+    form : {"auto", "factor", "kernel"}
 
     Returns
     -------
     Y_pred : float32 array of shape (n_test, T)
+    best_alpha : float array of shape (T,)
     """
-    if inner_cv == "contiguous":
-        return _ridge_contiguous(X_train, Y_train, X_test, alphas, n_inner_folds, target_batch)
-    if inner_cv == "loo":
-        return _ridge_loo(X_train, Y_train, X_test, alphas, target_batch)
-    raise ConfigError(f"mapping inner_cv must be 'contiguous' or 'loo', got {inner_cv!r}.")
+    from himalaya.backend import get_backend
+
+    bk = get_backend()
+    X_train = np.asarray(X_train, dtype=np.float64)
+    X_test = np.asarray(X_test, dtype=np.float64)
+    x_mean = X_train.mean(0)
+    plan = _RidgePlan(X_train - x_mean, X_test - x_mean, alphas, inner_cv, n_inner_folds, form,
+                      bk)
+    V_T = bk.to_numpy(plan.final_V_T).astype(np.float64)
+    Xte = (X_test - x_mean) @ V_T.T
+    Y_train = np.asarray(Y_train, dtype=np.float32)
+    y_mean = Y_train.mean(0, dtype=np.float64)
+    out = np.empty((X_test.shape[0], Y_train.shape[1]), dtype=np.float32)
+    best_alpha = np.empty(Y_train.shape[1])
+    for batch in _batches(Y_train.shape[1], target_batch):
+        Y = bk.asarray(np.ascontiguousarray(Y_train[:, batch] - y_mean[batch],
+                                            dtype=np.float32))
+        S = plan.Xc_T @ Y
+        best = bk.to_numpy(_argmin0(bk, _ridge_cv_errors(plan, Y, S)))
+        T = bk.to_numpy(plan.final_V_T @ S).astype(np.float64)
+        T *= bk.to_numpy(plan.final_H_T).astype(np.float64)[:, best]
+        out[:, batch] = Xte @ T + y_mean[batch]
+        best_alpha[batch] = np.asarray(alphas)[best]
+    return out, best_alpha
 
 
 # --------------------------------------------------------------------------------------------
 # public scores
 # --------------------------------------------------------------------------------------------
-def _prepare(Y, segment_lengths, n_folds, groups):
-    Y = np.asarray(Y, dtype=np.float32)
-    if Y.ndim == 1:
-        Y = Y[:, None]
-    n = Y.shape[0]
+def _segments_and_folds(n, segment_lengths, n_folds, groups):
     if segment_lengths is None:
         segment_lengths = [n]
     segment_lengths = np.asarray(segment_lengths, dtype=np.int64).reshape(-1)
@@ -364,9 +568,19 @@ def _prepare(Y, segment_lengths, n_folds, groups):
         if groups != "segments":
             raise ConfigError(f"groups must be None, 'segments' or an array, got {groups!r}.")
         groups = np.repeat(np.arange(len(segment_lengths)), segment_lengths)
-    folds = contiguous_folds(n, n_folds, groups)
-    valid = valid_targets(Y)
-    return Y, segment_lengths, folds, valid
+    return segment_lengths, contiguous_folds(n, n_folds, groups)
+
+
+def _check_targets(Y, n=None):
+    Y = np.asarray(Y)
+    if Y.dtype != np.float32:
+        Y = Y.astype(np.float32)
+    if Y.ndim == 1:
+        Y = Y[:, None]
+    if n is not None and Y.shape[0] != n:
+        raise ValueError(f"all subjects must have the same number of TRs ({n}), got "
+                         f"{Y.shape[0]}.")
+    return Y
 
 
 def _check_block(X, n):
@@ -378,11 +592,97 @@ def _check_block(X, n):
     return X
 
 
-def _score_fold(reduced, train, test, Yv, *, delays, segment_lengths, ridge_kw):
-    """Pearson r on the test fold of the ridge fitted on the training fold (valid targets)."""
-    X_train, X_test = _fold_design(reduced, train, test, delays, segment_lengths)
-    pred = _ridge_cv_predict(X_train, Yv[train], X_test, **ridge_kw)
-    return pearson_r(Yv[test], pred)
+class _Targets:
+    """Valid targets of several subjects (same TRs), gathered per fold without a full copy."""
+
+    def __init__(self, Y_list):
+        self.Y_list = Y_list
+        self.valid = [valid_targets(Y) for Y in Y_list]
+        self.cols = [np.flatnonzero(v) for v in self.valid]
+        self.offsets = np.cumsum([0] + [len(c) for c in self.cols])
+        self.n_valid = int(self.offsets[-1])
+
+    def gather(self, rows, sl):
+        """Rows ``rows`` of the valid columns ``sl`` (of the concatenation), float32 C array."""
+        parts = []
+        for s, (Y, cols) in enumerate(zip(self.Y_list, self.cols)):
+            lo, hi = max(sl.start, self.offsets[s]), min(sl.stop, self.offsets[s + 1])
+            if hi > lo:
+                c = cols[lo - self.offsets[s]:hi - self.offsets[s]]
+                parts.append(Y[np.ix_(rows, c)])
+        return np.ascontiguousarray(np.concatenate(parts, axis=1) if len(parts) > 1
+                                    else parts[0])
+
+    def scatter(self, flat):
+        """Split a (..., n_valid) array back to a list of (..., V_s) arrays with NaN."""
+        out = []
+        for s, (Y, cols) in enumerate(zip(self.Y_list, self.cols)):
+            full = np.full(flat.shape[:-1] + (Y.shape[1],), np.nan, dtype=np.float32)
+            full[..., cols] = flat[..., self.offsets[s]:self.offsets[s + 1]]
+            out.append(full)
+        return out
+
+
+def _engine(blocks, designs, Y_list, segment_lengths, *, n_components=20, delays=range(6),
+            alphas=DEFAULT_ALPHAS, n_folds=5, inner_cv="contiguous", n_inner_folds=5,
+            backend="numpy", target_batch=None, groups=None, form="auto"):
+    """Fold scores of several designs (tuples of block indices) for several subjects.
+
+    Returns
+    -------
+    fold_scores : list (per subject) of float32 arrays of shape (n_designs, n_folds, V_s)
+    """
+    if inner_cv not in ("contiguous", "loo"):
+        raise ConfigError(f"mapping inner_cv must be 'contiguous' or 'loo', got {inner_cv!r}.")
+    n = Y_list[0].shape[0]
+    segment_lengths, folds = _segments_and_folds(n, segment_lengths, n_folds, groups)
+    blocks = [_check_block(X, n) for X in blocks]
+    targets = _Targets(Y_list)
+    flat = np.full((len(designs), len(folds), targets.n_valid), np.nan, dtype=np.float32)
+    if targets.n_valid:
+        batches = _batches(targets.n_valid, target_batch)
+        last_use = {}
+        for j, design in enumerate(designs):
+            for i in design:
+                last_use[i] = j
+        with _himalaya_backend(backend) as bk:
+            for f, (train, test) in enumerate(folds):
+                # targets of this fold, centred, on the device (one copy)
+                Ytr, Yte, Ynorm = [], [], []
+                for sl in batches:
+                    Y = targets.gather(train, sl)
+                    Y -= Y.mean(0, dtype=np.float64).astype(np.float32)
+                    Ytr.append(bk.asarray(Y))
+                    Yt = targets.gather(test, sl)
+                    Yt -= Yt.mean(0, dtype=np.float64).astype(np.float32)
+                    Ynorm.append(bk.asarray(np.sqrt((Yt.astype(np.float64) ** 2).sum(0))
+                                            .astype(np.float32)))
+                    Yte.append(bk.asarray(Yt))
+                    del Y, Yt
+                reduced = {}
+                for j, design in enumerate(designs):
+                    for i in design:
+                        if i not in reduced:
+                            reduced[i] = _reduce_block(blocks[i], train, n_components)
+                    X_train, X_test = _fold_design([reduced[i] for i in design], train, test,
+                                                   delays, segment_lengths)
+                    plan = _RidgePlan(X_train, X_test, alphas, inner_cv, n_inner_folds, form,
+                                      bk)
+                    for sl, Y, Yt, nrm in zip(batches, Ytr, Yte, Ynorm):
+                        flat[j, f, sl] = _ridge_batch_scores(plan, Y, Yt, nrm)
+                    del plan
+                    for i in design:
+                        if last_use[i] == j:
+                            del reduced[i]
+                del Ytr, Yte, Ynorm
+    return targets.scatter(flat)
+
+
+def _mean_scores(fold_scores):
+    """(n_designs, n_folds, V) -> (n_designs, V) mean over folds ignoring NaN folds."""
+    if fold_scores.shape[0] == 0:
+        return np.empty((0, fold_scores.shape[2]), np.float32)
+    return np.stack([_fold_mean(r) for r in fold_scores])
 
 
 def encoding_scores(X_blocks, Y, segment_lengths=None, *, n_components=20, delays=range(6),
@@ -408,13 +708,15 @@ def encoding_scores(X_blocks, Y, segment_lengths=None, *, n_components=20, delay
     n_folds : int
         Outer contiguous folds.
     inner_cv : {"contiguous", "loo"}
-        Inner CV used to choose alpha on the training fold.
+        Inner CV used to choose alpha on the training fold (mean over the inner folds of the
+        validation mean squared error; "loo": efficient leave-one-out as scikit-learn's
+        ``RidgeCV``).
     n_inner_folds : int
         Number of contiguous inner folds.
     backend : {"numpy", "torch", "torch_cuda", "auto"}
         himalaya backend (restored afterwards).
     target_batch : int or None
-        Targets solved at once.
+        Targets solved at once (bounds the memory of the solver); None = all.
     groups : None, "segments" or array of shape (n_trs,)
         If given, outer folds are made of whole groups ("segments": whole stories).
     return_folds : bool
@@ -429,21 +731,58 @@ def encoding_scores(X_blocks, Y, segment_lengths=None, *, n_components=20, delay
     """
     if not isinstance(X_blocks, (list, tuple)):
         X_blocks = [X_blocks]
-    Y, segment_lengths, folds, valid = _prepare(Y, segment_lengths, n_folds, groups)
-    X_blocks = [_check_block(X, Y.shape[0]) for X in X_blocks]
-    Yv = Y[:, valid]
-    fold_scores = np.full((len(folds), Y.shape[1]), np.nan, dtype=np.float32)
-    ridge_kw = dict(alphas=alphas, inner_cv=inner_cv, n_inner_folds=n_inner_folds,
-                    target_batch=target_batch)
-    if valid.any():
-        with _himalaya_backend(backend):
-            for i, (train, test) in enumerate(folds):
-                reduced = [_reduce_block(X, train, n_components) for X in X_blocks]
-                fold_scores[i, valid] = _score_fold(reduced, train, test, Yv, delays=delays,
-                                                    segment_lengths=segment_lengths,
-                                                    ridge_kw=ridge_kw)
-    scores = _fold_mean(fold_scores)
-    return (scores, fold_scores) if return_folds else scores
+    Y = _check_targets(Y)
+    fold = _engine(list(X_blocks), [tuple(range(len(X_blocks)))], [Y], segment_lengths,
+                   n_components=n_components, delays=delays, alphas=alphas, n_folds=n_folds,
+                   inner_cv=inner_cv, n_inner_folds=n_inner_folds, backend=backend,
+                   target_batch=target_batch, groups=groups)[0][0]
+    scores = _fold_mean(fold)
+    return (scores, fold) if return_folds else scores
+
+
+_FORECAST_KW = ("n_components", "delays", "alphas", "n_folds", "inner_cv", "n_inner_folds",
+                "backend", "target_batch", "groups")
+
+
+def forecast_scores_shared(X, windows, Y_list, segment_lengths=None, **kwargs):
+    """Forecast scores of several subjects who heard the same stimulus sequence, in one fit.
+
+    The subjects' vertices are stacked as targets: features, PCA, FIR design and every
+    decomposition of a fold are computed once for all of them. Each subject's scores equal
+    ``forecast_scores(X, windows, Y_list[s], ...)``.
+
+    Parameters
+    ----------
+    X : array of shape (n_trs, D)
+    windows : dict {distance: array of shape (n_trs, Dw)} or sequence of (distance, array)
+    Y_list : sequence of arrays of shape (n_trs, V_s)
+        BOLD of each subject, on the same TRs (same stories in the same order).
+    segment_lengths : sequence of int or None
+    **kwargs
+        As :func:`forecast_scores`.
+
+    Returns
+    -------
+    scores : list of (R_X, R_XW)
+        One pair per subject, as returned by :func:`forecast_scores`.
+    """
+    unknown = sorted(set(kwargs) - set(_FORECAST_KW) - {"form"})
+    if unknown:
+        raise TypeError(f"forecast_scores got unexpected arguments {unknown}.")
+    kwargs.setdefault("backend", "numpy")
+    if len(Y_list) == 0:
+        return []
+    Y_list = [_check_targets(Y) for Y in Y_list]
+    n = Y_list[0].shape[0]
+    Y_list = [_check_targets(Y, n) for Y in Y_list]
+    items = sorted(windows.items()) if isinstance(windows, dict) else list(windows)
+    blocks = [X] + [W for _, W in items]
+    designs = [(0,)] + [(0, j + 1) for j in range(len(items))]
+    out = []
+    for fold in _engine(blocks, designs, Y_list, segment_lengths, **kwargs):
+        means = _mean_scores(fold)
+        out.append((means[0], means[1:]))
+    return out
 
 
 def forecast_scores(X, windows, Y, segment_lengths=None, **kwargs):
@@ -472,35 +811,4 @@ def forecast_scores(X, windows, Y, segment_lengths=None, **kwargs):
         ``encoding_scores([X, W_j], Y, ...)``; the X-block scaling + PCA of each outer fold is
         computed once and shared by every distance.
     """
-    n_components = kwargs.pop("n_components", 20)
-    delays = kwargs.pop("delays", range(6))
-    n_folds = kwargs.pop("n_folds", 5)
-    groups = kwargs.pop("groups", None)
-    backend = kwargs.pop("backend", "numpy")
-    ridge_kw = dict(alphas=kwargs.pop("alphas", DEFAULT_ALPHAS),
-                    inner_cv=kwargs.pop("inner_cv", "contiguous"),
-                    n_inner_folds=kwargs.pop("n_inner_folds", 5),
-                    target_batch=kwargs.pop("target_batch", None))
-    if kwargs:
-        raise TypeError(f"forecast_scores got unexpected arguments {sorted(kwargs)}.")
-    items = sorted(windows.items()) if isinstance(windows, dict) else list(windows)
-
-    Y, segment_lengths, folds, valid = _prepare(Y, segment_lengths, n_folds, groups)
-    X = _check_block(X, Y.shape[0])
-    items = [(d, _check_block(W, Y.shape[0])) for d, W in items]
-    Yv = Y[:, valid]
-    r_x = np.full((len(folds), Y.shape[1]), np.nan, dtype=np.float32)
-    r_xw = np.full((len(items), len(folds), Y.shape[1]), np.nan, dtype=np.float32)
-    score = dict(delays=delays, segment_lengths=segment_lengths, ridge_kw=ridge_kw)
-    if valid.any():
-        with _himalaya_backend(backend):
-            for i, (train, test) in enumerate(folds):
-                zx = _reduce_block(X, train, n_components)
-                r_x[i, valid] = _score_fold([zx], train, test, Yv, **score)
-                for j, (_, W) in enumerate(items):
-                    zw = _reduce_block(W, train, n_components)
-                    r_xw[j, i, valid] = _score_fold([zx, zw], train, test, Yv, **score)
-    R_X = _fold_mean(r_x)
-    R_XW = np.stack([_fold_mean(r) for r in r_xw]) if items else np.empty((0, Y.shape[1]),
-                                                                            np.float32)
-    return R_X, R_XW
+    return forecast_scores_shared(X, windows, [Y], segment_lengths, **kwargs)[0]

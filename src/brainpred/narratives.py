@@ -63,6 +63,9 @@ __all__ = [
     "read_transcript",
     "story_words",
     "gifti_n_trs",
+    "gifti_time_step",
+    "check_words_in_run",
+    "VERTICES_PER_HEMI",
     "load_bold",
 ]
 
@@ -90,6 +93,9 @@ FIRST_WORD_FIXES = {
 #: Columns of :func:`build_run_table`, in order.
 RUN_TABLE_COLUMNS = ["subject", "task", "story", "run", "condition", "audio_onset", "tr",
                      "n_trs", "bold_L", "bold_R", "kept", "reason", "stim_file"]
+
+#: Vertices per hemisphere of the surfaces the BOLD files may be on.
+VERTICES_PER_HEMI = {"fsaverage5": 10242, "fsaverage6": 40962}
 
 _NA = {"n/a", "na", "nan", ""}
 _FUNC_RE = re.compile(
@@ -250,7 +256,17 @@ def _stim_story(stims):
     return stems
 
 
+def _check_content(path):
+    """DataError for a DataLad/git-annex file whose content was not fetched (dangling link)."""
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise DataError(f"{path}: the file's content is not here (an annexed file that was not "
+                        "fetched). Run `python -m brainpred.download metadata --configfile "
+                        f"<your config>` or `datalad get {path}`.")
+
+
 def _read_events(path):
+    _check_content(path)
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             rows = [r for r in csv.reader(f, delimiter="\t") if r and any(c.strip() for c in r)]
@@ -276,6 +292,7 @@ def _read_events(path):
 
 
 def _read_tr(path):
+    _check_content(path)
     try:
         with open(path, encoding="utf-8") as f:
             meta = json.load(f)
@@ -334,6 +351,50 @@ def gifti_n_trs(path) -> int:
             count += buf.count(b"<DataArray") - tail.count(b"<DataArray")
             tail, chunk = buf[-16:], f.read(1 << 24)
         return count
+
+
+_TIME_STEP_RE = re.compile(
+    rb"<Name>\s*(?:<!\[CDATA\[)?\s*TimeStep\s*(?:\]\]>)?\s*</Name>\s*<Value>\s*"
+    rb"(?:<!\[CDATA\[)?\s*([^<\]]*?)\s*(?:\]\]>)?\s*</Value>")
+
+
+def gifti_time_step(path):
+    """Time between data arrays declared in a GIfTI's metadata, when it declares one.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``.func.gii`` file.
+
+    Returns
+    -------
+    float or None
+        Seconds: the first ``TimeStep`` metadata entry in the first 64 kB of the file (file
+        or first data array metadata). The GIfTI standard gives it in milliseconds; values
+        below 50 are taken as seconds (some writers use seconds). None when absent or not a
+        number (the release's afni-nosmooth files may not carry it: the sidecar
+        ``RepetitionTime`` is then the only source of the TR).
+    """
+    with open(path, "rb") as f:
+        head = f.read(65536)
+    m = _TIME_STEP_RE.search(head)
+    if not m:
+        return None
+    try:
+        value = float(m.group(1))
+    except ValueError:
+        return None
+    if not value > 0:
+        return None
+    return value / 1000.0 if value >= 50 else value
+
+
+def _check_time_step(gii, tr, sidecar):
+    step = gifti_time_step(gii)
+    if step is not None and abs(step - tr) > 0.005 * tr:
+        raise DataError(f"{gii}: TimeStep {step:g} s disagrees with RepetitionTime {tr:g} s of "
+                        f"{sidecar}. One of them is wrong: re-download both from the release "
+                        "(the sidecar's RepetitionTime is the one the analysis uses).")
 
 
 def build_run_table(root, tasks="all", subjects="all", space="fsaverage6",
@@ -405,10 +466,16 @@ def build_run_table(root, tasks="all", subjects="all", space="fsaverage6",
         parts = pd.DataFrame(columns=["subject", "task", "condition"])
     condition = {(s, t): c for s, t, c in zip(parts.subject, parts.task, parts.condition)}
 
-    found = {}
+    # Subjects are filtered before any file is read (a subject's runs never affect another's),
+    # so a partial DataLad clone need not hold the other subjects' events and sidecars.
+    sel_t, sel_s = _as_set(tasks, "tasks"), _as_set(subjects, "subjects")
+    found, all_subjects = {}, set(parts.subject)
     for f in sorted(root.glob("sub-*/func/sub-*_task-*")):
         m = _FUNC_RE.match(f.name)
         if not m or m["subject"] != f.parent.parent.name:
+            continue
+        all_subjects.add(m["subject"])
+        if sel_s is not None and m["subject"] not in sel_s:
             continue
         key = (m["subject"], m["task"], m["run"] or "")
         found.setdefault(key, {})[m["suffix"]] = f
@@ -432,7 +499,10 @@ def build_run_table(root, tasks="all", subjects="all", space="fsaverage6",
             story = task
         bold_l = _bold_rel(subject, task, run, space, "L")
         bold_r = _bold_rel(subject, task, run, space, "R")
-        counts = [gifti_n_trs(root / p) for p in (bold_l, bold_r) if (root / p).exists()]
+        present = [root / p for p in (bold_l, bold_r) if (root / p).exists()]
+        counts = [gifti_n_trs(p) for p in present]
+        if present and "bold.json" in files:
+            _check_time_step(present[0], tr, files["bold.json"])
         n_trs = min(counts) if counts else -1
         name = next(iter(files.values())).name
         reason = ""
@@ -452,6 +522,8 @@ def build_run_table(root, tasks="all", subjects="all", space="fsaverage6",
                          stim_file=next((str(s) for s in stims if not _na(s)), "")))
     have = {(r["subject"], r["task"]) for r in rows}
     for subject, task, cond in zip(parts.subject, parts.task, parts.condition):
+        if sel_s is not None and subject not in sel_s:
+            continue
         if (subject, task) not in have:
             have.add((subject, task))
             story = f"milkyway{cond}" if task == "milkyway" and cond else task
@@ -474,19 +546,20 @@ def build_run_table(root, tasks="all", subjects="all", space="fsaverage6",
                 table.loc[drop, "kept"] = False
                 table.loc[drop, "reason"] = "duplicate_run"
 
-    sel_t, sel_s = _as_set(tasks, "tasks"), _as_set(subjects, "subjects")
+    if sel_s is not None:
+        unknown = sel_s - all_subjects
+        if unknown:
+            raise ConfigError(f"subjects: unknown subject(s) {sorted(unknown)} in {root} "
+                              "(not in participants.tsv nor sub-*/func). Check the list.")
+        table = table[table.subject.isin(sel_s)]
     if sel_t is not None:
         known = set(table.task) | set(table.story)
         unknown = sel_t - known
         if unknown:
-            raise ConfigError(f"tasks: unknown task(s) {sorted(unknown)} in {root}; known: "
-                              f"{sorted(set(table.task))}.")
+            among = " of the selected subjects" if sel_s is not None else ""
+            raise ConfigError(f"tasks: unknown task(s) {sorted(unknown)} in {root}{among}; "
+                              f"known: {sorted(set(table.task))}. Check the task names.")
         table = table[table.task.isin(sel_t) | table.story.isin(sel_t)]
-    if sel_s is not None:
-        unknown = sel_s - set(table.subject)
-        if unknown:
-            raise ConfigError(f"subjects: unknown subject(s) {sorted(unknown)} in {root}.")
-        table = table[table.subject.isin(sel_s)]
     table = table.reset_index(drop=True)
     table["n_trs"] = table["n_trs"].astype(int)
     table["kept"] = table["kept"].astype(bool)
@@ -539,6 +612,7 @@ def story_parts(story) -> tuple:
 
 def _read_alignment_raw(path):
     path = Path(path)
+    _check_content(path)
     if not path.exists():
         raise DataError(f"{path}: file not found. Get stimuli/gentle/<story>/align.csv from "
                         "the Narratives release.")
@@ -834,6 +908,7 @@ def story_words(root, story):
 
     folder = root / "stimuli" / "gentle" / story
     align_path = folder / "align.csv"
+    _check_content(align_path)
     if not align_path.exists():
         raise DataError(f"{align_path}: file not found (story {story!r}). Check the story "
                         "name or get stimuli/gentle from the Narratives release.")
@@ -850,6 +925,54 @@ def story_words(root, story):
     out = table[["word", "start", "end", "interpolated"]].copy()
     out["char_start"], out["char_end"] = cstart, cend
     return out, text
+
+
+def check_words_in_run(words, audio_onset, tr, n_trs, where="", max_dropped=0.05):
+    """Check that a story's words fall inside its run; alignment longer than the run.
+
+    Parameters
+    ----------
+    words : DataFrame
+        :func:`story_words` table (``start`` in file time, s).
+    audio_onset : float
+        Onset of the audio in the run (s, first row of events.tsv).
+    tr : float
+        Repetition time (s).
+    n_trs : int
+        TRs of the run (after the crop to the task's common length).
+    where : str
+        Run name for the messages (``"sub-001_task-pieman"``).
+    max_dropped : float
+        Largest fraction of words allowed to start after the end of the run.
+
+    Returns
+    -------
+    int
+        Number of words starting at or after ``n_trs * tr`` (scan time); they are dropped by
+        the TR assignment. A warning is issued when there are some.
+
+    Raises
+    ------
+    DataError
+        More than ``max_dropped`` of the words start after the end of the run: the alignment
+        does not belong to this run (wrong story or stim_file) or the BOLD run is truncated.
+    """
+    if n_trs is None or int(n_trs) <= 0:
+        return 0
+    end = int(n_trs) * float(tr)
+    scan = words["start"].to_numpy(float) + float(audio_onset)
+    late = int(np.sum(scan >= end))
+    if late == 0:
+        return 0
+    n = len(scan)
+    msg = (f"{where}: {late} of {n} words start after the end of the run ({int(n_trs)} TRs x "
+           f"{float(tr):g} s = {end:g} s; last word at {scan.max():.1f} s scan time)")
+    if late > max_dropped * n:
+        raise DataError(msg + ": the alignment is longer than the run. Check the run's "
+                        "stim_file / story in the run table, or re-download a truncated BOLD "
+                        "file (its GIfTI has too few TRs).")
+    warnings.warn(msg + "; they are dropped.", stacklevel=2)
+    return late
 
 
 # --------------------------------------------------------------------------------------------
@@ -880,7 +1003,7 @@ def _load_gifti(path):
     return data
 
 
-def load_bold(path_L, path_R, n_trs=None) -> np.ndarray:
+def load_bold(path_L, path_R, n_trs=None, space=None, tr=None) -> np.ndarray:
     """Load a run's BOLD surface time series, left then right hemisphere.
 
     Parameters
@@ -889,6 +1012,11 @@ def load_bold(path_L, path_R, n_trs=None) -> np.ndarray:
         ``*_hemi-L_desc-clean.func.gii`` and ``*_hemi-R_...`` (one data array per TR).
     n_trs : int, optional
         Keep the first ``n_trs`` TRs (crop to a common length).
+    space : {"fsaverage5", "fsaverage6"}, optional
+        When given, each hemisphere must have :data:`VERTICES_PER_HEMI` ``[space]`` vertices.
+    tr : float, optional
+        Repetition time from the sidecar; when given and a file declares a ``TimeStep``
+        (:func:`gifti_time_step`), both must agree within 0.5%.
 
     Returns
     -------
@@ -898,10 +1026,27 @@ def load_bold(path_L, path_R, n_trs=None) -> np.ndarray:
     Raises
     ------
     DataError
-        A file missing or not a readable GIfTI, L and R with different numbers of TRs, or
-        fewer TRs than ``n_trs`` (the message names the file).
+        A file missing, not fetched (dangling DataLad link) or not a readable GIfTI, L and R
+        with different numbers of TRs, fewer TRs than ``n_trs``, a vertex count other than
+        the space's, or a TimeStep disagreeing with ``tr`` (the message names the file).
     """
+    if space is not None and space not in VERTICES_PER_HEMI:
+        raise ConfigError(f"dataset.space = {space!r}: expected one of "
+                          f"{sorted(VERTICES_PER_HEMI)}.")
+    for path in (path_L, path_R):
+        _check_content(path)
     left, right = _load_gifti(path_L), _load_gifti(path_R)
+    if space is not None:
+        want = VERTICES_PER_HEMI[space]
+        for path, data in ((path_L, left), (path_R, right)):
+            if data.shape[1] != want:
+                raise DataError(f"{path}: {data.shape[1]} vertices per TR, but {space} has "
+                                f"{want} per hemisphere. The file is not on {space}: set "
+                                "dataset.space to the surface of the files, or re-download "
+                                "it.")
+    if tr is not None:
+        for path in (path_L, path_R):
+            _check_time_step(path, float(tr), "the sidecar")
     if left.shape[0] != right.shape[0]:
         raise DataError(f"{path_L} has {left.shape[0]} TRs but {path_R} has {right.shape[0]}; "
                         "the hemispheres of a run must match. Download both again.")

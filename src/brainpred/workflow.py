@@ -71,10 +71,18 @@ def run_plan(config) -> pd.DataFrame:
 
         runs = plan(config)
         runs = runs[~runs["excluded"]].copy()
-    elif ds["source"] == "local":
+    elif ds["source"] in ("local", "datalad"):
         from .narratives import build_run_table
 
         root = Path(ds["root"])
+        # datalad: the plan comes from the metadata that `python -m brainpred.download
+        # metadata` fetched (no network access while Snakemake parses; see config/README.md)
+        if ds["source"] == "datalad" and not (root / "participants.tsv").exists():
+            raise ConfigError(
+                f"dataset.source = datalad: no metadata under dataset.root = {root} yet. "
+                "Fetch it first (clone + small text files, no fMRI): `python -m "
+                "brainpred.download metadata --configfile <your config file(s)>`, then run "
+                "snakemake again.")
         if not (root / "participants.tsv").exists():
             raise ConfigError(f"dataset.root = {root}: no participants.tsv there. Point "
                               "dataset.root at a Narratives copy (the DataLad layout).")
@@ -84,7 +92,8 @@ def run_plan(config) -> pd.DataFrame:
                                keep_schema=ds.get("keep_schema", False))
         runs = runs[runs["kept"]].copy()
     else:
-        raise ConfigError(f"dataset.source = {ds['source']!r}: use synthetic or local.")
+        raise ConfigError(f"dataset.source = {ds['source']!r}: use synthetic, local or "
+                          "datalad.")
     runs["run"] = runs["run"].fillna("").astype(str)
     runs["subject"] = _pick(runs, "subject", ds.get("subjects", "all"), "dataset.subjects")
     runs = runs[runs["subject"].notna()]

@@ -9,6 +9,8 @@ rule bold_cache:
         table=f"{RESULTS}/tables/desc-runs_table.tsv",
     output:
         f"{RESULTS}/bold/{{subject}}/{{basename}}_space-{SPACE}_desc-clean_bold.npy",
+    conda:
+        "../envs/brainpred.yaml"
     log:
         "logs/bold_cache/{subject}/{basename}.log",
     threads: 1

@@ -28,6 +28,11 @@ def gifti(subject, basename, hemi):
             f"{basename}_space-{SPACE}_hemi-{hemi}_desc-clean.func.gii")
 
 
+def dataset_root(path, depth):
+    """The dataset root ``depth`` folders above a dataset file (no hard-coded prefix)."""
+    return str(Path(path).parents[depth])
+
+
 def label_files():
     pattern = (config.get("regions", {}) or {}).get("labels", "")
     if not pattern:
@@ -65,3 +70,15 @@ def all_outputs():
     for s in SUBJECTS:
         outs += list(subject_outputs(s).values())
     return outs
+
+
+def subject_scores_input(w):
+    runs = subject_runs(w.subject)
+    return {
+        "table": f"{RESULTS}/tables/desc-runs_table.tsv",
+        "features": [f"{RESULTS}/features/model-{MODEL}/story-{s}_desc-activations.npz"
+                     for s in sorted(runs["story"].unique())],
+        "bold": [f"{RESULTS}/bold/{w.subject}/{b}_space-{SPACE}_desc-clean_bold.npy"
+                 for b in runs["basename"].unique()],
+        "labels": label_files(),
+    }

@@ -9,8 +9,10 @@ if config["dataset"]["source"] == "synthetic":
         output:
             [f"{ROOT}/{f}" for f in _synthetic_files(config)],
         params:
-            root=ROOT,
+            root=lambda w, output: dataset_root(output[0], 0),
             config=config,
+        conda:
+            "../envs/brainpred.yaml"
         log:
             "logs/synthetic_dataset.log",
         benchmark:
@@ -31,8 +33,10 @@ rule run_table:
     output:
         f"{RESULTS}/tables/desc-runs_table.tsv",
     params:
-        root=ROOT,
+        root=lambda w, input: dataset_root(input.participants, 0),
         config=config,
+    conda:
+        "../envs/brainpred.yaml"
     log:
         "logs/run_table.log",
     threads: 1
@@ -50,7 +54,9 @@ rule story_words:
         words=f"{RESULTS}/words/story-{{story}}_desc-words_table.tsv",
         text=f"{RESULTS}/words/story-{{story}}_desc-text.txt",
     params:
-        root=ROOT,
+        root=lambda w, input: dataset_root(input.align, 3),
+    conda:
+        "../envs/brainpred.yaml"
     log:
         "logs/story_words/story-{story}.log",
     threads: 1

@@ -10,6 +10,8 @@ rule story_features:
         f"{RESULTS}/features/model-{MODEL}/story-{{story}}_desc-activations.npz",
     params:
         model=config["model"],
+    conda:
+        "../envs/brainpred.yaml"
     log:
         f"logs/story_features/model-{MODEL}_story-{{story}}.log",
     benchmark:

@@ -2,18 +2,6 @@
 # of each subject, as GIfTI maps per hemisphere, an .npz of every map and a tidy region table.
 
 
-def subject_scores_input(w):
-    runs = subject_runs(w.subject)
-    return {
-        "table": f"{RESULTS}/tables/desc-runs_table.tsv",
-        "features": [f"{RESULTS}/features/model-{MODEL}/story-{s}_desc-activations.npz"
-                     for s in sorted(runs["story"].unique())],
-        "bold": [f"{RESULTS}/bold/{w.subject}/{b}_space-{SPACE}_desc-clean_bold.npy"
-                 for b in runs["basename"].unique()],
-        "labels": label_files(),
-    }
-
-
 rule subject_scores:
     input:
         unpack(subject_scores_input),
@@ -23,6 +11,8 @@ rule subject_scores:
         config=config,
         stories=lambda w: sorted(subject_runs(w.subject)["story"].unique()),
         basenames=lambda w: list(subject_runs(w.subject)["basename"].unique()),
+    conda:
+        "../envs/brainpred.yaml"
     log:
         f"logs/subject_scores/model-{MODEL}_layer-{LAYER}_{{subject}}.log",
     benchmark:

@@ -17,6 +17,8 @@ rule figures:
         },
     params:
         config=config,
+    conda:
+        "../envs/brainpred.yaml"
     log:
         f"logs/figures/model-{MODEL}_layer-{LAYER}.log",
     threads: 1
@@ -36,6 +38,8 @@ rule report:
         f"{RESULTS}/report.html",
     params:
         config=config,
+    conda:
+        "../envs/brainpred.yaml"
     log:
         "logs/report.log",
     threads: 1

@@ -14,6 +14,8 @@ rule group:
         regions=f"{GROUP}/group_desc-regions_scores.tsv",
     params:
         config=config,
+    conda:
+        "../envs/brainpred.yaml"
     log:
         f"logs/group/model-{MODEL}_layer-{LAYER}.log",
     threads: 1
