@@ -150,3 +150,22 @@ def test_rerun_is_a_no_op_and_scores_are_deterministic(demo8, tmp_path):
     after = np.load(target)
     for key in ("brain_score", "forecast_score"):
         np.testing.assert_array_equal(before[key], after[key])
+
+
+def test_notebook_redraws_the_figures(demo8, tmp_path):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.read(REPO / "notebooks" / "explore_results.ipynb", as_version=4)
+    os.environ["BRAINPRED_RESULTS"] = str(demo8 / "results")
+    try:
+        nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                                resources={"metadata": {"path": str(tmp_path)}}).execute()
+    finally:
+        del os.environ["BRAINPRED_RESULTS"]
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) >= 3  # brain-score map, F(d) curves, d* map
+    assert (tmp_path / "notebook_figures" / "dstar.png").stat().st_size > 10_000
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "synthetic=True" in text
