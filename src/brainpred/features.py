@@ -22,6 +22,10 @@ Conventions
 - ``mode="exact"`` (the reference) gives every word its full ``context_tokens`` window;
   ``mode="strided"`` (fast) reads words from overlapping windows where they have at least
   ``min_context`` past tokens. See :func:`extract_word_activations`.
+- Plain GPT-2 models run through :class:`_FastGPT2` (the same function as HF's forward to float
+  rounding; the last block is computed only at the read positions); other causal LMs through
+  their HuggingFace forward. Speed, exactness and the exact-vs-strided difference are measured
+  in ``docs/features.md`` (``benchmarks/bench_features.py``).
 """
 
 from __future__ import annotations
@@ -571,10 +575,6 @@ def extract_word_activations(model, input_ids, last_token, context_tokens=1024, 
     else:
         dev = next(model.parameters()).device
     model.eval()
-    pad_id = getattr(model.config, "pad_token_id", None)
-    if pad_id is None:
-        pad_id = getattr(model.config, "eos_token_id", None)
-    pad_id = int(pad_id[0] if isinstance(pad_id, (list, tuple)) else (pad_id or 0))
     dim = int(model.get_input_embeddings().embedding_dim)
     L = n_layers(model)
     if last.size == 0:
@@ -601,7 +601,9 @@ def extract_word_activations(model, input_ids, last_token, context_tokens=1024, 
                 starts = torch.as_tensor([s for s, _, _, _ in batch], device=dev)
                 win = ids_dev[starts[:, None] + torch.arange(T, device=dev)]
             else:
-                win = torch.full((len(batch), T), pad_id, dtype=torch.long, device=dev)
+                # right padding with token 0 (any id works: padded keys are masked out and
+                # padded positions never read)
+                win = torch.zeros((len(batch), T), dtype=torch.long, device=dev)
                 for i, (s, e, _, _) in enumerate(batch):
                     win[i, :e - s] = ids_dev[s:e]
             qpos = np.zeros((len(batch), Q), dtype=np.int64)
