@@ -58,6 +58,8 @@ __all__ = [
     "build_run_table",
     "crop_lengths",
     "story_parts",
+    "story_folder",
+    "split_story_rows",
     "read_alignment",
     "fix_first_words",
     "read_transcript",
@@ -589,6 +591,34 @@ def crop_lengths(run_table) -> pd.Series:
         n = n[n >= 0]
         out[task] = int(n.min()) if len(n) else -1
     return pd.Series(out, name="n_trs", dtype=int).sort_index()
+
+
+def story_folder(story) -> str:
+    """Folder of ``stimuli/gentle`` holding a story's alignment (``slumlordreach`` for its parts)."""
+    return _PART_PARENT.get(story, (story, 0))[0]
+
+
+def split_story_rows(run_table) -> pd.DataFrame:
+    """One row per (run, story): runs whose audio holds several stories get a row per part.
+
+    The parts share the run's BOLD and audio onset; the analysis places each part's words on
+    the run's TR grid with its own language-model context (see :func:`story_words`).
+
+    Parameters
+    ----------
+    run_table : DataFrame
+        Output of :func:`build_run_table`.
+
+    Returns
+    -------
+    DataFrame
+        The same columns; ``story`` replaced by the parts for multi-story runs.
+    """
+    rows = []
+    for row in run_table.to_dict("records"):
+        for part in story_parts(row["story"]):
+            rows.append({**row, "story": part})
+    return pd.DataFrame(rows, columns=run_table.columns)
 
 
 def story_parts(story) -> tuple:

@@ -48,6 +48,8 @@ def make_run_table(root, config, out_tsv):
                                        subjects=ds.get("subjects", "all"), space=ds["space"],
                                        keep_scrambled=ds.get("keep_scrambled", False),
                                        keep_schema=ds.get("keep_schema", False))
+    # one row per (run, story): slumlordreach is one run holding two stories
+    table = narratives.split_story_rows(table)
     plan = run_plan(config)
     table["run"] = table["run"].fillna("").astype(str)
     table["basename"] = [run_basename(s, t, r) for s, t, r in
@@ -100,18 +102,21 @@ def make_story_features(words_tsv, text_txt, model_cfg, out_npz):
     features.save_features(out_npz, acts, words, meta)
 
 
-def make_bold_cache(gii_left, gii_right, run_table_tsv, basename, out_npy):
-    """Rule ``bold_cache``: one run's BOLD as float32 ``.npy`` (n_trs, n_vertices), L then R."""
+def make_bold_cache(gii_left, gii_right, run_table_tsv, basename, out_npy, space=None):
+    """Rule ``bold_cache``: one run's BOLD as float32 ``.npy`` (n_trs, n_vertices), L then R.
+
+    The run is cropped to the table's ``n_trs`` (the common length of its task); the vertex
+    count is checked against ``space`` and the GIfTI's TR against the sidecar's.
+    """
     from . import narratives
 
     table = io.read_tsv(run_table_tsv, dtype={"run": str})
-    rows = table[(table["kept"]) & (table["basename"] == basename)] if "basename" in table \
-        else table[table["kept"]]
-    n_trs = None
-    if "basename" in table and len(rows):
-        n = int(rows["n_trs"].iloc[0])
-        n_trs = n if n > 0 else None
-    bold = narratives.load_bold(gii_left, gii_right, n_trs=n_trs)
+    rows = table[table["kept"] & (table["basename"] == basename)]
+    if rows.empty:
+        raise DataError(f"{run_table_tsv}: no kept run {basename}; re-run snakemake.")
+    n = int(rows["n_trs"].iloc[0])
+    bold = narratives.load_bold(gii_left, gii_right, n_trs=n if n > 0 else None, space=space,
+                                tr=float(rows["tr"].iloc[0]))
     with io.atomic_path(out_npy) as tmp:
         np.save(tmp, bold)
     log.info("%s: %d TRs x %d vertices", basename, *bold.shape)
@@ -159,6 +164,8 @@ def subject_design(runs, story_features, layer, distances, width=7, tr_offset=1,
     groups : ndarray of int, shape (n_trs_total,)
         Run index of each TR (for folds grouped by story).
     """
+    from . import narratives
+
     X_parts, W_parts, lengths = [], {d: [] for d in distances}, []
     for basename, g in runs.groupby("basename", sort=False):
         n_trs, tr = int(g["n_trs"].iloc[0]), float(g["tr"].iloc[0])
@@ -171,6 +178,10 @@ def subject_design(runs, story_features, layer, distances, width=7, tr_offset=1,
                 raise ConfigError(f"features.layer = {layer}: the model has only "
                                   f"{acts.shape[0] - 1} layers (0..{acts.shape[0] - 1}).")
             z = np.asarray(acts[layer], dtype=np.float32)
+            # words after the end of the run are dropped by the TR assignment; too many of
+            # them means the alignment does not belong to this run (DataError)
+            narratives.check_words_in_run(words, float(row.audio_onset), tr, n_trs,
+                                          where=f"{basename} ({row.story})")
             onsets = words["start"].to_numpy(dtype=float) + float(row.audio_onset)
             x = design.words_to_trs(z, onsets, tr, n_trs, tr_offset=tr_offset, method=tr_method)
             Xr = x if Xr is None else Xr + x
@@ -381,19 +392,39 @@ class _quiet_nanmean:
 # Group
 # --------------------------------------------------------------------------------------------
 
-def group_maps(subject_npzs, config):
-    """Group statistics of the subjects' score maps.
+def group_maps(subject_npzs, config, ceiling_npzs=()):
+    """Group statistics of the subjects' score maps (method.md section 7).
+
+    Parameters
+    ----------
+    subject_npzs : list of path
+        ``*_desc-scores.npz`` of every subject (``brain_score`` (V,), ``forecast_score``
+        (n_d, V), ``distances``).
+    config : dict
+        Workflow configuration (``stats``, ``noise_ceiling``).
+    ceiling_npzs : list of path, optional
+        ``*_desc-noiseceiling.npz`` of the same subjects, in the same order.
 
     Returns
     -------
     dict of ndarray
-        ``brain_score`` (V,) mean; ``brain_p``, ``brain_q`` Wilcoxon and BH-adjusted p;
-        ``forecast_score`` (n_d, V) mean F(d); ``forecast_low``/``forecast_high`` CI;
-        ``dstar`` (V,) argmax_d of the mean F(d), NaN outside the mask; ``dstar_all`` unmasked;
-        ``gain`` (V,) max_d mean F(d) / mean R(X) in %; ``dstar_mask`` (V,) bool;
-        ``dstar_subjects`` (n_subjects, V); ``distances``; ``subjects``.
+        ``brain_score`` (V,) mean across subjects, ``brain_low``/``brain_high`` its CI,
+        ``brain_p``/``brain_q`` two-sided Wilcoxon p and BH-adjusted p (across vertices),
+        ``brain_reject`` (q <= stats.fdr_q and mean > 0), ``brain_score_fdr`` the mean where
+        ``brain_reject`` (NaN elsewhere);
+        ``forecast_score`` (n_d, V) mean F(d), ``forecast_low``/``forecast_high`` CI,
+        ``forecast_p``/``forecast_q`` Wilcoxon and BH (across vertices, per distance);
+        ``diff_p``/``diff_q`` for F(d1) - F(d0) (``stats.dstar_reference``), ``dstar_mask``
+        (V,) bool (``stats.dstar_mask``), ``dstar`` (V,) argmax_d of the mean F(d) where the
+        mask holds (NaN elsewhere), ``dstar_all`` unmasked, ``dstar_subjects`` (S, V) each
+        subject's argmax; ``gain`` (V,) ``100 * max_d mean F(d) / mean R(X)`` (NaN where the
+        mean brain score is <= 0); ``distances``; ``subjects``; with ceilings also
+        ``noise_ceiling`` (V,) mean, ``ceiling_low``/``ceiling_high``, ``ceiling_p``/``ceiling_q``
+        and ``percent_ceiling`` (V,) ``100 * mean R(X) / mean ceiling`` where the mean ceiling is
+        above ``noise_ceiling.min_ceiling``.
     """
     from . import stats
+    from .noise_ceiling import percent_of_ceiling
 
     data = [io.load_npz(p) for p in subject_npzs]
     distances = data[0]["distances"]
@@ -402,13 +433,17 @@ def group_maps(subject_npzs, config):
             raise DataError(f"{p}: computed with other forecast distances; re-run snakemake.")
     R = np.stack([d["brain_score"] for d in data])            # (S, V)
     F = np.stack([d["forecast_score"] for d in data])         # (S, n_d, V)
+    subjects = np.array([str(d["subject"]) for d in data])
     sc = config.get("stats", {}) or {}
     level, q = float(sc.get("ci", 0.95)), float(sc.get("fdr_q", 0.01))
     with _quiet_nanmean():
-        bs_mean, _, _ = stats.mean_ci(R, level=level)
+        bs_mean, bs_low, bs_high = stats.mean_ci(R, level=level)
         f_mean, f_low, f_high = stats.mean_ci(F, level=level)
         _, bs_p = stats.wilcoxon_test(R)
-        _, bs_q = stats.fdr_bh(bs_p, q=q)
+        bs_reject, bs_q = stats.fdr_bh(bs_p, q=q)
+        bs_reject = bs_reject & (np.nan_to_num(bs_mean) > 0)
+        _, f_p = stats.wilcoxon_test(F)
+        f_q = np.stack([stats.fdr_bh(row, q=q)[1] for row in f_p])
         d0, d1 = (int(x) for x in sc.get("dstar_reference", [0, 8]))
         for d in (d0, d1):
             if d not in set(distances.tolist()):
@@ -433,27 +468,195 @@ def group_maps(subject_npzs, config):
         best = np.nanmax(np.where(np.isnan(f_mean), -np.inf, f_mean), axis=0)
         best[~np.isfinite(best)] = np.nan
         gain = stats.relative_gain(best, bs_mean)
-    return {"brain_score": bs_mean, "brain_p": bs_p, "brain_q": bs_q,
-            "forecast_score": f_mean, "forecast_low": f_low, "forecast_high": f_high,
-            "dstar": dstar, "dstar_all": dstar_all, "dstar_mask": mask,
-            "dstar_subjects": dstar_subjects, "gain": gain,
-            "diff_p": diff_p, "diff_q": diff_q,
-            "distances": distances, "subjects": np.array([str(d["subject"]) for d in data])}
+    out = {"brain_score": bs_mean, "brain_low": bs_low, "brain_high": bs_high,
+           "brain_p": bs_p, "brain_q": bs_q, "brain_reject": bs_reject,
+           "brain_score_fdr": np.where(bs_reject, bs_mean, np.nan),
+           "forecast_score": f_mean, "forecast_low": f_low, "forecast_high": f_high,
+           "forecast_p": f_p, "forecast_q": f_q,
+           "dstar": dstar, "dstar_all": dstar_all, "dstar_mask": mask,
+           "dstar_subjects": dstar_subjects, "gain": gain,
+           "diff_p": diff_p, "diff_q": diff_q,
+           "distances": distances, "subjects": subjects}
+    if ceiling_npzs:
+        NC = _load_ceilings(ceiling_npzs, subjects)
+        min_c = float((config.get("noise_ceiling", {}) or {}).get("min_ceiling", 0.05))
+        with _quiet_nanmean():
+            c_mean, c_low, c_high = stats.mean_ci(NC, level=level)
+            _, c_p = stats.wilcoxon_test(NC)
+            _, c_q = stats.fdr_bh(c_p, q=q)
+        out.update(noise_ceiling=c_mean, ceiling_low=c_low, ceiling_high=c_high,
+                   ceiling_p=c_p, ceiling_q=c_q,
+                   percent_ceiling=percent_of_ceiling(bs_mean, c_mean, min_c))
+    return out
 
 
-def make_group(subject_npzs, subject_region_tsvs, config, outputs):
-    """Rule ``group``: group maps (npz + GIfTI) and the tidy table of every subject's regions."""
-    g = group_maps(subject_npzs, config)
+def _load_ceilings(ceiling_npzs, subjects):
+    NC = []
+    for p, sub in zip(ceiling_npzs, subjects):
+        z = io.load_npz(p)
+        if str(z["subject"]) != sub:
+            raise DataError(f"{p}: noise ceiling of {z['subject']}, expected {sub}.")
+        NC.append(z["noise_ceiling"])
+    if len(NC) != len(subjects):
+        raise DataError(f"{len(NC)} noise ceilings for {len(subjects)} subjects; re-run snakemake.")
+    return np.stack(NC).astype(np.float64)
+
+
+def atlas_from_config(labels_paths, surface_paths, config):
+    """Region levels (:func:`brainpred.regions.atlas_levels`) of the configured atlas, or None."""
+    from . import regions
+
+    if not labels_paths:
+        return None
+    labels, names = regions.load_labels(*labels_paths)
+    rc = config.get("regions", {}) or {}
+    max_size = int(rc.get("split_max_size", 500) or 0)
+    coords = None
+    n_per = len(labels) // 2
+    if max_size > 0 or any(not isinstance(m, str)
+                           for g in regions.DESTRIEUX_KEY_REGIONS.values() for m in g):
+        if surface_paths:
+            coords = regions.load_coords(surface_paths, n_per_hemi=n_per)
+        elif n_per == 10242:
+            coords = regions.load_coords(None, n_per_hemi=n_per)
+    return regions.atlas_levels(labels, names, coords, max_size=max_size)
+
+
+def group_region_tables(R, F, distances, subjects, levels, NC=None, config=None):
+    """Region tables of every score: one row per subject (tidy) and group statistics.
+
+    Parameters
+    ----------
+    R : ndarray (S, V)
+        Brain scores. F : ndarray (S, n_d, V) forecast scores. NC : ndarray (S, V) or None
+        noise ceilings.
+    distances : array (n_d,)
+    subjects : array (S,)
+    levels : dict or None
+        ``level -> (labels, names)`` (:func:`atlas_from_config`); None = whole cortex only.
+    config : dict
+        ``stats`` (ci, fdr_q) and ``noise_ceiling.min_ceiling``.
+
+    Returns
+    -------
+    scores : DataFrame
+        ``subject, level, region, measure, distance, value``; ``level`` is ``whole``,
+        ``parcel`` (split atlas, per hemisphere), ``bilateral`` or ``key``; ``measure`` is
+        ``brainscore``, ``forecastscore`` (one row per distance), ``noiseceiling`` and
+        ``brainscore_pct_ceiling`` (100 x region-mean brain score / region-mean ceiling, NaN
+        where the ceiling is <= noise_ceiling.min_ceiling); distance is NaN but for F(d).
+    group : DataFrame
+        ``level, region, measure, distance, n, mean, ci_low, ci_high, p, q``: mean across
+        subjects, CI, two-sided Wilcoxon p, BH q across the regions of a level (per measure
+        and distance).
+    """
+    from . import regions, stats
+    from .noise_ceiling import percent_of_ceiling
+
+    config = config or {}
+    min_c = float((config.get("noise_ceiling", {}) or {}).get("min_ceiling", 0.05))
+    distances = np.asarray(distances)
+    frames = []
+    for s, sub in enumerate(subjects):
+        maps = [R[s][None], F[s]] + ([NC[s][None]] if NC is not None else [])
+        M = np.concatenate(maps)                              # (n_maps, V)
+        measure = (["brainscore"] + ["forecastscore"] * len(distances)
+                   + (["noiseceiling"] if NC is not None else []))
+        dist = ([np.nan] + [float(d) for d in distances]
+                + ([np.nan] if NC is not None else []))
+        parts = []
+        with _quiet_nanmean():
+            whole = np.nanmean(M, axis=1)
+        parts.append(pd.DataFrame({"level": "whole", "region": WHOLE_CORTEX,
+                                   "map": np.arange(len(M)), "value": whole}))
+        for level, (lab, nam) in (levels or {}).items():
+            t = regions.region_means(M, lab, nam, dims=["map"], value_name="value")
+            t.insert(0, "level", level)
+            parts.append(t[["level", "region", "map", "value"]])
+        t = pd.concat(parts, ignore_index=True)
+        t["measure"] = np.asarray(measure, dtype=object)[t["map"]]
+        t["distance"] = np.asarray(dist)[t["map"]]
+        if NC is not None:
+            bs = t[t["measure"] == "brainscore"].set_index(["level", "region"])["value"]
+            nc = t[t["measure"] == "noiseceiling"].set_index(["level", "region"])["value"]
+            pct = pd.DataFrame({"level": [i[0] for i in bs.index],
+                                "region": [i[1] for i in bs.index],
+                                "measure": "brainscore_pct_ceiling", "distance": np.nan,
+                                "value": percent_of_ceiling(bs.to_numpy(),
+                                                            nc.reindex(bs.index).to_numpy(),
+                                                            min_c)})
+            t = pd.concat([t, pct], ignore_index=True)
+        t.insert(0, "subject", sub)
+        frames.append(t[["subject", "level", "region", "measure", "distance", "value"]])
+    scores = pd.concat(frames, ignore_index=True)
+    sc = config.get("stats", {}) or {}
+    ci, q = float(sc.get("ci", 0.95)), float(sc.get("fdr_q", 0.01))
+    keys = ["level", "region", "measure", "distance"]
+    wide = scores.pivot_table(index=keys, columns="subject", values="value", aggfunc="first",
+                              dropna=False)
+    wide = wide.loc[wide.notna().any(axis=1) | True]
+    vals = wide.to_numpy(dtype=float).T                       # (S, rows)
+    with _quiet_nanmean():
+        mean, low, high = stats.mean_ci(vals, level=ci)
+        _, p = stats.wilcoxon_test(vals)
+    group = wide.index.to_frame(index=False)
+    group["n"] = np.isfinite(vals).sum(0)
+    group["mean"], group["ci_low"], group["ci_high"], group["p"] = mean, low, high, p
+    group["q"] = np.nan
+    for _, idx in group.groupby(["level", "measure", "distance"], dropna=False).groups.items():
+        group.loc[idx, "q"] = stats.fdr_bh(group.loc[idx, "p"].to_numpy(), q=q)[1]
+    return scores, group
+
+
+def make_group(subject_npzs, config, outputs, ceiling_npzs=(), labels_paths=None,
+               surface_paths=None):
+    """Rule ``group``: group maps (npz + GIfTI) and region tables of every score.
+
+    Parameters
+    ----------
+    subject_npzs : list of path
+    config : dict
+    outputs : dict
+        ``npz``, ``regions`` (tidy per-subject region table), ``regions_stats`` (group
+        statistics per region) and GIfTI pairs ``<name>_L``/``<name>_R`` for ``brain``,
+        ``brain_fdr``, ``dstar``, ``gain`` and, with noise ceilings, ``ceiling`` and
+        ``pct_ceiling`` (any pair missing from ``outputs`` is not written).
+    ceiling_npzs : list of path
+        Noise ceilings of the same subjects (empty: no ceiling).
+    labels_paths, surface_paths : (path, path) or None
+        Atlas and surfaces (:func:`atlas_from_config`).
+    """
+    g = group_maps(subject_npzs, config, ceiling_npzs=list(ceiling_npzs or ()))
     io.save_npz(outputs["npz"], **g)
-    write_surface_maps(outputs["brain_L"], outputs["brain_R"], g["brain_score"][None],
-                       ["mean brain score"])
-    write_surface_maps(outputs["dstar_L"], outputs["dstar_R"], g["dstar"][None],
-                       ["forecast distance d*"])
-    tables = [io.read_tsv(p) for p in subject_region_tsvs]
-    io.write_tsv(outputs["regions"], pd.concat(tables, ignore_index=True))
+    maps = {"brain": (g["brain_score"], "mean brain score"),
+            "brain_fdr": (g["brain_score_fdr"], "mean brain score, FDR-significant vertices"),
+            "dstar": (g["dstar"], "forecast distance d*"),
+            "gain": (g["gain"], "forecast gain (%)")}
+    if "noise_ceiling" in g:
+        maps["ceiling"] = (g["noise_ceiling"], "mean noise ceiling")
+        maps["pct_ceiling"] = (g["percent_ceiling"], "brain score (% of noise ceiling)")
+    for key, (values, name) in maps.items():
+        if f"{key}_L" in outputs:
+            write_surface_maps(outputs[f"{key}_L"], outputs[f"{key}_R"], values[None], [name])
+    data = [io.load_npz(p) for p in subject_npzs]
+    R = np.stack([d["brain_score"] for d in data]).astype(np.float64)
+    F = np.stack([d["forecast_score"] for d in data]).astype(np.float64)
+    NC = _load_ceilings(ceiling_npzs, g["subjects"]) if ceiling_npzs else None
+    levels = atlas_from_config(labels_paths, surface_paths, config)
+    if levels is not None and len(levels["parcel"][0]) != R.shape[1]:
+        raise DataError(f"{labels_paths[0]}: {len(levels['parcel'][0])} labelled vertices, the "
+                        f"score maps have {R.shape[1]}. Use labels of the same surface "
+                        "(dataset.space).")
+    scores, group = group_region_tables(R, F, g["distances"], g["subjects"], levels, NC, config)
+    io.write_tsv(outputs["regions"], scores)
+    if "regions_stats" in outputs:
+        io.write_tsv(outputs["regions_stats"], group)
     n_mask = int(np.sum(g["dstar_mask"]))
-    log.info("group: %d subjects; peak mean brain score %.3f; d* shown on %d vertices",
-             len(g["subjects"]), float(np.nanmax(g["brain_score"])), n_mask)
+    log.info("group: %d subjects; peak mean brain score %.3f; %d FDR-significant vertices; "
+             "d* shown on %d vertices", len(g["subjects"]), float(np.nanmax(g["brain_score"])),
+             int(np.sum(g["brain_reject"])), n_mask)
+    if "noise_ceiling" in g:
+        log.info("group: peak mean noise ceiling %.3f", float(np.nanmax(g["noise_ceiling"])))
 
 
 # --------------------------------------------------------------------------------------------

@@ -72,7 +72,7 @@ def run_plan(config) -> pd.DataFrame:
         runs = plan(config)
         runs = runs[~runs["excluded"]].copy()
     elif ds["source"] in ("local", "datalad"):
-        from .narratives import build_run_table
+        from .narratives import build_run_table, split_story_rows
 
         root = Path(ds["root"])
         # datalad: the plan comes from the metadata that `python -m brainpred.download
@@ -90,7 +90,7 @@ def run_plan(config) -> pd.DataFrame:
                                subjects=ds.get("subjects", "all"), space=ds["space"],
                                keep_scrambled=ds.get("keep_scrambled", False),
                                keep_schema=ds.get("keep_schema", False))
-        runs = runs[runs["kept"]].copy()
+        runs = split_story_rows(runs[runs["kept"]])
     else:
         raise ConfigError(f"dataset.source = {ds['source']!r}: use synthetic, local or "
                           "datalad.")

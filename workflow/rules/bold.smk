@@ -9,6 +9,8 @@ rule bold_cache:
         table=f"{RESULTS}/tables/desc-runs_table.tsv",
     output:
         f"{RESULTS}/bold/{{subject}}/{{basename}}_space-{SPACE}_desc-clean_bold.npy",
+    params:
+        space=SPACE,
     conda:
         "../envs/brainpred.yaml"
     log:

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from brainpred.narratives import story_folder
 from brainpred.workflow import model_tag, run_plan
 
 ROOT = config["dataset"]["root"].rstrip("/")

@@ -49,7 +49,7 @@ rule run_table:
 
 rule story_words:
     input:
-        align=f"{ROOT}/stimuli/gentle/{{story}}/align.csv",
+        align=lambda w: f"{ROOT}/stimuli/gentle/{story_folder(w.story)}/align.csv",
     output:
         words=f"{RESULTS}/words/story-{{story}}_desc-words_table.tsv",
         text=f"{RESULTS}/words/story-{{story}}_desc-text.txt",

@@ -4,4 +4,4 @@ from brainpred.workflow import setup_logging
 
 setup_logging(snakemake.log[0])
 make_bold_cache(snakemake.input.left, snakemake.input.right, snakemake.input.table,
-                snakemake.wildcards.basename, snakemake.output[0])
+                snakemake.wildcards.basename, snakemake.output[0], space=snakemake.params.space)
