@@ -803,8 +803,8 @@ def test_real_alignments_fit_their_runs(real_table):
 def test_split_story_rows_gives_one_row_per_story_part():
     table = pd.DataFrame({"subject": ["sub-001", "sub-002"], "task": ["slumlordreach", "pieman"],
                           "story": ["slumlordreach", "pieman"], "kept": [True, True]})
-    out = narratives.split_story_rows(table)
+    out = nar.split_story_rows(table)
     assert out["story"].tolist() == ["slumlord", "reach", "pieman"]
     assert out["subject"].tolist() == ["sub-001", "sub-001", "sub-002"]
-    assert narratives.story_folder("reach") == "slumlordreach"
-    assert narratives.story_folder("pieman") == "pieman"
+    assert nar.story_folder("reach") == "slumlordreach"
+    assert nar.story_folder("pieman") == "pieman"
