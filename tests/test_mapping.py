@@ -8,8 +8,9 @@ from sklearn.preprocessing import StandardScaler
 
 from brainpred.design import fir_delays
 from brainpred.errors import ConfigError
-from brainpred.mapping import (contiguous_folds, encoding_scores, forecast_scores, pearson_r,
-                               resolve_backend)
+import brainpred.mapping as mapping
+from brainpred.mapping import (contiguous_folds, encoding_scores, forecast_scores,
+                               forecast_scores_shared, pearson_r, resolve_backend)
 
 ALPHAS = np.logspace(-1, 8, 10)
 SEGMENTS = [70, 50]
@@ -200,10 +201,81 @@ def test_pearson_r():
 
 def test_resolve_backend():
     import torch
-    assert resolve_backend("auto") == ("torch_cuda" if torch.cuda.is_available() else "torch")
+    assert resolve_backend("auto") == ("torch_cuda" if torch.cuda.is_available() else "numpy")
     assert resolve_backend("numpy") == "numpy"
     with pytest.raises(ConfigError):
         resolve_backend("cupyx")
     with pytest.raises(ConfigError):
         encoding_scores([np.random.rand(20, 2)], np.random.rand(20, 2), None, n_folds=2,
                         n_inner_folds=2, inner_cv="gcv")
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1e9])          # always "factor" / always "kernel"
+@pytest.mark.parametrize("loo", [False, True])
+def test_both_solver_forms_match_sklearn(monkeypatch, ratio, loo):
+    monkeypatch.setattr(mapping, "_KERNEL_RATIO", ratio)
+    X1, X2, Y = _data(seed=10)
+    inner = "loo" if loo else "contiguous"
+    ref = _sk_reference([X1, X2], Y, SEGMENTS, 5, DELAYS, loo=loo)
+    for backend in ("numpy", "torch"):
+        ours = encoding_scores([X1, X2], Y, SEGMENTS, inner_cv=inner, backend=backend,
+                               target_batch=13, **KW)
+        np.testing.assert_allclose(ours, ref, atol=1e-4)
+
+
+def test_ridge_cv_predict_matches_sklearn_predictions():
+    rng = np.random.default_rng(11)
+    Xtr, Xte = rng.standard_normal((90, 7)), rng.standard_normal((30, 7))
+    Y = (Xtr @ rng.standard_normal((7, 30)) * rng.uniform(0, 1, 30)
+         + rng.standard_normal((90, 30)) + 5.0).astype(np.float32)
+    pred, best = mapping._ridge_cv_predict(Xtr, Y, Xte, ALPHAS, inner_cv="loo", target_batch=8)
+    sk = RidgeCV(alphas=ALPHAS, alpha_per_target=True).fit(Xtr, Y.astype(np.float64))
+    np.testing.assert_allclose(best, sk.alpha_)
+    np.testing.assert_allclose(pred, sk.predict(Xte), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("n, dim", [(120, 30), (90, 200), (760, 800)])
+def test_reduce_block_matches_sklearn_pca(n, dim):
+    # covariance branch, Gram branch (dense eigh) and Gram branch (Lanczos, > 600 samples)
+    rng = np.random.default_rng(n)
+    X = (rng.standard_normal((n, 8)) @ rng.standard_normal((8, dim)) * 3
+         + rng.standard_normal((n, dim))).astype(np.float32)
+    X[:, 0] = 0.0                                       # a constant column
+    train = np.arange(n // 5, n)
+    k = 6
+    ours = mapping._reduce_block(X, train, k)
+    pipe = make_pipeline(StandardScaler(), PCA(k, svd_solver="full")).fit(X[train])
+    ref = pipe.transform(X)
+    assert ours.shape == (n, k) and ours.dtype == np.float32
+    # same components up to sign
+    signs = np.sign((ours[train] * ref[train]).sum(0))
+    np.testing.assert_allclose(ours * signs, ref, atol=2e-3 * np.abs(ref).max())
+
+
+def test_forecast_scores_shared_equals_separate():
+    X1, X2, Y = _data(seed=12, v=16)
+    rng = np.random.default_rng(12)
+    Y2 = (Y[:, :9] + rng.standard_normal((120, 9))).astype(np.float32)
+    Y2[:, 4] = np.nan
+    Y3 = np.full((120, 3), 1.0, np.float32)             # all constant: all NaN
+    windows = {8: rng.standard_normal((120, 14)).astype(np.float32), -2: X2}
+    shared = forecast_scores_shared(X1, windows, [Y, Y2, Y3], SEGMENTS, target_batch=7, **KW)
+    assert len(shared) == 3
+    for Ys, (R_X, R_XW) in zip([Y, Y2, Y3], shared):
+        ref_X, ref_XW = forecast_scores(X1, windows, Ys, SEGMENTS, **KW)
+        assert R_X.shape == (Ys.shape[1],) and R_XW.shape == (2, Ys.shape[1])
+        np.testing.assert_allclose(R_X, ref_X, atol=1e-6)
+        np.testing.assert_allclose(R_XW, ref_XW, atol=1e-6)
+    assert np.isnan(shared[1][0][4]) and np.isnan(shared[2][1]).all()
+    assert forecast_scores_shared(X1, windows, [], SEGMENTS, **KW) == []
+    with pytest.raises(ValueError):
+        forecast_scores_shared(X1, windows, [Y, Y[:100]], SEGMENTS, **KW)
+    with pytest.raises(TypeError):
+        forecast_scores(X1, windows, Y, SEGMENTS, bogus=1, **KW)
+
+
+def test_solver_stats_count_work():
+    mapping.STATS.update(solver_seconds=0.0, solver_flops=0.0)
+    X1, X2, Y = _data(seed=13)
+    encoding_scores([X1, X2], Y, SEGMENTS, **KW)
+    assert mapping.STATS["solver_flops"] > 0 and mapping.STATS["solver_seconds"] > 0

@@ -6,9 +6,14 @@ For each outer fold of contiguous TRs, everything is fitted on the training fold
 2. blocks concatenated, FIR delays per segment (zero-padded, :func:`brainpred.design.fir_delays`),
    ``StandardScaler`` again (:func:`_fold_design`);
 3. ridge with one alpha per target chosen by inner cross-validation on the training fold
-   (contiguous inner folds through :func:`himalaya.ridge.solve_ridge_cv_svd`, or efficient
-   leave-one-out, :func:`_ridge_cv_predict`); targets centred on the training mean;
-4. Pearson r per target on the test fold (:func:`pearson_r`).
+   (contiguous inner folds, or efficient leave-one-out as scikit-learn's ``RidgeCV``): the
+   target-independent algebra is done once per (fold, design) in float64 (:class:`_RidgePlan`),
+   then all alphas' validation errors of a target batch come from a few large float32 matrix
+   products on the himalaya backend's device (:func:`_ridge_batch_scores`);
+4. Pearson r per target on the test fold.
+
+Subjects who heard the same stimulus sequence are fitted together, their vertices stacked as
+targets (:func:`forecast_scores_shared`). Measured speed and memory: ``docs/performance.md``.
 
 The brain score is the mean of the fold scores. Targets (vertices) that contain a NaN or are
 constant are never sent to the solver and score NaN.
@@ -17,6 +22,7 @@ constant are never sent to the solver and score NaN.
 from __future__ import annotations
 
 import contextlib
+import time
 
 import numpy as np
 
@@ -39,8 +45,10 @@ def resolve_backend(backend="auto"):
     Parameters
     ----------
     backend : {"auto", "numpy", "torch", "torch_cuda"}
-        ``"auto"``: ``"torch_cuda"`` when a CUDA device is available, else ``"torch"`` (on CPU
-        torch was about 1.4x faster than numpy for a (300, 240) x (300, 20000) ridge CV).
+        ``"auto"``: ``"torch_cuda"`` when a CUDA device is available, else ``"numpy"``: the
+        engine's CPU work is a few large float32 matrix products plus element-wise passes, where
+        numpy (OpenBLAS) was 2x faster than torch on a 2-core machine, and mixing torch's and
+        OpenBLAS's thread pools in one process made both slower (``docs/performance.md``).
 
     Returns
     -------
@@ -51,7 +59,7 @@ def resolve_backend(backend="auto"):
             import torch
         except ImportError:  # pragma: no cover - torch is a dependency
             return "numpy"
-        return "torch_cuda" if torch.cuda.is_available() else "torch"
+        return "torch_cuda" if torch.cuda.is_available() else "numpy"
     if backend not in _BACKENDS:
         raise ConfigError(f"mapping backend must be 'auto' or one of {_BACKENDS}, got "
                           f"{backend!r}.")
@@ -201,7 +209,8 @@ def _top_eigh(G, k):
     """
     m = G.shape[0]
     if m <= 600 or k >= m // 4:
-        w, U = np.linalg.eigh(np.asarray(G, dtype=np.float64))
+        with _small_blas():
+            w, U = np.linalg.eigh(np.asarray(G, dtype=np.float64))
         return w[::-1][:k], U[:, ::-1][:, :k]
     from scipy.sparse.linalg import eigsh
 
@@ -300,8 +309,12 @@ def _fold_design(reduced_blocks, train, test, delays, segment_lengths):
 #   err[a] += sum over validation rows of w * P^2   (batched product, in cache-sized chunks)
 #   final: W = V diag(1 / (s^2 + alpha_best)) V' S, Pearson r of (X_test - mean) W with Y_test.
 
+#: Time and floating-point operations of the target-dependent solver (the dominant step),
+#: accumulated over calls; reset it with ``STATS.update(solver_seconds=0, solver_flops=0)``.
+STATS = {"solver_seconds": 0.0, "solver_flops": 0.0}
+
 _KERNEL_RATIO = 1.25      # kernel form when n_train <= _KERNEL_RATIO * F
-_CHUNK_BYTES = 4 << 20    # size of the residual block per chunk on CPU (fits in cache)
+_CHUNK_BYTES = 64 << 20   # residual block per chunk on CPU (bounds the memory)
 
 
 def _batches(n, size):
@@ -329,6 +342,25 @@ def _neg_mse(y_true, y_pred):
     return -diff.sum(axis) / y_true.shape[0]
 
 
+_THREADPOOL = None
+
+
+def _small_blas():
+    """Context: host BLAS limited to one thread, for the many small (F x F) decompositions.
+
+    On a loaded 2-core machine a 2-thread 240 x 240 ``eigh`` was about 7x slower than a
+    1-thread one (threads spin while waiting for each other).
+    """
+    global _THREADPOOL
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - scikit-learn depends on threadpoolctl
+        return contextlib.nullcontext()
+    if _THREADPOOL is None:
+        _THREADPOOL = ThreadpoolController()
+    return _THREADPOOL.limit(limits=1, user_api="blas")
+
+
 def _eig_gram(Xc):
     """Eigendecomposition ``Xc' Xc = V diag(s2) V'`` (float64, s2 >= 0)."""
     s2, V = np.linalg.eigh(Xc.T @ Xc)
@@ -351,6 +383,10 @@ class _RidgePlan:
     """
 
     def __init__(self, X_train, X_test, alphas, inner_cv, n_inner_folds, form, backend):
+        with _small_blas():
+            self._build(X_train, X_test, alphas, inner_cv, n_inner_folds, form, backend)
+
+    def _build(self, X_train, X_test, alphas, inner_cv, n_inner_folds, form, backend):
         if inner_cv not in ("contiguous", "loo"):
             raise ConfigError(f"mapping inner_cv must be 'contiguous' or 'loo', got "
                               f"{inner_cv!r}.")
@@ -371,11 +407,14 @@ class _RidgePlan:
         self.final_H_T = dev(H.T)                               # (F, a)
         Xte = X_test - X_test.mean(0)
         self.test_XV = dev(Xte @ V)                             # (n_test, F)
+        # final T = V' S = (Xc V)' Y: from S when n > F, directly from Y otherwise
+        self.final_B_T = dev((Xc @ V).T) if self.kernel else None
+        self.flops = 2.0 * F * n + 2.0 * X_test.shape[0] * F + 4.0 * X_test.shape[0] + \
+            (2.0 * F * n if self.kernel else 2.0 * F * F + 2.0 * F * n)
         self.blocks = []
         if inner_cv == "loo":
             B = Xc @ V                                           # (n, F)
             lev = (B ** 2) @ H.T + 1.0 / n                       # (n, a)
-            w2 = (1.0 / (1.0 - lev)) ** 2 / n                    # squared weights / n
             if self.kernel:
                 # A_a = diag(1/(1-h_a)) (I - 11'/n - B diag(H_a) B')
                 A = np.empty((a, n, n))
@@ -383,11 +422,14 @@ class _RidgePlan:
                     A[j] = np.eye(n) - 1.0 / n - (B * H[j]) @ B.T
                     A[j] *= (1.0 / (1.0 - lev[:, j]))[:, None]
                 self.blocks.append(dict(rows=slice(0, n), A=dev(A.reshape(a * n, n)),
-                                        w=dev(np.full((a, 1, n), 1.0 / n))))
+                                        rw=None, scale=1.0 / n))
+                self.flops += 2.0 * a * n * n + 2.0 * a * n
             else:
                 L = (B[None] * H[:, None, :]).reshape(a * n, F)     # stack_a B diag(H_a)
                 self.blocks.append(dict(rows=slice(0, n), L=dev(L), ZV_T=self.final_V_T,
-                                        w=dev(w2.T[:, None, :]), loo=True))
+                                        rw=dev(1.0 / (1.0 - lev.T[:, :, None])),
+                                        scale=1.0 / n, loo=True))
+                self.flops += 2.0 * F * F + 2.0 * a * n * F + 4.0 * a * n
             return
         for _, val in contiguous_folds(n, n_inner_folds):
             s, e = int(val[0]), int(val[-1]) + 1
@@ -399,21 +441,23 @@ class _RidgePlan:
             Hk = 1.0 / (s2k[None, :] + alphas[:, None])          # (a, F)
             Bv = (Xc[s:e] - xbar) @ Vk                            # (m, F)
             L = ((Bv[None] * Hk[:, None, :]) @ Vk.T).reshape(a * m, F)
-            blk = dict(rows=slice(s, e), w=dev(np.full((a, 1, m), 1.0 / m)))
+            blk = dict(rows=slice(s, e), rw=None, scale=1.0 / m)
             if self.kernel:
                 A = np.zeros((a * m, n))
                 A[:, tr] = -1.0 / nk - L @ Xk.T
                 A.reshape(a, m, n)[:, np.arange(m), s + np.arange(m)] += 1.0
                 blk["A"] = dev(A)
+                self.flops += 2.0 * a * m * n + 2.0 * a * m
             else:
                 blk.update(L=dev(L), Xv_T=dev(Xc[s:e].T), xbar=dev(xbar), nk=nk)
+                self.flops += 2.0 * F * m + 2.0 * a * m * F + 3.0 * a * m + 4.0 * F
             self.blocks.append(blk)
 
 
 def _chunk_size(backend, rows, b):
     if getattr(backend, "name", "") == "torch_cuda":
         return b
-    return int(min(b, max(256, _CHUNK_BYTES // (4 * max(rows, 1)))))
+    return int(min(b, max(2048, _CHUNK_BYTES // (4 * max(rows, 1)))))
 
 
 def _argmin0(backend, err):
@@ -436,11 +480,12 @@ def _ridge_cv_errors(plan, Y, S):
     Returns
     -------
     err : backend array of shape (n_alphas, b)
+        Mean over inner folds of the validation mean squared error (leave-one-out: mean over
+        samples of the squared leave-one-out residual).
     """
     bk = plan.backend
     a, b = plan.n_alphas, Y.shape[1]
-    err = bk.zeros((a, b), dtype=bk.float32) if bk.name != "numpy" else np.zeros((a, b),
-                                                                                np.float32)
+    err = np.zeros((a, b), np.float32) if bk.name == "numpy" else bk.zeros((a, b), bk.float32)
     colsum = None
     for blk in plan.blocks:
         rows = blk["rows"]
@@ -468,8 +513,12 @@ def _ridge_cv_errors(plan, Y, S):
             P = P.reshape(a, m, -1)
             if Z is not None:
                 P -= Ysub[None, :, c]
+            if blk.get("rw") is not None:
+                P *= blk["rw"]
             P *= P
-            err[:, c] += (blk["w"] @ P)[:, 0, :]
+            e = P.sum(1)
+            e *= blk["scale"]
+            err[:, c] += e
     return err
 
 
@@ -491,10 +540,17 @@ def _ridge_batch_scores(plan, Y, Y_test_c, test_norm):
     r : float32 numpy array of shape (b,)
     """
     bk = plan.backend
-    S = plan.Xc_T @ Y
+    t0 = time.perf_counter()
+    if plan.kernel:
+        S = None
+        T = plan.final_B_T @ Y
+    else:
+        S = plan.Xc_T @ Y
+        T = None
     err = _ridge_cv_errors(plan, Y, S)
     best = _argmin0(bk, err)
-    T = plan.final_V_T @ S
+    if T is None:
+        T = plan.final_V_T @ S
     T *= plan.final_H_T[:, best]
     pred = plan.test_XV @ T
     num = bk.to_numpy((pred * Y_test_c).sum(0)).astype(np.float64)
@@ -503,6 +559,8 @@ def _ridge_batch_scores(plan, Y, Y_test_c, test_norm):
     with np.errstate(divide="ignore", invalid="ignore"):
         r = num / den
     r[~(den > 0)] = np.nan
+    STATS["solver_seconds"] += time.perf_counter() - t0
+    STATS["solver_flops"] += plan.flops * Y.shape[1]
     return r.astype(np.float32)
 
 

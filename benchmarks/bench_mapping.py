@@ -1,0 +1,252 @@
+"""Benchmark of the mapping engine (``brainpred.mapping``) against two reference engines.
+
+One run prints times, peak memory and ratios for realistic shapes:
+
+* the machine's float32 matrix-multiply rate (a large sgemm, numpy/OpenBLAS, same run);
+* brainpred ``forecast_scores_shared``: S subjects sharing one story, X (768 dims) and
+  forecast windows (7 x 768 = 5,376 dims), 5 outer x 5 inner contiguous folds, 10 alphas,
+  20 + 20 PCA components, 6 delays; also with leave-one-out inner CV;
+* (a) the paper's engine: scikit-learn StandardScaler + PCA(20) per block, FIR delays,
+  StandardScaler, ``RidgeCV(alphas, alpha_per_target=True)`` (leave-one-out), per subject and
+  distance;
+* (b) plain himalaya ``RidgeCV`` on the same inner folds (numpy backend, local alpha), per
+  subject and distance, on the design built as in (a).
+
+The references run on a subset (``--ref-subjects`` x ``--ref-distances``) and everything is
+compared per (subject, distance) unit: one ``[X, W_d]`` encoding model of one subject, five
+outer folds. brainpred's unit time is its total time (X-alone model included) divided by
+subjects x distances. brainpred is compared to (a) with ``inner_cv="loo"`` and to (b) with the
+contiguous inner folds, i.e. at equal scores. Every measurement runs in its own subprocess, whose
+peak resident memory (``ru_maxrss``) is reported.
+
+The full-resolution subject (81,924 vertices x 2,000 TRs, 41 distances) is measured on one
+outer fold and one distance while the 41 windows are held in memory; its time is extrapolated to
+5 folds x 42 models.
+
+Usage::
+
+    python benchmarks/bench_mapping.py --quick     # < 3 minutes on 2 cores
+    python benchmarks/bench_mapping.py             # < 15 minutes on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ALPHAS = np.logspace(-1, 8, 10)
+DIM_X, WIDTH = 768, 7
+KW = dict(n_components=20, delays=range(6), alphas=ALPHAS, n_folds=5, n_inner_folds=5,
+          target_batch=20000)
+
+
+# --------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------
+def make_data(n_trs, n_vertices, n_subjects, n_distances, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_trs, DIM_X), dtype=np.float32)
+    windows = {d: rng.standard_normal((n_trs, DIM_X * WIDTH), dtype=np.float32)
+               for d in range(n_distances)}
+    w = rng.standard_normal((8, n_vertices), dtype=np.float32)
+    Ys = []
+    for _ in range(n_subjects):
+        Y = rng.standard_normal((n_trs, n_vertices), dtype=np.float32) * 3
+        Y += X[:, :8] @ w
+        Y[:, :50] = 0.0                                       # medial wall: NaN scores
+        Ys.append(Y)
+    segments = [n_trs // 2, n_trs - n_trs // 2]
+    return X, windows, Ys, segments
+
+
+# --------------------------------------------------------------------------------------------
+# engines (each run in a subprocess)
+# --------------------------------------------------------------------------------------------
+def run_brainpred(cfg):
+    from brainpred import mapping
+
+    X, windows, Ys, segments = make_data(cfg["n_trs"], cfg["n_vertices"], cfg["n_subjects"],
+                                         cfg["n_held_windows"] or cfg["n_distances"])
+    used = {d: windows[d] for d in range(cfg["n_distances"])}
+    if cfg.get("one_fold"):
+        orig = mapping._segments_and_folds
+        mapping._segments_and_folds = lambda *a: (orig(*a)[0], orig(*a)[1][:1])
+    sgemm = run_sgemm(None)["gflops_per_s"]       # the machine's rate now (shared machine)
+    mapping.STATS.update(solver_seconds=0.0, solver_flops=0.0)
+    t = time.perf_counter()
+    out = mapping.forecast_scores_shared(X, used, Ys, segments, inner_cv=cfg["inner_cv"],
+                                         backend=cfg["backend"], **KW)
+    seconds = time.perf_counter() - t
+    return dict(seconds=seconds, solver_seconds=mapping.STATS["solver_seconds"],
+                solver_gflops=mapping.STATS["solver_flops"] / 1e9,
+                sgemm_gflops_per_s=sgemm, mean_score=float(np.nanmean(out[0][1])))
+
+
+def _sk_design(blocks, train, pca_solver):
+    from sklearn.decomposition import PCA
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+
+    reduced = [make_pipeline(StandardScaler(), PCA(20, svd_solver=pca_solver)).fit(B[train])
+               .transform(B) for B in blocks]
+    return reduced
+
+
+def run_reference(cfg):
+    """(a) scikit-learn RidgeCV leave-one-out or (b) himalaya RidgeCV, per subject x distance."""
+    from sklearn.preprocessing import StandardScaler
+
+    from brainpred.design import fir_delays
+    from brainpred.mapping import contiguous_folds, pearson_r
+
+    X, windows, Ys, segments = make_data(cfg["n_trs"], cfg["n_vertices"], cfg["n_subjects"],
+                                         cfg["n_distances"])
+    n = X.shape[0]
+    t = time.perf_counter()
+    scores = []
+    for Y in Ys:
+        valid = np.isfinite(Y).all(0) & (np.ptp(Y, 0) > 0)
+        for d in range(cfg["n_distances"]):
+            fold_r = []
+            for train, test in contiguous_folds(n, 5):
+                Z = np.concatenate(_sk_design([X, windows[d]], train, "auto"), 1)
+                D = fir_delays(Z, range(6), segments)
+                D = StandardScaler().fit(D[train]).transform(D).astype(np.float32)
+                Ytr, Yte = Y[np.ix_(train, np.flatnonzero(valid))], Y[np.ix_(test,
+                                                                          np.flatnonzero(valid))]
+                if cfg["engine"] == "sklearn":
+                    from sklearn.linear_model import RidgeCV
+                    model = RidgeCV(alphas=ALPHAS, alpha_per_target=True).fit(D[train], Ytr)
+                    pred = model.predict(D[test])
+                else:
+                    from himalaya.backend import set_backend
+                    from himalaya.ridge import RidgeCV
+                    set_backend("numpy")
+                    inner = contiguous_folds(len(train), 5)
+                    model = RidgeCV(alphas=ALPHAS, cv=inner, fit_intercept=True,
+                                    solver_params=dict(n_targets_batch=20000, warn=False))
+                    model.fit(D[train], Ytr)
+                    pred = model.predict(D[test])
+                fold_r.append(pearson_r(Yte, pred))
+            scores.append(np.mean(fold_r))
+    seconds = time.perf_counter() - t
+    return dict(seconds=seconds, mean_score=float(np.mean(scores)))
+
+
+def run_sgemm(_cfg):
+    n = 4096
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    a @ a
+    best = np.inf
+    for _ in range(3):
+        t = time.perf_counter()
+        a @ a
+        best = min(best, time.perf_counter() - t)
+    return dict(seconds=best, gflops_per_s=2 * n ** 3 / best / 1e9)
+
+
+def child(kind, cfg):
+    fn = dict(brainpred=run_brainpred, reference=run_reference, sgemm=run_sgemm)[kind]
+    res = fn(cfg)
+    res["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    print("RESULT " + json.dumps(res))
+
+
+def measure(kind, **cfg):
+    """Run one measurement in a fresh process; its dict of results."""
+    proc = subprocess.run([sys.executable, __file__, "--child", kind, json.dumps(cfg)],
+                          capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        raise RuntimeError(f"{kind} {cfg} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][7:])
+
+
+# --------------------------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------------------------
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="small subset (< 3 minutes)")
+    p.add_argument("--backend", default=None, help="brainpred backend (default: auto)")
+    p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        return child(args.child[0], json.loads(args.child[1]))
+
+    from brainpred.mapping import resolve_backend
+    backend = resolve_backend(args.backend or "auto")
+    print(f"# bench_mapping ({'quick' if args.quick else 'full'}), backend {backend}, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
+    sg = measure("sgemm")
+    print(f"float32 matmul (4096^3, numpy): {sg['gflops_per_s']:.1f} GFLOP/s", flush=True)
+
+    if args.quick:
+        scenarios = [dict(n_trs=300, n_vertices=20484, n_subjects=2, n_distances=2,
+                          refs=dict(sklearn=(1, 1), himalaya=(1, 1)), loo=True)]
+        fullres = None
+    else:
+        scenarios = [dict(n_trs=300, n_vertices=20484, n_subjects=10, n_distances=2,
+                          refs=dict(sklearn=(2, 1), himalaya=(1, 1)), loo=True),
+                     dict(n_trs=2000, n_vertices=20484, n_subjects=2, n_distances=1,
+                          refs=dict(sklearn=(1, 1), himalaya=(1, 1)), loo=True)]
+        fullres = dict(n_trs=2000, n_vertices=81924, n_subjects=1, n_distances=1,
+                       n_held_windows=41, one_fold=True)
+
+    rows = []
+    for sc in scenarios:
+        base = dict(n_trs=sc["n_trs"], n_vertices=sc["n_vertices"])
+        units = sc["n_subjects"] * sc["n_distances"]
+        print(f"\n## {sc['n_trs']} TRs, {sc['n_vertices']} vertices, {sc['n_subjects']} "
+              f"subjects sharing the story, {sc['n_distances']} distances", flush=True)
+        ours = {}
+        for inner in ["contiguous"] + (["loo"] if sc["loo"] else []):
+            r = measure("brainpred", **base, n_subjects=sc["n_subjects"],
+                        n_distances=sc["n_distances"], n_held_windows=0, inner_cv=inner,
+                        backend=backend)
+            ours[inner] = r
+            rate = r["solver_gflops"] / r["solver_seconds"]
+            # 41 distances: the X-alone model (cheaper than an [X, W] one) spread over 41 units
+            r["unit41"] = r["seconds"] / (sc["n_subjects"] * (sc["n_distances"] + 1)) * 42 / 41
+            print(f"brainpred {inner:10s}: {r['seconds']:7.1f} s total, {r['seconds'] / units:6.2f}"
+                  f" s per (subject, distance) measured, <= {r['unit41']:.2f} s with 41 "
+                  f"distances; solver {r['solver_seconds']:.1f} s at {rate:.1f} GFLOP/s = "
+                  f"{rate / r['sgemm_gflops_per_s']:.0%} of matmul measured just before "
+                  f"({r['sgemm_gflops_per_s']:.0f}); peak RSS {r['peak_rss_gib']:.2f} GiB",
+                  flush=True)
+            rows.append((sc, inner, r, rate))
+        for engine, (ns, nd) in sc["refs"].items():
+            inner = "loo" if engine == "sklearn" else "contiguous"
+            if inner not in ours:
+                inner = "contiguous"
+            r = measure("reference", **base, n_subjects=ns, n_distances=nd, engine=engine)
+            unit = r["seconds"] / (ns * nd)
+            mine = ours[inner]["seconds"] / units
+            print(f"({'a' if engine == 'sklearn' else 'b'}) {engine:8s} ({ns} x {nd} units): "
+                  f"{unit:7.2f} s per (subject, distance); peak RSS {r['peak_rss_gib']:.2f} GiB"
+                  f" -> brainpred ({inner}) is {unit / mine:.1f}x faster as measured, "
+                  f"{unit / ours[inner]['unit41']:.1f}x with 41 distances", flush=True)
+
+    if fullres:
+        print("\n## full-resolution subject: 81924 vertices x 2000 TRs, 41 windows held "
+              "(measured: 1 outer fold, X + 1 distance)", flush=True)
+        r = measure("brainpred", **fullres, inner_cv="contiguous", backend=backend)
+        per_model = r["seconds"] / 2
+        est = per_model * 5 * 42
+        rate = r["solver_gflops"] / r["solver_seconds"]
+        print(f"measured {r['seconds']:.1f} s (solver {rate:.1f} GFLOP/s = "
+              f"{rate / r['sgemm_gflops_per_s']:.0%} of matmul); peak RSS {r['peak_rss_gib']:.2f} GiB"
+              f" (41 windows = {41 * 2000 * DIM_X * WIDTH * 4 / 2 ** 30:.2f} GiB of it); "
+              f"estimated full subject (5 folds x 42 models): {est / 60:.0f} min", flush=True)
+
+
+if __name__ == "__main__":
+    main()
