@@ -18,6 +18,7 @@ include: "workflow/rules/dataset.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/bold.smk"
 include: "workflow/rules/mapping.smk"
+include: "workflow/rules/noiseceiling.smk"
 include: "workflow/rules/stats.smk"
 include: "workflow/rules/report.smk"
 

@@ -84,3 +84,65 @@ def test_report_missing_figure(tmp_path):
     with pytest.raises(DataError, match="nope.png"):
         write_report(tmp_path / "r.html", [(tmp_path / "nope.png", "c")], {}, synthetic=True)
     assert not (tmp_path / "r.html").exists()
+
+
+def test_every_workflow_figure_is_drawn_and_in_the_report(tmp_path):
+    """make_figures draws every figure (noise ceiling included); make_report inlines each."""
+    from brainpred import pipeline
+    from brainpred.io import save_npz
+
+    rng = np.random.default_rng(1)
+    V = 2 * figures.N_FSAVERAGE5
+    distances = np.array([0, 4, 8])
+    bs = rng.normal(0.05, 0.02, V)
+    save_npz(tmp_path / "group.npz", brain_score=bs, dstar=rng.choice(distances, V) * 1.0,
+             gain=rng.normal(10, 5, V), distances=distances,
+             subjects=np.array(["sub-001", "sub-002", "sub-003"]),
+             noise_ceiling=np.abs(rng.normal(0.3, 0.1, V)), percent_ceiling=np.full(V, 20.0))
+    rows = [(f"sub-00{s}", level, region, "forecastscore", d, rng.normal(0.01 * d, 0.01))
+            for s in range(1, 4) for level, region in [("whole", "whole cortex"),
+                                                        ("key", "IFG"), ("bilateral", "IFG"),
+                                                        ("parcel", "L IFG")]
+            for d in distances]
+    write_tsv(tmp_path / "regions.tsv", pd.DataFrame(
+        rows, columns=["subject", "level", "region", "measure", "distance", "value"]))
+    cfg = {"dataset": {"source": "synthetic", "root": str(tmp_path / "none")},
+           "regions": {"key": ["IFG", "absent"]}}
+    keys = ["brain", "ceiling", "curves", "dstar", "gain", "distribution"]
+    outputs = {k: tmp_path / f"{k}.png" for k in keys}
+    pipeline.make_figures(tmp_path / "group.npz", tmp_path / "regions.tsv", cfg, outputs)
+    for k in keys:
+        assert _is_png(outputs[k], min_bytes=10_000), k
+    assert set(pipeline.FIGURE_CAPTIONS) == set(keys)
+    html = tmp_path / "report.html"
+    pipeline.make_report([outputs[k] for k in keys], [pipeline.FIGURE_CAPTIONS[k] for k in keys],
+                         cfg, html)
+    text = html.read_text(encoding="utf-8")
+    uris = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+    assert [base64.b64decode(u) for u in uris] == [outputs[k].read_bytes() for k in keys]
+    assert SYNTHETIC_BANNER in text
+    assert "Noise ceiling" in text
+
+
+def test_snakemake_report_captions_exist_and_flag_synthetic_data():
+    """One caption per workflow figure, rendered by jinja with a synthetic-data banner."""
+    from pathlib import Path
+
+    import jinja2
+
+    from brainpred import pipeline
+
+    root = Path(__file__).resolve().parents[1] / "workflow" / "report"
+
+    class _Smk:
+        config = {"dataset": {"source": "synthetic", "space": "fsaverage5"},
+                  "model": {"name": "tiny-gpt2"}, "features": {"layer": 8},
+                  "stats": {"dstar_reference": [0, 8], "dstar_mask": "ci"}}
+
+    for key in list(pipeline.FIGURE_CAPTIONS) + ["workflow", "report_html"]:
+        text = (root / f"{key}.rst").read_text(encoding="utf-8")
+        out = jinja2.Template(text).render(snakemake=_Smk)
+        assert "SYNTHETIC DATA" in out, key
+        _Smk.config["dataset"]["source"] = "local"
+        assert "SYNTHETIC DATA" not in jinja2.Template(text).render(snakemake=_Smk), key
+        _Smk.config["dataset"]["source"] = "synthetic"

@@ -116,3 +116,84 @@ def test_split_regions_small_mesh():
     assert set(np.unique(new[:1100])) == {2, 3, 4}
     with pytest.raises(ValueError):
         split_regions(labels, coords[:, :2])
+
+
+def test_hemi_paths_bids_and_freesurfer():
+    from brainpred.errors import ConfigError
+    from brainpred.regions import hemi_paths
+
+    assert hemi_paths("/data/", "label/{fs_hemi}.aparc.a2009s.annot") == [
+        "/data/label/lh.aparc.a2009s.annot", "/data/label/rh.aparc.a2009s.annot"]
+    assert hemi_paths("/data", "x_hemi-{hemi}.label.gii") == ["/data/x_hemi-L.label.gii",
+                                                              "/data/x_hemi-R.label.gii"]
+    assert hemi_paths("/data", "/abs/{hemi}.gii")[0] == "/abs/L.gii"
+    assert hemi_paths("/data", "") == []
+    with pytest.raises(ConfigError, match="fs_hemi"):
+        hemi_paths("/data", "{hemisphere}.annot")
+
+
+def _destrieux_like():
+    # 2 hemispheres x 10 vertices along y; FreeSurfer-style Destrieux names
+    names_h = {1: "S_temporal_sup", 2: "G_temp_sup-G_T_transv", 3: "G_front_inf-Triangul_part",
+               4: "G_front_inf-Opercular_part", 5: "G_pariet_inf-Angular"}
+    lab = np.array([1, 1, 1, 1, 2, 3, 4, 5, 5, -1])
+    labels = np.concatenate([lab, np.where(lab > 0, lab + 1000, -1)])
+    names = {k: f"L {v}" for k, v in names_h.items()}
+    names.update({k + 1000: f"R {v}" for k, v in names_h.items()})
+    y = np.arange(10, dtype=float)
+    coords = np.column_stack([np.zeros(20), np.concatenate([y, y]), np.zeros(20)])
+    return labels, names, coords
+
+
+def test_key_regions_from_destrieux_names():
+    from brainpred.regions import key_region_labels
+
+    labels, names, coords = _destrieux_like()
+    key, key_names = key_region_labels(labels, names, coords)
+    inv = {v: k for k, v in key_names.items()}
+    assert set(inv) == {"Heschl", "aSTS", "pSTS", "IFG", "angular"}  # no supramarginal label
+    # STS = vertices 0..3 (y = 0..3): posterior half 0, 1; anterior half 2, 3 (both hemis)
+    np.testing.assert_array_equal(np.flatnonzero(key == inv["pSTS"]), [0, 1, 10, 11])
+    np.testing.assert_array_equal(np.flatnonzero(key == inv["aSTS"]), [2, 3, 12, 13])
+    np.testing.assert_array_equal(np.flatnonzero(key == inv["IFG"]), [5, 6, 15, 16])
+    np.testing.assert_array_equal(np.flatnonzero(key == inv["Heschl"]), [4, 14])
+    assert key[9] == -1
+
+
+def test_atlas_levels_split_and_bilateral():
+    from brainpred.regions import atlas_levels
+
+    labels, names, coords = _destrieux_like()
+    levels = atlas_levels(labels, names, coords, max_size=2)
+    parcel, parcel_names = levels["parcel"]
+    # STS (4 vertices) -> 2 slabs per hemisphere, posterior first
+    sts = [k for k, v in parcel_names.items() if v.startswith("L S_temporal_sup")]
+    assert [parcel_names[k] for k in sts] == ["L S_temporal_sup [1/2]", "L S_temporal_sup [2/2]"]
+    np.testing.assert_array_equal(np.flatnonzero(parcel == sts[0]), [0, 1])
+    bil, bil_names = levels["bilateral"]
+    k = {v: i for i, v in bil_names.items()}["S_temporal_sup"]
+    np.testing.assert_array_equal(np.flatnonzero(bil == k), [0, 1, 2, 3, 10, 11, 12, 13])
+    assert "key" in levels
+    no_key = atlas_levels(np.array([1, 1, 1001]), {1: "L a", 1001: "R a"}, None, max_size=0)
+    assert set(no_key) == {"parcel", "bilateral"}
+
+
+def test_load_coords_fsaverage5_and_freesurfer(tmp_path):
+    import nibabel as nib
+
+    from brainpred.regions import load_coords
+
+    c = load_coords(None, n_per_hemi=10242)
+    assert c.shape == (20484, 3) and np.isfinite(c).all()
+    verts = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    faces = np.array([[0, 1, 2], [1, 2, 3]], dtype=np.int32)
+    paths = []
+    for h in ("lh", "rh"):
+        paths.append(tmp_path / f"{h}.pial")
+        nib.freesurfer.write_geometry(str(paths[-1]), verts, faces)
+    out = load_coords(paths, n_per_hemi=4)
+    np.testing.assert_allclose(out, np.concatenate([verts, verts]), rtol=1e-6)
+    with pytest.raises(DataError, match="vertices per hemisphere"):
+        load_coords(paths, n_per_hemi=5)
+    with pytest.raises(DataError, match="not found"):
+        load_coords([tmp_path / "nope.pial", paths[1]])

@@ -98,3 +98,123 @@ def test_relative_gain():
     g = relative_gain(np.array([0.023, 0.01, 0.01, np.nan]), np.array([0.1, 0.0, -0.1, 0.1]))
     np.testing.assert_allclose(g[0], 23.0)
     assert np.isnan(g[1:]).all()
+
+
+def _subject_npzs(tmp_path, R, F, distances, ceilings=None):
+    from brainpred.io import save_npz
+
+    paths, cpaths = [], []
+    for s in range(R.shape[0]):
+        paths.append(tmp_path / f"sub-{s:03d}_desc-scores.npz")
+        save_npz(paths[-1], subject=np.array(f"sub-{s:03d}"), distances=np.array(distances),
+                 brain_score=R[s].astype(np.float32), forecast_score=F[s].astype(np.float32))
+        if ceilings is not None:
+            cpaths.append(tmp_path / f"sub-{s:03d}_desc-noiseceiling.npz")
+            save_npz(cpaths[-1], subject=np.array(f"sub-{s:03d}"),
+                     noise_ceiling=ceilings[s].astype(np.float32))
+    return paths, cpaths
+
+
+def test_group_maps_against_scipy(tmp_path):
+    from brainpred.pipeline import group_maps
+
+    rng = np.random.default_rng(5)
+    S, V, distances = 10, 6, [0, 4, 8]
+    R = rng.normal([0.3, 0.2, 0.0, 0.1, 0.05, 0.4], 0.05, (S, V))
+    R[:, 5] = np.nan                                    # medial wall
+    F = rng.normal(0, 0.01, (S, 3, V))
+    F[:, 2, :2] += 0.05                                 # d = 8 beats d = 0 on vertices 0, 1
+    NC = rng.normal(0.5, 0.05, (S, V))
+    paths, cpaths = _subject_npzs(tmp_path, R, F, distances, NC)
+    cfg = {"stats": {"ci": 0.95, "fdr_q": 0.05, "dstar_reference": [0, 8], "dstar_mask": "fdr"},
+           "noise_ceiling": {"min_ceiling": 0.05}}
+    g = group_maps(paths, cfg, ceiling_npzs=cpaths)
+    R32, F32, NC32 = (x.astype(np.float32).astype(np.float64) for x in (R, F, NC))
+    np.testing.assert_allclose(g["brain_score"][:5], R32[:, :5].mean(0), rtol=1e-6)
+    assert np.isnan(g["brain_score"][5]) and np.isnan(g["brain_p"][5])
+    for v in range(5):
+        ref = sps.wilcoxon(R32[:, v])
+        np.testing.assert_allclose(g["brain_p"][v], ref.pvalue)
+        lo, hi = sps.t.interval(0.95, S - 1, loc=R32[:, v].mean(), scale=sps.sem(R32[:, v]))
+        np.testing.assert_allclose([g["brain_low"][v], g["brain_high"][v]], [lo, hi])
+        for i in range(3):
+            np.testing.assert_allclose(g["forecast_p"][i, v], sps.wilcoxon(F32[:, i, v]).pvalue)
+    q = sps.false_discovery_control(g["brain_p"][:5], method="bh")
+    np.testing.assert_allclose(g["brain_q"][:5], q)
+    np.testing.assert_array_equal(g["brain_reject"][:5], (q <= 0.05) & (g["brain_score"][:5] > 0))
+    np.testing.assert_array_equal(np.isfinite(g["brain_score_fdr"]), g["brain_reject"])
+    # d* map: argmax of the mean F, shown where F(8) - F(0) is FDR-significant and positive
+    diff_p = np.array([sps.wilcoxon(F32[:, 2, v] - F32[:, 0, v]).pvalue for v in range(V)])
+    np.testing.assert_allclose(g["diff_p"], diff_p)
+    mask = (sps.false_discovery_control(diff_p, method="bh") <= 0.05) & \
+        ((F32[:, 2] - F32[:, 0]).mean(0) > 0)
+    np.testing.assert_array_equal(g["dstar_mask"], mask)
+    assert mask[0] and mask[1]
+    np.testing.assert_array_equal(g["dstar"][:2], [8, 8])
+    assert np.isnan(g["dstar"][~mask]).all()
+    best = F32.mean(0).max(0)
+    np.testing.assert_allclose(g["gain"][:5], np.where(R32[:, :5].mean(0) > 0,
+                                                       100 * best[:5] / R32[:, :5].mean(0),
+                                                       np.nan), rtol=1e-6)
+    np.testing.assert_allclose(g["noise_ceiling"], NC32.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(g["percent_ceiling"][:5],
+                               100 * R32[:, :5].mean(0) / NC32[:, :5].mean(0), rtol=1e-6)
+    np.testing.assert_array_equal(g["subjects"], [f"sub-{s:03d}" for s in range(S)])
+
+
+def test_group_maps_rejects_a_missing_reference_distance(tmp_path):
+    from brainpred.errors import ConfigError
+    from brainpred.pipeline import group_maps
+
+    R = np.ones((3, 2))
+    paths, _ = _subject_npzs(tmp_path, R, np.ones((3, 2, 2)), [0, 5])
+    with pytest.raises(ConfigError, match="dstar_reference"):
+        group_maps(paths, {"stats": {"dstar_reference": [0, 8]}})
+
+
+def test_group_region_tables():
+    from brainpred.pipeline import group_region_tables
+
+    rng = np.random.default_rng(2)
+    S, V = 6, 8
+    R = rng.normal(0.2, 0.05, (S, V))
+    F = rng.normal(0.01, 0.01, (S, 2, V))
+    NC = np.full((S, V), 0.4)
+    labels = np.array([1, 1, 2, 2, 1001, 1001, 1002, -1])
+    names = {1: "L a", 2: "L b", 1001: "R a", 1002: "R b"}
+    from brainpred.regions import atlas_levels
+
+    levels = atlas_levels(labels, names, coords=None, max_size=0)
+    scores, group = group_region_tables(R, F, [0, 8], [f"s{i}" for i in range(S)], levels, NC,
+                                        {"stats": {"fdr_q": 0.01}})
+    assert set(scores["level"]) == {"whole", "parcel", "bilateral"}
+    assert set(scores["measure"]) == {"brainscore", "forecastscore", "noiseceiling",
+                                      "brainscore_pct_ceiling"}
+    row = scores[(scores["subject"] == "s0") & (scores["region"] == "a")
+                 & (scores["measure"] == "brainscore")]
+    assert row["value"].item() == pytest.approx(R[0, [0, 1, 4, 5]].mean())
+    pct = scores[(scores["subject"] == "s0") & (scores["region"] == "a")
+                 & (scores["measure"] == "brainscore_pct_ceiling")]
+    assert pct["value"].item() == pytest.approx(100 * R[0, [0, 1, 4, 5]].mean() / 0.4)
+    g = group[(group["region"] == "L b") & (group["measure"] == "forecastscore")
+              & (group["distance"] == 8)]
+    vals = F[:, 1, 2:4].mean(1)
+    assert g["mean"].item() == pytest.approx(vals.mean())
+    assert g["p"].item() == pytest.approx(sps.wilcoxon(vals).pvalue)
+    assert g["n"].item() == S
+    whole = group[(group["level"] == "whole") & (group["measure"] == "brainscore")]
+    assert len(whole) == 1 and np.isnan(whole["distance"].item())
+    assert whole["mean"].item() == pytest.approx(R.mean())
+
+
+def test_wilcoxon_ties_are_tested_apart_fast():
+    import time
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(0.2, 1, (8, 50000))
+    x[:, 0] = [1, 1, 2, 2, -1, 3, 0, 4]                 # zeros and ties in one column
+    t = time.perf_counter()
+    _, p = wilcoxon_test(x)
+    assert time.perf_counter() - t < 10
+    np.testing.assert_allclose(p[0], sps.wilcoxon(x[:, 0]).pvalue)
+    np.testing.assert_allclose(p[1], sps.wilcoxon(x[:, 1]).pvalue)

@@ -592,14 +592,16 @@ def group_region_tables(R, F, distances, subjects, levels, NC=None, config=None)
     sc = config.get("stats", {}) or {}
     ci, q = float(sc.get("ci", 0.95)), float(sc.get("fdr_q", 0.01))
     keys = ["level", "region", "measure", "distance"]
-    wide = scores.pivot_table(index=keys, columns="subject", values="value", aggfunc="first",
-                              dropna=False)
-    wide = wide.loc[wide.notna().any(axis=1) | True]
+    nan_d = -1e9                                              # NaN distance as a sortable key
+    tmp = scores.assign(distance=scores["distance"].fillna(nan_d))
+    wide = tmp.groupby(keys + ["subject"], sort=False)["value"].first().unstack("subject")
+    wide = wide.reindex(columns=list(pd.unique(scores["subject"])))
     vals = wide.to_numpy(dtype=float).T                       # (S, rows)
     with _quiet_nanmean():
         mean, low, high = stats.mean_ci(vals, level=ci)
         _, p = stats.wilcoxon_test(vals)
     group = wide.index.to_frame(index=False)
+    group["distance"] = group["distance"].where(group["distance"] != nan_d, np.nan)
     group["n"] = np.isfinite(vals).sum(0)
     group["mean"], group["ci_low"], group["ci_high"], group["p"] = mean, low, high, p
     group["q"] = np.nan
@@ -683,6 +685,13 @@ def make_figures(group_npz, regions_tsv, config, outputs):
     figures.plot_surface(g["brain_score"], outputs["brain"],
                          title=f"Brain score R(X), mean of {n} subjects (Pearson r)",
                          synthetic=synthetic, cmap="hot", vmin=0)
+    if "ceiling" in outputs:
+        if "noise_ceiling" not in g:
+            raise DataError(f"{group_npz}: no noise ceiling; re-run snakemake with "
+                            "noise_ceiling.enabled true.")
+        figures.plot_surface(g["noise_ceiling"], outputs["ceiling"],
+                             title=f"Noise ceiling (Pearson r), mean of {n} subjects",
+                             synthetic=synthetic, cmap="hot", vmin=0, cbar_label="r")
     figures.plot_surface(g["dstar"], outputs["dstar"],
                          title="Forecast distance d* (words) where F(d1) - F(d0) > 0",
                          synthetic=synthetic, cmap="viridis",
@@ -692,6 +701,11 @@ def make_figures(group_npz, regions_tsv, config, outputs):
                          cmap="cold_hot", symmetric=True)
     table = io.read_tsv(regions_tsv)
     curves = table[table["measure"] == "forecastscore"].rename(columns={"value": "F"})
+    if "level" in curves:  # one level per region name: whole cortex, key, then bilateral
+        rank = {"whole": 0, "key": 1, "bilateral": 2}
+        curves = curves[curves["level"].isin(list(rank))]
+        curves = (curves.assign(_r=curves["level"].map(rank)).sort_values("_r", kind="stable")
+                  .drop_duplicates(["subject", "region", "distance"]).drop(columns="_r"))
     key = list((config.get("regions", {}) or {}).get("key", []) or [])
     present = set(curves["region"])
     regions = [WHOLE_CORTEX] + [r for r in key if r in present]
@@ -731,7 +745,14 @@ def make_report(figure_paths, captions, config, out_html, tables=()):
 FIGURE_CAPTIONS = {
     "brain": "Brain score R(X): Pearson r between measured BOLD and the cross-validated ridge "
              "prediction from the model's activations (configured layer, 20 PCA components, "
-             "6 FIR delays), mean across subjects; lateral and medial views, both hemispheres.",
+             "6 FIR delays), mean across subjects; lateral and medial views, both hemispheres. "
+             "The map restricted to FDR-significant vertices (two-sided Wilcoxon across "
+             "subjects, Benjamini-Hochberg at stats.fdr_q) is the desc-brainscorefdr GIfTI.",
+    "ceiling": "Noise ceiling: per subject, the mean BOLD of the other subjects who heard the "
+               "same story, at the same vertex with the same FIR delays, predicts the subject's "
+               "BOLD (ridge, contiguous folds, Pearson r, as the brain score); mean across "
+               "subjects. The brain score as % of the ceiling is the desc-pctceiling GIfTI and "
+               "the brainscore_pct_ceiling rows of the region tables.",
     "curves": "Forecast score F(d) = R(X + W_d) - R(X) per region as a function of the forecast "
               "distance d (words): mean across subjects with the 95% CI across subjects. The "
               "dashed line marks the planted distance when the data are synthetic.",
@@ -741,5 +762,77 @@ FIGURE_CAPTIONS = {
     "gain": "Relative forecast gain: max over d of the mean F(d) divided by the mean brain "
             "score R(X), in percent.",
     "distribution": "Per-subject forecast distance d* (argmax of the subject's region-mean F(d)) "
-                    "for the whole cortex and the key regions.",
+                    "in the key region with the largest forecast score.",
 }
+
+
+# --------------------------------------------------------------------------------------------
+# Noise ceiling
+# --------------------------------------------------------------------------------------------
+
+def make_noise_ceiling(subject, run_table_tsv, bold_paths, config, outputs):
+    """Rule ``noise_ceiling``: how well the other subjects' mean BOLD predicts this subject.
+
+    Parameters
+    ----------
+    subject : str
+    run_table_tsv : path
+    bold_paths : dict
+        ``basename -> BOLD .npy`` for the subject's runs and every other kept run of the same
+        stories.
+    config : dict
+        ``mapping`` (delays, alphas, folds, z-scoring) and ``noise_ceiling`` (``batch``).
+    outputs : dict
+        ``npz`` (``subject``, ``noise_ceiling`` (V,), ``n_others``), ``ceiling_L``,
+        ``ceiling_R`` (GIfTI).
+
+    Notes
+    -----
+    See :mod:`brainpred.noise_ceiling`: per vertex, the others' mean at that vertex (with the
+    encoding model's FIR delays) predicts the subject's BOLD by ridge, alpha by inner CV, on the
+    same contiguous outer folds; the score is the mean test Pearson r. Runs nobody else heard are
+    left out; a subject sharing no story with anyone gets an all-NaN ceiling.
+    """
+    from . import noise_ceiling as nc
+
+    table = io.read_tsv(run_table_tsv, dtype={"run": str})
+    runs = nc.runs_frame(table)
+    mine = runs[runs["subject"] == subject]
+    if mine.empty:
+        raise DataError(f"{run_table_tsv}: no kept run for {subject}.")
+    runs = runs[runs["task"].isin(set(mine["task"]))]
+    mc = config["mapping"]
+    zscore = mc.get("zscore_runs", True)
+
+    def load(basename, n):
+        path = bold_paths[basename]
+        try:
+            y = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: cannot read the BOLD cache ({exc}). Delete it and re-run "
+                            "snakemake.") from exc
+        if y.shape[0] < n:
+            raise DataError(f"{path}: {y.shape[0]} TRs, the run table expects {n}.")
+        y = np.asarray(y[:n], dtype=np.float32)
+        return zscore_columns(y) if zscore else y
+
+    Y, P, lengths, n_others = nc.other_subjects_mean(subject, runs, load)
+    if Y is None:
+        first = mine.iloc[0]
+        n_vertices = load(first["basename"], int(first["n_trs"])).shape[1]
+        r = np.full(n_vertices, np.nan, dtype=np.float32)
+        log.warning("%s: no other subject heard the same stories; noise ceiling is NaN", subject)
+    else:
+        groups = np.repeat(np.arange(len(lengths)), lengths)
+        r = nc.ceiling_scores(
+            P, Y, lengths, delays=list(mc.get("delays", range(6))),
+            alphas=alphas_from_config(mc), n_folds=int(mc.get("n_folds", 5)),
+            groups=groups if mc.get("group_folds_by_story", False) else None,
+            n_inner_folds=int(mc.get("n_inner_folds", 5)),
+            batch=int((config.get("noise_ceiling", {}) or {}).get("batch", 4096)))
+        log.info("%s: noise ceiling from %s other subjects per run, %d TRs; peak r %.3f",
+                 subject, n_others, Y.shape[0], float(np.nanmax(r)) if np.isfinite(r).any()
+                 else np.nan)
+    io.save_npz(outputs["npz"], subject=np.array(subject), noise_ceiling=r,
+                n_others=np.array(n_others, dtype=np.int64))
+    write_surface_maps(outputs["ceiling_L"], outputs["ceiling_R"], r[None], ["noise ceiling"])

@@ -28,7 +28,25 @@ from .errors import DataError
 from .io import atomic_path
 
 __all__ = ["load_labels", "read_hemi_labels", "region_means", "write_label_gifti",
-           "split_regions", "hemi_offset", "UNLABELLED_NAMES"]
+           "split_regions", "hemi_offset", "UNLABELLED_NAMES", "hemi_paths", "load_coords",
+           "key_region_labels", "bilateral_labels", "atlas_levels", "DESTRIEUX_KEY_REGIONS"]
+
+#: The paper's key regions as groups of Destrieux (``aparc.a2009s``) labels, both hemispheres.
+#: A plain name takes the whole label; ``(name, "anterior" | "posterior")`` takes the anterior or
+#: posterior half (equal vertex counts, cut along y per hemisphere) of that label: Destrieux has a
+#: single superior temporal sulcus (``S_temporal_sup``), which the paper's aSTS / pSTS split.
+#: Use these names in ``regions.key`` (config); they are computed when the atlas has the labels.
+DESTRIEUX_KEY_REGIONS = {
+    "Heschl": ["G_temp_sup-G_T_transv"],
+    "aSTS": [("S_temporal_sup", "anterior")],
+    "pSTS": [("S_temporal_sup", "posterior")],
+    "IFG": ["G_front_inf-Opercular_part", "G_front_inf-Triangul_part",
+            "G_front_inf-Orbital_part"],
+    "angular": ["G_pariet_inf-Angular"],
+    "supramarginal": ["G_pariet_inf-Supramar"],
+}
+
+_FS_HEMI = {"L": "lh", "R": "rh"}
 
 UNLABELLED_NAMES = frozenset({"unknown", "???", "medial_wall", "medial wall", ""})
 
@@ -281,3 +299,187 @@ def split_regions(labels, coords, names=None, max_size=500):
             new_names[nxt] = f"{name} [{i + 1}/{n_parts}]"
             nxt += 1
     return new, new_names
+
+
+def hemi_paths(root, pattern):
+    """The left and right files of a per-hemisphere path pattern.
+
+    Parameters
+    ----------
+    root : str or Path
+        Folder the pattern is relative to (absolute patterns are kept).
+    pattern : str
+        Path with ``{hemi}`` (``L``/``R``, BIDS) or ``{fs_hemi}`` (``lh``/``rh``, FreeSurfer),
+        e.g. ``derivatives/freesurfer/fsaverage6/label/{fs_hemi}.aparc.a2009s.annot``.
+
+    Returns
+    -------
+    list of str
+        ``[left, right]``; empty when ``pattern`` is empty.
+    """
+    if not pattern:
+        return []
+    out = []
+    for h in ("L", "R"):
+        try:
+            rel = pattern.format(hemi=h, fs_hemi=_FS_HEMI[h])
+        except (KeyError, IndexError, ValueError) as exc:
+            from .errors import ConfigError
+
+            raise ConfigError(f"{pattern!r}: only {{hemi}} (L/R) and {{fs_hemi}} (lh/rh) may "
+                              f"appear in a per-hemisphere path ({exc}).") from exc
+        out.append(rel if Path(rel).is_absolute() else f"{str(root).rstrip('/')}/{rel}")
+    return out
+
+
+def load_coords(paths=None, n_per_hemi=None):
+    """Vertex coordinates of both hemispheres (left then right), for anterior-posterior splits.
+
+    Parameters
+    ----------
+    paths : (path_L, path_R) or None
+        FreeSurfer surfaces (``lh.pial``) or GIfTI surfaces (``*.surf.gii``). ``None``: nilearn's
+        bundled fsaverage5 pial mesh (offline), which needs ``n_per_hemi`` = 10,242.
+    n_per_hemi : int, optional
+        Expected vertices per hemisphere (checked).
+
+    Returns
+    -------
+    coords : ndarray, shape (2 * n_per_hemi, 3)
+    """
+    parts = []
+    if paths:
+        import nibabel as nib
+
+        for p in paths:
+            p = Path(p)
+            if not p.is_file():
+                raise DataError(f"{p}: surface file not found (needed to split large regions "
+                                "along the anterior-posterior axis). Point regions.surface to "
+                                "the pial surfaces of the analysis space, or set "
+                                "regions.split_max_size to 0.")
+            try:
+                if p.name.endswith(".gii"):
+                    c = nib.load(str(p)).agg_data("NIFTI_INTENT_POINTSET")
+                else:
+                    c = nib.freesurfer.read_geometry(str(p))[0]
+            except Exception as exc:
+                raise DataError(f"{p}: cannot be read as a surface ({type(exc).__name__}: "
+                                f"{exc}).") from exc
+            parts.append(np.asarray(c, dtype=np.float64))
+    else:
+        from nilearn import datasets
+
+        mesh = datasets.load_fsaverage("fsaverage5")["pial"]
+        parts = [np.asarray(mesh.parts[h].coordinates, dtype=np.float64)
+                 for h in ("left", "right")]
+    if n_per_hemi is not None and any(len(c) != n_per_hemi for c in parts):
+        raise DataError(f"surface has {[len(c) for c in parts]} vertices per hemisphere, the "
+                        f"labels {n_per_hemi}: use the surface of the analysis space "
+                        "(regions.surface).")
+    return np.concatenate(parts)
+
+
+def _base(name):
+    return name[2:] if name[:2] in ("L ", "R ") else name
+
+
+def bilateral_labels(labels, names):
+    """Merge each ``L x`` / ``R x`` pair into one region ``x`` (both hemispheres).
+
+    Returns
+    -------
+    labels : ndarray int64, shape (n_vertices,)
+    names : dict[int, str]
+    """
+    labels = np.asarray(labels)
+    base = {int(k): _base(v) for k, v in names.items()}
+    uniq = sorted(set(base.values()))
+    new_id = {n: i + 1 for i, n in enumerate(uniq)}
+    lut = {k: new_id[b] for k, b in base.items()}
+    out = np.array([lut.get(int(k), -1) for k in labels.tolist()], dtype=np.int64)
+    return out, {i: n for n, i in new_id.items()}
+
+
+def key_region_labels(labels, names, coords, groups=None):
+    """The paper's key regions (both hemispheres) from an atlas, as one label array.
+
+    Parameters
+    ----------
+    labels : array_like int, shape (n_vertices,)
+        Atlas ids (unsplit), both hemispheres (see :func:`load_labels`).
+    names : dict[int, str]
+        Hemisphere-prefixed names (``"L S_temporal_sup"``).
+    coords : array_like, shape (n_vertices, 3) or None
+        Vertex coordinates (y = posterior to anterior); needed for anterior/posterior halves.
+    groups : dict, optional
+        ``{key name: [label name | (label name, "anterior" | "posterior"), ...]}``; default
+        :data:`DESTRIEUX_KEY_REGIONS`.
+
+    Returns
+    -------
+    key_labels : ndarray int64, shape (n_vertices,)
+        1..K for the key regions found (``-1`` elsewhere); a key region whose labels are all
+        absent from the atlas is left out.
+    key_names : dict[int, str]
+    """
+    groups = DESTRIEUX_KEY_REGIONS if groups is None else groups
+    labels = np.asarray(labels)
+    by_base = {}
+    for k, v in names.items():
+        by_base.setdefault(_base(v), []).append(int(k))
+    out = np.full(labels.shape, -1, dtype=np.int64)
+    out_names = {}
+    nxt = 1
+    for key, members in groups.items():
+        mask = np.zeros(labels.shape, bool)
+        for m in members:
+            name, part = (m, None) if isinstance(m, str) else (m[0], m[1])
+            for lab in by_base.get(name, []):
+                idx = np.flatnonzero(labels == lab)
+                if part is not None and idx.size:
+                    if coords is None:
+                        raise ValueError(f"key_region_labels: {key} needs vertex coordinates")
+                    y = np.asarray(coords)[idx, 1]
+                    order = idx[np.argsort(y, kind="stable")]
+                    half = order.size // 2
+                    idx = order[half:] if part == "anterior" else order[:half]
+                mask[idx] = True
+        if mask.any():
+            out[mask & (out < 0)] = nxt
+            out_names[nxt] = key
+            nxt += 1
+    return out, out_names
+
+
+def atlas_levels(labels, names, coords=None, max_size=500, key_groups=None):
+    """The parcellations region tables are computed on.
+
+    Parameters
+    ----------
+    labels, names : atlas of :func:`load_labels` (both hemispheres, prefixed names).
+    coords : array_like (n_vertices, 3) or None
+        Vertex coordinates; needed to split (``max_size > 0``) and for half-label key regions.
+    max_size : int
+        Regions over ``max_size`` vertices are split into anterior-posterior slabs
+        (:func:`split_regions`); ``0`` = no split.
+    key_groups : dict, optional
+        Key region groups (default :data:`DESTRIEUX_KEY_REGIONS`).
+
+    Returns
+    -------
+    dict ``level -> (labels, names)``
+        ``parcel``: per-hemisphere regions, split when large (the paper's 142 per hemisphere
+        for Destrieux on fsaverage6); ``bilateral``: unsplit regions merged across
+        hemispheres; ``key``: the key regions found in the atlas (absent when none).
+    """
+    levels = {}
+    if max_size and max_size > 0 and coords is not None:
+        levels["parcel"] = split_regions(labels, coords, names, max_size=max_size)
+    else:
+        levels["parcel"] = (np.asarray(labels), dict(names))
+    levels["bilateral"] = bilateral_labels(labels, names)
+    key = key_region_labels(labels, names, coords, key_groups)
+    if key[1]:
+        levels["key"] = key
+    return levels

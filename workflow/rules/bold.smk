@@ -15,9 +15,13 @@ rule bold_cache:
         "../envs/brainpred.yaml"
     log:
         "logs/bold_cache/{subject}/{basename}.log",
+    benchmark:
+        "benchmarks/out/bold_cache/{subject}/{basename}.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=10,
+        # peak ~ 3x the run's float32 array (GIfTI decode + stack + crop); the GIfTIs are about
+        # as large as that array (base64, little compression): see docs/scaling.md
+        mem_mb=lambda w, input: int(1000 + 3 * input.size_mb),
+        runtime=lambda w, input: int(5 + input.size_mb / 100),
     script:
         "../scripts/bold_cache.py"

@@ -38,7 +38,8 @@ def label_files():
     pattern = (config.get("regions", {}) or {}).get("labels", "")
     if not pattern:
         return []
-    return [f"{ROOT}/{pattern.format(hemi=h)}" for h in ("L", "R")]
+    fs = {"L": "lh", "R": "rh"}
+    return [f"{ROOT}/{pattern.format(hemi=h, fs_hemi=fs[h])}" for h in ("L", "R")]
 
 
 def subject_runs(subject):
@@ -59,6 +60,11 @@ def subject_outputs(subject):
 
 FIGURE_FILES = {
     "brain": f"{FIGURES}/desc-brainscore_map.png",
+    **(
+        {"ceiling": f"{FIGURES}/desc-noiseceiling_map.png"}
+        if (config.get("noise_ceiling", {}) or {}).get("enabled", False)
+        else {}
+    ),
     "curves": f"{FIGURES}/desc-forecastcurves_plot.png",
     "dstar": f"{FIGURES}/desc-dstar_map.png",
     "gain": f"{FIGURES}/desc-gain_map.png",
@@ -67,9 +73,12 @@ FIGURE_FILES = {
 
 
 def all_outputs():
-    outs = [f"{RESULTS}/report.html", f"{GROUP}/group_desc-scores.npz"]
+    outs = [f"{RESULTS}/report.html", f"{GROUP}/group_desc-scores.npz",
+            f"{GROUP}/group_desc-regions_stats.tsv"]
     for s in SUBJECTS:
         outs += list(subject_outputs(s).values())
+        if (config.get("noise_ceiling", {}) or {}).get("enabled", False):
+            outs += [f"{RESULTS}/noiseceiling/{s}/{s}_desc-noiseceiling.npz"]
     return outs
 
 

@@ -39,10 +39,12 @@ rule run_table:
         "../envs/brainpred.yaml"
     log:
         "logs/run_table.log",
+    benchmark:
+        "benchmarks/out/run_table.tsv"
     threads: 1
     resources:
         mem_mb=1000,
-        runtime=5,
+        runtime=10,
     script:
         "../scripts/run_table.py"
 
@@ -59,9 +61,11 @@ rule story_words:
         "../envs/brainpred.yaml"
     log:
         "logs/story_words/story-{story}.log",
+    benchmark:
+        "benchmarks/out/story_words/story-{story}.tsv"
     threads: 1
     resources:
-        mem_mb=500,
+        mem_mb=1000,
         runtime=5,
     script:
         "../scripts/story_words.py"

@@ -16,10 +16,14 @@ rule story_features:
         f"logs/story_features/model-{MODEL}_story-{{story}}.log",
     benchmark:
         f"benchmarks/out/story_features/model-{MODEL}_story-{{story}}.tsv"
-    threads: 1
+    # GPU: model.device cuda, or auto where this machine has one (nvidia-smi on the PATH; on
+    # a cluster set device: cuda, or let profiles/slurm ask for it). Sizes: docs/scaling.md.
+    threads: 1 if MODEL == "tiny-gpt2" else 4
     resources:
-        mem_mb=4000,
-        runtime=60,
-        gpu=1 if config["model"]["device"] == "cuda" else 0,
+        mem_mb=2000 if MODEL == "tiny-gpt2" else 12000,
+        runtime=15 if MODEL == "tiny-gpt2" else 60,
+        gpu=int(config["model"]["device"] == "cuda"
+                or (config["model"]["device"] == "auto"
+                    and bool(__import__("shutil").which("nvidia-smi")))),
     script:
         "../scripts/story_features.py"

@@ -1,4 +1,8 @@
-# Figures (PNG, also registered for `snakemake --report`) and the self-contained HTML report.
+# Figures (PNG, also registered for `snakemake --report`, one caption per figure under
+# workflow/report/) and the self-contained HTML report.
+
+
+report: "../report/workflow.rst"
 
 
 rule figures:
@@ -12,7 +16,7 @@ rule figures:
         ),
     output:
         **{
-            k: report(v, category="Figures", caption="../report/figures.rst")
+            k: report(v, category="Figures", caption=f"../report/{k}.rst")
             for k, v in FIGURE_FILES.items()
         },
     params:
@@ -21,10 +25,12 @@ rule figures:
         "../envs/brainpred.yaml"
     log:
         f"logs/figures/model-{MODEL}_layer-{LAYER}.log",
+    benchmark:
+        f"benchmarks/out/figures/model-{MODEL}_layer-{LAYER}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=10,
+        runtime=15,
     script:
         "../scripts/figures.py"
 
@@ -33,15 +39,21 @@ rule report:
     input:
         **FIGURE_FILES,
         table=f"{RESULTS}/tables/desc-runs_table.tsv",
-        regions=f"{GROUP}/group_desc-regions_scores.tsv",
+        regions=f"{GROUP}/group_desc-regions_stats.tsv",
     output:
-        f"{RESULTS}/report.html",
+        report(
+            f"{RESULTS}/report.html",
+            category="brainpred report",
+            caption="../report/report_html.rst",
+        ),
     params:
         config=config,
     conda:
         "../envs/brainpred.yaml"
     log:
         "logs/report.log",
+    benchmark:
+        "benchmarks/out/report.tsv"
     threads: 1
     resources:
         mem_mb=2000,

@@ -1,7 +1,9 @@
-"""Rule group: group maps and region table."""
+"""Rule group: group maps, noise ceiling and region tables."""
 from brainpred.pipeline import make_group
 from brainpred.workflow import setup_logging
 
 setup_logging(snakemake.log[0])
-make_group(snakemake.input.npz, snakemake.input.regions, snakemake.params.config,
-           dict(snakemake.output.items()))
+make_group(snakemake.input.npz, snakemake.params.config, dict(snakemake.output.items()),
+           ceiling_npzs=list(snakemake.input.ceiling),
+           labels_paths=tuple(snakemake.input.labels) or None,
+           surface_paths=tuple(snakemake.input.surface) or None)

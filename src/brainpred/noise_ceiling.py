@@ -1,0 +1,279 @@
+"""Noise ceiling: how well the other subjects who heard the same story predict a subject.
+
+Method (Caucheteux, Gramfort & King 2023, method.md §1.7): per subject, the mean BOLD of the
+*other* subjects who heard the same story (same task and condition, same TRs after the per-task
+crop) predicts this subject's BOLD with the same cross-validated ridge, folds and Pearson r as the
+brain score. The brain score read as a percentage of this ceiling says how much of the
+predictable (stimulus-driven, shared across subjects) signal the model captures.
+
+Choice made here (documented, see :func:`ceiling_scores`): the predictor of vertex ``v`` is the
+others' mean **at vertex v only**, with the same FIR delays as the encoding model (a univariate
+predictor with ``len(delays)`` columns). Using the whole others' mean map as a multivariate
+predictor (``mapping.encoding_scores([other_mean], Y, ...)``) would, after the 20-component PCA,
+mostly measure how well the shared low-dimensional signal predicts each vertex, and it can
+borrow signal from neighbouring vertices; the per-vertex design is the usual inter-subject
+correlation ceiling, made comparable to the brain score (same delays, ridge, folds and r).
+
+The per-vertex regressions are vectorised over vertices: every (vertex, fold) needs only the
+``k x k`` Gram matrix of its delayed predictor (``k = len(delays)``), so the ridge is solved in
+closed form for all alphas at once through a batched eigendecomposition. As in
+:mod:`brainpred.mapping`: the delayed design is standardised on the training rows of each outer
+fold, alpha is chosen per vertex among the configured alphas by contiguous inner folds of the
+training rows (mean squared error on the held-out inner block, the inner training block centred
+on its own means), and the score is the mean over outer folds of the test-fold Pearson r.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .design import fir_delays
+from .errors import DataError
+from .mapping import contiguous_folds
+
+__all__ = ["other_subjects_mean", "ceiling_scores", "percent_of_ceiling"]
+
+DEFAULT_ALPHAS = np.logspace(-1, 8, 10)
+
+
+def _story_key(row):
+    cond = getattr(row, "condition", "")
+    cond = "" if cond is None or (isinstance(cond, float) and np.isnan(cond)) else str(cond)
+    return (str(row.task), cond)
+
+
+def other_subjects_mean(subject, runs, load):
+    """The mean BOLD of the other subjects who heard each of ``subject``'s runs.
+
+    Parameters
+    ----------
+    subject : str
+    runs : DataFrame
+        Kept rows of the run table (all subjects) with ``subject``, ``task``, ``basename``,
+        ``n_trs`` and optionally ``condition``. Runs of the same task and condition are the same
+        story (same audio) and have the same ``n_trs`` after the per-task crop.
+    load : callable
+        ``load(basename, n_trs) -> (n_trs, n_vertices)`` the run's BOLD as the encoding model
+        sees it (z-scored per run).
+
+    Returns
+    -------
+    Y : ndarray, shape (n_rows, n_vertices), float32
+        The subject's BOLD, its runs concatenated in table order, keeping only runs that at least
+        one other subject heard.
+    P : ndarray, shape (n_rows, n_vertices), float32
+        Mean of the other subjects' BOLD over the same TRs (NaN where all others are NaN).
+    lengths : list of int
+        TRs of each kept run.
+    n_others : list of int
+        Number of other subjects averaged for each kept run.
+    """
+    runs = runs.copy()
+    runs["story_key"] = [_story_key(r) for r in runs.itertuples()]
+    mine = runs[runs["subject"] == subject].drop_duplicates("basename")
+    if mine.empty:
+        raise DataError(f"noise ceiling: no kept run for {subject}.")
+    Ys, Ps, lengths, n_others = [], [], [], []
+    for row in mine.itertuples():
+        others = runs[(runs["story_key"] == row.story_key) & (runs["subject"] != subject)]
+        others = others.drop_duplicates("subject", keep="last").drop_duplicates("basename")
+        if others.empty:
+            continue
+        n = int(row.n_trs)
+        total, count = None, None
+        for b in others["basename"]:
+            y = np.asarray(load(b, n), dtype=np.float64)
+            ok = np.isfinite(y)
+            total = np.where(ok, y, 0.0) if total is None else total + np.where(ok, y, 0.0)
+            count = ok.astype(np.int64) if count is None else count + ok
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        Ys.append(np.asarray(load(row.basename, n), dtype=np.float32))
+        Ps.append(mean.astype(np.float32))
+        lengths.append(n)
+        n_others.append(len(others))
+    if not Ys:
+        return None, None, [], []
+    return np.concatenate(Ys), np.concatenate(Ps), lengths, n_others
+
+
+def _sums(D, y, rows):
+    """Sufficient statistics of rows: n, sum x (V,k), sum y (V,), X'X (V,k,k), X'y (V,k), y'y."""
+    Dr = D[rows]                      # (m, k, V)
+    yr = y[rows]                      # (m, V)
+    k = Dr.shape[1]
+    sxx = np.empty((Dr.shape[2], k, k))
+    for i in range(k):
+        for j in range(i, k):
+            sxx[:, i, j] = sxx[:, j, i] = np.einsum("mv,mv->v", Dr[:, i], Dr[:, j])
+    sxy = np.einsum("mkv,mv->vk", Dr, yr)
+    return (len(rows), Dr.sum(0).T, yr.sum(0), sxx, sxy, np.einsum("mv,mv->v", yr, yr))
+
+
+def _add(a, b):
+    return tuple(x + y for x, y in zip(a, b))
+
+
+def _minus(a, b):
+    return tuple(x - y for x, y in zip(a, b))
+
+
+def _centred(stats):
+    """Means and centred Gram / cross products of a set of rows."""
+    n, sx, sy, sxx, sxy, _ = stats
+    xbar, ybar = sx / n, sy / n
+    G = sxx - n * xbar[:, :, None] * xbar[:, None, :]
+    b = sxy - n * xbar * ybar[:, None]
+    return xbar, ybar, G, b
+
+
+def _solve_spd(A, b, alpha):
+    """Solve ``(A + alpha I) c = b`` for many small SPD systems at once (Cholesky, vectorised).
+
+    ``A`` is (k, k, V), ``b`` (k, V); returns ``c`` (k, V). Loops run over k only (k = number of
+    delays), each step over all V systems, which is much faster than a batched LAPACK call on
+    thousands of 6 x 6 matrices.
+    """
+    k = A.shape[0]
+    L = np.zeros_like(A)
+    tiny = 1e-12 * (np.abs(np.einsum("iiv->v", A)) + alpha + 1e-300)
+    for j in range(k):
+        d = A[j, j] + alpha - (L[j, :j] ** 2).sum(0)
+        L[j, j] = np.sqrt(np.maximum(d, tiny))
+        for i in range(j + 1, k):
+            L[i, j] = (A[i, j] - (L[i, :j] * L[j, :j]).sum(0)) / L[j, j]
+    z = np.empty_like(b)
+    for i in range(k):
+        z[i] = (b[i] - (L[i, :i] * z[:i]).sum(0)) / L[i, i]
+    c = np.empty_like(b)
+    for i in range(k - 1, -1, -1):
+        c[i] = (z[i] - (L[i + 1:, i] * c[i + 1:]).sum(0)) / L[i, i]
+    return c
+
+
+def _fit_predict(D, y, train, test, alphas, n_inner_folds):
+    """Per-vertex ridge on one outer fold: alpha by inner CV, then refit and predict the test.
+
+    Everything but the final prediction works on the sufficient statistics of the inner blocks
+    (``k x k`` per vertex), so an inner fold costs O(n_alphas V k^3), not O(n V k).
+    """
+    k = D.shape[1]
+    blocks = [_sums(D, y, train[val]) for _, val in contiguous_folds(len(train), n_inner_folds)]
+    total = blocks[0]
+    for blk in blocks[1:]:
+        total = _add(total, blk)
+    err = np.zeros((len(alphas), D.shape[2]))
+    for val in blocks:
+        m, sx_v, sy_v, sxx_v, sxy_v, syy_v = val
+        xbar, ybar, G, b = _centred(_minus(total, val))
+        # validation rows centred on the inner training means
+        xx = (sxx_v - sx_v[:, :, None] * xbar[:, None, :] - xbar[:, :, None] * sx_v[:, None, :]
+              + m * xbar[:, :, None] * xbar[:, None, :])
+        xy = sxy_v - sx_v * ybar[:, None] - xbar * sy_v[:, None] + m * xbar * ybar[:, None]
+        yy = syy_v - 2 * ybar * sy_v + m * ybar ** 2
+        Gt, bt = np.ascontiguousarray(G.transpose(1, 2, 0)), np.ascontiguousarray(b.T)
+        xxt, xyt = xx.transpose(1, 2, 0), xy.T
+        for a, alpha in enumerate(alphas):
+            c = _solve_spd(Gt, bt, alpha)                      # (k, V)
+            err[a] += (yy - 2 * (c * xyt).sum(0)
+                       + (c[:, None] * xxt * c[None]).sum((0, 1)))
+    best = np.asarray(alphas)[np.argmin(err, axis=0)]          # (V,)
+    xbar, ybar, G, b = _centred(total)
+    W = np.linalg.solve(G + best[:, None, None] * np.eye(k)[None], b[:, :, None])[:, :, 0]
+    Xt = D[test] - xbar.T[None]
+    return np.einsum("mkv,vk->mv", Xt, W) + ybar[None], best
+
+
+def _pearson(a, b):
+    a = a - a.mean(0)
+    b = b - b.mean(0)
+    den = np.sqrt((a * a).sum(0) * (b * b).sum(0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (a * b).sum(0) / den
+    r[~(den > 0)] = np.nan
+    return r
+
+
+def ceiling_scores(P, Y, segment_lengths=None, *, delays=range(6), alphas=DEFAULT_ALPHAS,
+                   n_folds=5, groups=None, n_inner_folds=5, batch=4096):
+    """Per-vertex cross-validated prediction of ``Y[:, v]`` from ``P[:, v]`` (with FIR delays).
+
+    Parameters
+    ----------
+    P : array, shape (n_trs, V)
+        Predictor: the other subjects' mean BOLD (see :func:`other_subjects_mean`).
+    Y : array, shape (n_trs, V)
+        The subject's BOLD.
+    segment_lengths : sequence of int or None
+        TRs of each run (delays never cross a run boundary).
+    delays : iterable of int
+        FIR delays in TRs (as the encoding model).
+    alphas : array
+        Ridge penalties; one is chosen per vertex and outer fold by contiguous inner CV.
+    n_folds : int
+        Contiguous outer folds (:func:`brainpred.mapping.contiguous_folds`, with ``groups``).
+    groups : array or None
+        Run of each TR, to make folds of whole runs.
+    n_inner_folds : int
+    batch : int
+        Vertices per batch (memory: about ``n_trs * len(delays) * batch * 8`` bytes x 3).
+
+    Returns
+    -------
+    r : ndarray, shape (V,), float32
+        Mean over outer folds of the test Pearson r; NaN where ``Y`` or ``P`` is NaN or
+        constant.
+    """
+    P = np.asarray(P, dtype=np.float32)
+    Y = np.asarray(Y, dtype=np.float32)
+    if P.shape != Y.shape or P.ndim != 2:
+        raise ValueError(f"ceiling_scores: P {P.shape} and Y {Y.shape} must be equal 2-D shapes")
+    n, V = Y.shape
+    delays = [int(d) for d in delays]
+    alphas = np.asarray(alphas, dtype=np.float64)
+    ok = (np.isfinite(Y).all(0) & (np.ptp(Y, axis=0) > 0) & np.isfinite(P).all(0)
+          & (np.ptp(P, axis=0) > 0))
+    out = np.full(V, np.nan)
+    folds = contiguous_folds(n, n_folds, groups=groups)
+    cols = np.flatnonzero(ok)
+    for start in range(0, cols.size, batch):
+        c = cols[start:start + batch]
+        D = fir_delays(P[:, c], delays, segment_lengths).astype(np.float64)
+        D = D.reshape(n, len(delays), c.size)                 # (n, k, b)
+        y = Y[:, c].astype(np.float64)
+        rs = np.zeros(c.size)
+        nfold = np.zeros(c.size)
+        for train, test in folds:
+            mean = D[train].mean(0)
+            scale = D[train].std(0)
+            scale[scale < 1e-12] = 1.0
+            Dz = (D - mean) / scale
+            pred, _ = _fit_predict(Dz, y, train, test, alphas, n_inner_folds)
+            r = _pearson(y[test], pred)
+            good = np.isfinite(r)
+            rs[good] += r[good]
+            nfold[good] += 1
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[c] = np.where(nfold > 0, rs / np.maximum(nfold, 1), np.nan)
+    return out.astype(np.float32)
+
+
+def percent_of_ceiling(score, ceiling, min_ceiling=0.0):
+    """Score as a percentage of the noise ceiling: ``100 * score / ceiling``.
+
+    NaN where the ceiling is ``<= min_ceiling`` (no reliable shared signal) or either is NaN.
+    """
+    score = np.asarray(score, dtype=np.float64)
+    ceiling = np.asarray(ceiling, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ceiling > min_ceiling, 100.0 * score / ceiling, np.nan)
+
+
+def runs_frame(table):
+    """Kept rows of a run table with the columns :func:`other_subjects_mean` needs."""
+    kept = table[table["kept"]].copy()
+    if "condition" not in kept:
+        kept["condition"] = ""
+    kept["condition"] = kept["condition"].fillna("").astype(str)
+    return pd.DataFrame(kept)
