@@ -162,6 +162,31 @@ def test_group_maps_against_scipy(tmp_path):
     np.testing.assert_array_equal(g["subjects"], [f"sub-{s:03d}" for s in range(S)])
 
 
+def test_group_maps_ci_best_mask(tmp_path):
+    from brainpred.pipeline import group_maps
+
+    rng = np.random.default_rng(7)
+    S, V, distances = 8, 4, [0, 8, 15]
+    R = rng.normal([0.3, 0.3, 0.0, 0.3], 0.02, (S, V))   # vertex 2 does not respond
+    F = rng.normal(0, 0.01, (S, 3, V))
+    F[:, 1, 0] += 0.05                                   # vertex 0: forecast at d = 8
+    F[:, 2, 1] += 0.05                                   # vertex 1: forecast at d = 15
+    F[:, 1, 2] += 0.05                                   # vertex 2: F > 0 but no brain score
+    paths, _ = _subject_npzs(tmp_path, R, F, distances)
+    g = group_maps(paths, {"stats": {"dstar_reference": [0, 8], "dstar_mask": "ci_best"}})
+    F32 = F.astype(np.float32).astype(np.float64)
+    best = F32.mean(0).argmax(0)
+    low = np.array([sps.t.interval(0.95, S - 1, loc=F32[:, best[v], v].mean(),
+                                   scale=sps.sem(F32[:, best[v], v]))[0] for v in range(V)])
+    assert low[0] > 0 and low[1] > 0 and low[2] > 0
+    expected = (low > 0) & (np.array([sps.t.interval(0.95, S - 1, loc=r.mean(),
+                                                       scale=sps.sem(r))[0]
+                                      for r in R.astype(np.float32).astype(np.float64).T]) > 0)
+    np.testing.assert_array_equal(g["dstar_mask"], expected)
+    assert list(g["dstar_mask"][:3]) == [True, True, False]
+    np.testing.assert_array_equal(g["dstar"][:2], [8, 15])
+
+
 def test_group_maps_rejects_a_missing_reference_distance(tmp_path):
     from brainpred.errors import ConfigError
     from brainpred.pipeline import group_maps

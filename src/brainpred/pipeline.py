@@ -460,6 +460,13 @@ def group_maps(subject_npzs, config, ceiling_npzs=()):
             mask = np.asarray(diff_reject, bool) & (diff_mean > 0)
         elif mode == "ci":
             mask = np.nan_to_num(diff_low, nan=-np.inf) > 0
+        elif mode == "ci_best":
+            # language-responsive vertices (brain-score CI above 0) where the best window
+            # improves the prediction (CI of F(d*) above 0); uncorrected, for small samples
+            best_idx = np.nanargmax(np.where(np.isnan(f_mean), -np.inf, f_mean), axis=0)
+            best_low = np.take_along_axis(f_low, best_idx[None], axis=0)[0]
+            mask = (np.nan_to_num(best_low, nan=-np.inf) > 0) & \
+                (np.nan_to_num(bs_low, nan=-np.inf) > 0)
         else:
             mask = np.isfinite(diff_mean)
         dstar_all = stats.best_distance(f_mean, distances)
@@ -693,7 +700,8 @@ def make_figures(group_npz, regions_tsv, config, outputs):
                              title=f"Noise ceiling (Pearson r), mean of {n} subjects",
                              synthetic=synthetic, cmap="hot", vmin=0, cbar_label="r")
     figures.plot_surface(g["dstar"], outputs["dstar"],
-                         title="Forecast distance d* (words) where F(d1) - F(d0) > 0",
+                         title="Forecast distance d* (words), mask: stats.dstar_mask = "
+                               f"{(config.get('stats') or {}).get('dstar_mask', 'ci_best')}",
                          synthetic=synthetic, cmap="viridis",
                          vmin=float(np.min(g["distances"])), vmax=float(np.max(g["distances"])))
     figures.plot_surface(g["gain"], outputs["gain"],
@@ -757,8 +765,8 @@ FIGURE_CAPTIONS = {
               "distance d (words): mean across subjects with the 95% CI across subjects. The "
               "dashed line marks the planted distance when the data are synthetic.",
     "dstar": "Forecast distance d*: the d maximising the group mean F(d) per vertex, shown where "
-             "F(d1) - F(d0) (stats.dstar_reference) passes the configured test "
-             "(stats.dstar_mask).",
+             "the configured test passes (stats.dstar_mask: fdr or ci = F(d1) - F(d0) with "
+             "stats.dstar_reference; ci_best = brain score and F(d*) both reliably above 0).",
     "gain": "Relative forecast gain: max over d of the mean F(d) divided by the mean brain "
             "score R(X), in percent.",
     "distribution": "Per-subject forecast distance d* (argmax of the subject's region-mean F(d)) "
