@@ -30,7 +30,7 @@ import pandas as pd
 
 from .design import fir_delays
 from .errors import DataError
-from .mapping import contiguous_folds
+from .mapping import contiguous_folds, pearson_r
 
 __all__ = ["other_subjects_mean", "ceiling_scores", "percent_of_ceiling"]
 
@@ -185,16 +185,6 @@ def _fit_predict(D, y, train, test, alphas, n_inner_folds):
     return np.einsum("mkv,vk->mv", Xt, W) + ybar[None], best
 
 
-def _pearson(a, b):
-    a = a - a.mean(0)
-    b = b - b.mean(0)
-    den = np.sqrt((a * a).sum(0) * (b * b).sum(0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = (a * b).sum(0) / den
-    r[~(den > 0)] = np.nan
-    return r
-
-
 def ceiling_scores(P, Y, segment_lengths=None, *, delays=range(6), alphas=DEFAULT_ALPHAS,
                    n_folds=5, groups=None, n_inner_folds=5, batch=4096):
     """Per-vertex cross-validated prediction of ``Y[:, v]`` from ``P[:, v]`` (with FIR delays).
@@ -250,7 +240,7 @@ def ceiling_scores(P, Y, segment_lengths=None, *, delays=range(6), alphas=DEFAUL
             scale[scale < 1e-12] = 1.0
             Dz = (D - mean) / scale
             pred, _ = _fit_predict(Dz, y, train, test, alphas, n_inner_folds)
-            r = _pearson(y[test], pred)
+            r = pearson_r(y[test], pred)
             good = np.isfinite(r)
             rs[good] += r[good]
             nfold[good] += 1

@@ -233,20 +233,27 @@ def subject_bold(runs, bold_paths, zscore=True):
     -------
     Y : ndarray, shape (n_trs_total, n_vertices), float32
     """
-    parts = []
-    for basename, g in runs.groupby("basename", sort=False):
-        path = bold_paths[basename]
-        try:
-            y = np.load(path, mmap_mode="r")
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{path}: cannot read the BOLD cache ({exc}). Delete it and re-run "
-                            "snakemake.") from exc
-        n = int(g["n_trs"].iloc[0])
-        if y.shape[0] < n:
-            raise DataError(f"{path}: {y.shape[0]} TRs, the run table expects {n}.")
-        y = np.asarray(y[:n], dtype=np.float32)
-        parts.append(zscore_columns(y) if zscore else y)
+    parts = [load_run_bold(bold_paths[basename], int(g["n_trs"].iloc[0]), zscore)
+             for basename, g in runs.groupby("basename", sort=False)]
     return np.concatenate(parts)
+
+
+def load_run_bold(path, n_trs, zscore=True):
+    """One run's cached BOLD (``.npy``), cropped to ``n_trs`` and optionally z-scored.
+
+    Returns
+    -------
+    Y : ndarray, shape (n_trs, n_vertices), float32
+    """
+    try:
+        y = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read the BOLD cache ({exc}). Delete it and re-run "
+                        "snakemake.") from exc
+    if y.shape[0] < n_trs:
+        raise DataError(f"{path}: {y.shape[0]} TRs, the run table expects {n_trs}.")
+    y = np.asarray(y[:n_trs], dtype=np.float32)
+    return zscore_columns(y) if zscore else y
 
 
 def make_subject_scores(subject, run_table_tsv, feature_paths, bold_paths, config, outputs,
@@ -813,16 +820,7 @@ def make_noise_ceiling(subject, run_table_tsv, bold_paths, config, outputs):
     zscore = mc.get("zscore_runs", True)
 
     def load(basename, n):
-        path = bold_paths[basename]
-        try:
-            y = np.load(path, mmap_mode="r")
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{path}: cannot read the BOLD cache ({exc}). Delete it and re-run "
-                            "snakemake.") from exc
-        if y.shape[0] < n:
-            raise DataError(f"{path}: {y.shape[0]} TRs, the run table expects {n}.")
-        y = np.asarray(y[:n], dtype=np.float32)
-        return zscore_columns(y) if zscore else y
+        return load_run_bold(bold_paths[basename], n, zscore)
 
     Y, P, lengths, n_others = nc.other_subjects_mean(subject, runs, load)
     if Y is None:
