@@ -82,8 +82,8 @@ def test_paper_dry_run_job_counts(paper_dry_run):
     assert counts["download_bold"] == runs
     assert counts["group"] == counts["figures"] == counts["report"] == counts["run_table"] == 1
     assert len(cfg["forecast"]["distances"]) == 41
-    # the release selection documented in config/README.md
-    assert (subjects, runs, len(stories)) == (321, 667, 19)
+    # the paper's selection (config/paper.yaml, without piemanpni): 18 audio stories
+    assert (subjects, runs, len(stories)) == (321, 621, 18)
 
 
 def test_no_job_holds_two_subjects_bold(paper_dry_run):
