@@ -1,5 +1,7 @@
 # Shared definitions: the run plan, output paths and input functions.
 
+import os
+import shutil
 from pathlib import Path
 
 from brainpred.narratives import story_folder
@@ -92,3 +94,36 @@ def subject_scores_input(w):
                  for b in runs["basename"].unique()],
         "labels": label_files(),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Resources (sizes measured with the benchmark: files; see docs/scaling.md)
+# ---------------------------------------------------------------------------------------------
+
+HAS_GPU = bool(shutil.which("nvidia-smi"))
+N_VERTICES = 81924 if SPACE == "fsaverage6" else 20484
+N_MODELS = len(config["forecast"]["distances"]) + 1
+
+
+def uses_gpu(device_setting, gpu_value):
+    """1 when a job runs on the GPU: the setting names it, or is auto and there is one."""
+    return int(device_setting == gpu_value or (device_setting == "auto" and HAS_GPU))
+
+
+def _bold_bytes(input):
+    return sum(os.path.getsize(p) for p in input.bold)
+
+
+def mapping_mem_mb(wildcards, input):
+    """MB: imports + ~4 copies of the targets + X and the windows, twice (TR grid + PCA).
+
+    n_trs = BOLD bytes / (4 x vertices); windows are n_trs x 768 x width x #distances float32.
+    """
+    n_trs = _bold_bytes(input) / (4 * N_VERTICES)
+    design = n_trs * 768 * (1 + config["forecast"].get("width", 7) * (N_MODELS - 1)) * 4
+    return int(2000 + 4 * _bold_bytes(input) / 2**20 + 2 * design / 2**20)
+
+
+def mapping_runtime(wildcards, input):
+    """Minutes: 0.4 us of one core per TR x vertex x model (X + one per distance), x2 margin."""
+    return int(10 + 2 * 0.4e-6 / 60 * _bold_bytes(input) / 4 * N_MODELS)

@@ -22,8 +22,6 @@ rule story_features:
     resources:
         mem_mb=2000 if MODEL == "tiny-gpt2" else 12000,
         runtime=15 if MODEL == "tiny-gpt2" else 60,
-        gpu=int(config["model"]["device"] == "cuda"
-                or (config["model"]["device"] == "auto"
-                    and bool(__import__("shutil").which("nvidia-smi")))),
+        gpu=uses_gpu(config["model"]["device"], "cuda"),
     script:
         "../scripts/story_features.py"

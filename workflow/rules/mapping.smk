@@ -22,25 +22,8 @@ rule subject_scores:
     # mapping.backend torch_cuda, or auto where this machine has one.
     threads: 1 if SPACE == "fsaverage5" else 4
     resources:
-        # MB: imports + ~4 copies of the targets (z-scored Y, fold splits, target batches) + X and
-        # the windows (n_trs x 768 x (1 + width x #distances) float32, twice: TR grid + PCA);
-        # n_trs = BOLD bytes / (4 x vertices)
-        mem_mb=lambda w, input: int(
-            2000
-            + 4 * sum(map(__import__("os").path.getsize, input.bold)) / 2**20
-            + 2 * sum(map(__import__("os").path.getsize, input.bold))
-            / (81924 if SPACE == "fsaverage6" else 20484)
-            * 768 * (1 + config["forecast"].get("width", 7) * len(config["forecast"]["distances"]))
-            / 2**20
-        ),
-        # minutes: 0.4 us of one core per TR x vertex x model (X + one per distance), x2 margin
-        runtime=lambda w, input: int(
-            10
-            + 2 * 0.4e-6 / 60 * sum(map(__import__("os").path.getsize, input.bold)) / 4
-            * (len(config["forecast"]["distances"]) + 1)
-        ),
-        gpu=int(config["mapping"]["backend"] == "torch_cuda"
-                or (config["mapping"]["backend"] == "auto"
-                    and bool(__import__("shutil").which("nvidia-smi")))),
+        mem_mb=mapping_mem_mb,
+        runtime=mapping_runtime,
+        gpu=uses_gpu(config["mapping"]["backend"], "torch_cuda"),
     script:
         "../scripts/subject_scores.py"
