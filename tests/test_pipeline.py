@@ -95,3 +95,60 @@ def test_region_table(tmp_path):
 def test_alphas_from_config():
     a = pipeline.alphas_from_config({"alphas": {"start": -1, "stop": 8, "num": 10}})
     np.testing.assert_allclose(a, np.logspace(-1, 8, 10))
+
+
+def test_fit_groups_share_identical_stimulus_sequences():
+    plan = pd.DataFrame({
+        "subject": ["sub-001", "sub-001", "sub-002", "sub-002", "sub-003", "sub-004", "sub-005"],
+        "task": ["a", "b", "a", "b", "a", "a", "a"],
+        "story": ["a", "b", "a", "b", "a", "a", "a"],
+    })
+    fits = pipeline.fit_groups(plan, max_subjects=2)
+    assert fits == {"fit-001": ["sub-001", "sub-002"], "fit-002": ["sub-003", "sub-004"],
+                    "fit-003": ["sub-005"]}
+    assert pipeline.fit_groups(plan, max_subjects=1) == {
+        f"fit-{i:03d}": [f"sub-{i:03d}"] for i in range(1, 6)}
+
+
+def test_make_fit_scores_shares_identical_designs_only(tmp_path):
+    from brainpred import io
+    from brainpred.features import save_features
+
+    rng = np.random.default_rng(3)
+    acts, words = _features(40, dim=6, n_layers=2, onset0=1.0, step=1.2, seed=4)
+    words["char_start"] = np.arange(40) * 3
+    words["char_end"] = words["char_start"] + 2
+    save_features(tmp_path / "a.npz", acts, words, {"name": "test"})
+    rows, bold = [], {}
+    for sub, onset in (("sub-001", 0.0), ("sub-002", 0.0), ("sub-003", 3.0)):
+        base = f"{sub}_task-a"
+        rows.append({"subject": sub, "task": "a", "story": "a", "run": "", "basename": base,
+                     "audio_onset": onset, "tr": 1.5, "n_trs": 40, "kept": True})
+        bold[base] = tmp_path / f"{base}.npy"
+        np.save(bold[base], rng.standard_normal((40, 12)).astype(np.float32))
+    io.write_tsv(tmp_path / "runs.tsv", pd.DataFrame(rows))
+    config = {"forecast": {"distances": [0, 4], "width": 2},
+              "features": {"layer": 1, "tr_offset": 1, "tr_method": "sum"},
+              "mapping": {"n_components": 3, "delays": [0, 1], "n_folds": 3,
+                          "n_inner_folds": 3, "backend": "numpy",
+                          "alphas": {"start": -1, "stop": 3, "num": 5}}}
+    feats = {"a": tmp_path / "a.npz"}
+    subjects = ["sub-001", "sub-002", "sub-003"]
+    pipeline.make_fit_scores(subjects, tmp_path / "runs.tsv", feats, bold, config,
+                             tmp_path / "fit.npz")
+    fit = io.load_npz(tmp_path / "fit.npz")
+    for sub in subjects:
+        pipeline.make_fit_scores([sub], tmp_path / "runs.tsv", feats, bold, config,
+                                 tmp_path / f"{sub}.npz")
+        alone = io.load_npz(tmp_path / f"{sub}.npz")
+        for key in ("brain_score", "forecast_brain_score"):
+            np.testing.assert_allclose(fit[f"{sub}__{key}"], alone[f"{sub}__{key}"], atol=1e-6)
+    outputs = {k: tmp_path / f"out-{k}" for k in ("npz", "regions")}
+    outputs.update({k: tmp_path / f"{k}.func.gii" for k in
+                    ("brain_L", "brain_R", "forecast_L", "forecast_R")})
+    outputs["npz"] = tmp_path / "sub-002_desc-scores.npz"
+    outputs["regions"] = tmp_path / "sub-002_regions.tsv"
+    pipeline.make_subject_scores("sub-002", tmp_path / "fit.npz", outputs)
+    scores = io.load_npz(outputs["npz"])
+    np.testing.assert_allclose(scores["forecast_score"],
+                               fit["sub-002__forecast_brain_score"] - fit["sub-002__brain_score"])

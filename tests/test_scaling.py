@@ -106,9 +106,11 @@ def test_no_job_holds_two_subjects_bold(paper_dry_run):
             continue
         assert len(npy) <= 1, f"{rule} reads the BOLD of {sorted(npy)}"
         if rule == "subject_scores":
-            subject = fields["wildcards"].split("=")[1]
-            assert npy == {subject}
-            seen[subject] = True
+            assert not npy      # it reads its fit's scores, never BOLD
+        if rule == "fit_scores":
+            # config/paper.yaml: mapping.shared_subjects = 1, one subject per fit
+            assert len(npy) == 1, npy
+            seen[next(iter(npy))] = True
         if rule not in {"run_table"}:   # run_table reads GIfTI headers (TR counts) only
             gii = set(BOLD_GII.findall(fields.get("input", "")))
             assert len(gii) <= 1, f"{rule} reads the GIfTIs of {sorted(gii)[:3]}"
@@ -122,7 +124,7 @@ def test_paper_resources_declared(paper_dry_run):
             continue
         res = fields.get("resources", "")
         assert "mem_mb=" in res and "runtime=" in res, (rule, res)
-        if rule in {"story_features", "subject_scores"}:
+        if rule in {"story_features", "fit_scores"}:
             assert "gpu=" in res, (rule, res)
 
 
@@ -138,7 +140,7 @@ def test_slurm_profile_keys(tmp_path):
     plugin is not installed here), and the GPU rules go to a GPU partition with a GPU."""
     prof = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
     assert prof.pop("executor") == "slurm"
-    for rule in ("story_features", "subject_scores"):
+    for rule in ("story_features", "fit_scores"):
         assert prof["set-resources"][rule]["gpu"] == 1
         assert prof["set-resources"][rule]["slurm_partition"]
         assert "gres" not in prof["set-resources"][rule]  # the plugin rejects gpu + gres:gpu

@@ -146,7 +146,7 @@ def test_rerun_is_a_no_op_and_scores_are_deterministic(demo8, tmp_path):
     # recomputing a subject's scores gives the same numbers, bit for bit
     target = next((demo8 / "results").rglob("sub-001_desc-scores.npz"))
     before = {k: v for k, v in np.load(target).items()}
-    _snakemake(demo8, str(target.relative_to(demo8)), "--forcerun", "subject_scores")
+    _snakemake(demo8, str(target.relative_to(demo8)), "--forcerun", "fit_scores")
     after = np.load(target)
     for key in ("brain_score", "forecast_score"):
         np.testing.assert_array_equal(before[key], after[key])

@@ -256,57 +256,137 @@ def load_run_bold(path, n_trs, zscore=True):
     return zscore_columns(y) if zscore else y
 
 
-def make_subject_scores(subject, run_table_tsv, feature_paths, bold_paths, config, outputs,
-                        labels_paths=None):
-    """Rule ``subject_scores``: brain score and forecast scores of one subject.
+def fit_groups(plan, max_subjects):
+    """Subjects who heard the same stimulus sequence, in fits of at most ``max_subjects``.
 
     Parameters
     ----------
-    subject : str
-    run_table_tsv : path
-    feature_paths : dict
-        ``story -> features .npz``.
-    bold_paths : dict
-        ``basename -> BOLD .npy``.
-    config : dict
-        Workflow configuration.
-    outputs : dict
-        ``npz``, ``brain_L``, ``brain_R``, ``forecast_L``, ``forecast_R``, ``regions`` paths.
-    labels_paths : (path, path) or None
-        Region labels of the left and right hemispheres.
-    """
-    from . import features, mapping
+    plan : DataFrame
+        The run plan (``subject``, ``task``, ``story``, ``basename``), in analysis order.
+    max_subjects : int
+        Largest number of subjects fitted in one call (``mapping.shared_subjects``; 1 = one
+        subject per fit).
 
-    table = io.read_tsv(run_table_tsv, dtype={"run": str})
-    runs = table[table["kept"] & (table["subject"] == subject)]
-    if runs.empty:
-        raise DataError(f"{run_table_tsv}: no kept run for {subject}.")
-    story_feats = {}
-    for story in runs["story"].unique():
-        acts, words, _ = features.load_features(feature_paths[story])
-        story_feats[story] = (acts, words)
-    fc, mc, feat = config["forecast"], config["mapping"], config["features"]
-    distances = sorted(int(d) for d in fc["distances"])
-    X, windows, lengths, groups = subject_design(
-        runs, story_feats, int(feat["layer"]), distances, width=int(fc.get("width", 7)),
-        tr_offset=int(feat.get("tr_offset", 1)), tr_method=feat.get("tr_method", "sum"))
-    Y = subject_bold(runs, bold_paths, zscore=mc.get("zscore_runs", True))
-    if Y.shape[0] != X.shape[0]:
-        raise DataError(f"{subject}: BOLD has {Y.shape[0]} TRs, the design {X.shape[0]}.")
-    log.info("%s: %d TRs, %d vertices, %d distances", subject, Y.shape[0], Y.shape[1],
-             len(distances))
-    R_X, R_XW = mapping.forecast_scores(
-        X, windows, Y, lengths,
+    Returns
+    -------
+    dict
+        ``"fit-001" -> [subject, ...]``, subjects sorted, fits ordered by their first subject.
+        Subjects share a fit only when their ordered (task, story) sequences are equal; the fit
+        job checks that their designs are identical.
+    """
+    keys = {}
+    for subject, g in plan.groupby("subject", sort=True):
+        keys.setdefault(tuple(zip(g["task"], g["story"])), []).append(subject)
+    chunks = []
+    for subjects in keys.values():
+        for i in range(0, len(subjects), max(1, int(max_subjects))):
+            chunks.append(subjects[i:i + max(1, int(max_subjects))])
+    chunks.sort(key=lambda c: c[0])
+    return {f"fit-{i + 1:03d}": c for i, c in enumerate(chunks)}
+
+
+def _mapping_kwargs(config, groups):
+    from . import mapping
+
+    mc = config["mapping"]
+    return dict(
         n_components=int(mc.get("n_components", 20)), delays=list(mc.get("delays", range(6))),
         alphas=alphas_from_config(mc), n_folds=int(mc.get("n_folds", 5)),
         groups=groups if mc.get("group_folds_by_story", False) else None,
         inner_cv=mc.get("inner_cv", "contiguous"), n_inner_folds=int(mc.get("n_inner_folds", 5)),
         backend=mapping.resolve_backend(mc.get("backend", "auto")),
         target_batch=int(mc.get("target_batch", 20000)))
+
+
+def make_fit_scores(subjects, run_table_tsv, feature_paths, bold_paths, config, out_npz):
+    """Rule ``fit_scores``: brain and forecast scores of subjects who share a stimulus.
+
+    The design (X and the forecast windows) is built once; subjects whose design is identical
+    are fitted in one call of :func:`brainpred.mapping.forecast_scores_shared` (their vertices
+    stacked as targets, so the fold decompositions and PCAs are computed once); a subject whose
+    design differs (e.g. another audio onset) is fitted on its own.
+
+    Parameters
+    ----------
+    subjects : list of str
+    run_table_tsv : path
+    feature_paths : dict
+        ``story -> features .npz``.
+    bold_paths : dict
+        ``basename -> BOLD .npy`` for the runs of every subject.
+    config : dict
+    out_npz : path
+        Written with ``distances`` and, per subject, ``<subject>__brain_score`` (V,) and
+        ``<subject>__forecast_brain_score`` (n_d, V).
+    """
+    from . import features, mapping
+
+    table = io.read_tsv(run_table_tsv, dtype={"run": str})
+    fc, mc, feat = config["forecast"], config["mapping"], config["features"]
+    distances = sorted(int(d) for d in fc["distances"])
+    story_feats = {}
+    designs = []     # [(X, windows, lengths, groups, [subjects])]
+    for subject in subjects:
+        runs = table[table["kept"] & (table["subject"] == subject)]
+        if runs.empty:
+            raise DataError(f"{run_table_tsv}: no kept run for {subject}.")
+        for story in runs["story"].unique():
+            if story not in story_feats:
+                acts, words, _ = features.load_features(feature_paths[story])
+                story_feats[story] = (acts, words)
+        X, windows, lengths, groups = subject_design(
+            runs, story_feats, int(feat["layer"]), distances, width=int(fc.get("width", 7)),
+            tr_offset=int(feat.get("tr_offset", 1)), tr_method=feat.get("tr_method", "sum"))
+        for d in designs:
+            if d[2] == lengths and np.array_equal(d[0], X) and all(
+                    np.array_equal(d[1][k], windows[k]) for k in distances):
+                d[4].append(subject)
+                break
+        else:
+            designs.append((X, windows, lengths, groups, [subject]))
+    out = {"distances": np.array(distances), "subjects": np.array(list(subjects))}
+    for X, windows, lengths, groups, members in designs:
+        Y_list = []
+        for subject in members:
+            runs = table[table["kept"] & (table["subject"] == subject)]
+            Y = subject_bold(runs, bold_paths, zscore=mc.get("zscore_runs", True))
+            if Y.shape[0] != X.shape[0]:
+                raise DataError(f"{subject}: BOLD has {Y.shape[0]} TRs, the design "
+                                f"{X.shape[0]}.")
+            Y_list.append(Y)
+        log.info("%s: %d TRs, %d vertices each, %d distances, fitted together",
+                 ", ".join(members), X.shape[0], Y_list[0].shape[1], len(distances))
+        results = mapping.forecast_scores_shared(X, windows, Y_list, lengths,
+                                                 **_mapping_kwargs(config, groups))
+        for subject, (R_X, R_XW) in zip(members, results):
+            out[f"{subject}__brain_score"] = np.asarray(R_X, np.float32)
+            out[f"{subject}__forecast_brain_score"] = np.asarray(R_XW, np.float32)
+        del Y_list
+    io.save_npz(out_npz, **out)
+
+
+def make_subject_scores(subject, fit_npz, outputs, labels_paths=None):
+    """Rule ``subject_scores``: one subject's score maps (npz, GIfTI) and region table.
+
+    Parameters
+    ----------
+    subject : str
+    fit_npz : path
+        Output of :func:`make_fit_scores` holding this subject.
+    outputs : dict
+        ``npz``, ``brain_L``, ``brain_R``, ``forecast_L``, ``forecast_R``, ``regions`` paths.
+    labels_paths : (path, path) or None
+        Region labels of the left and right hemispheres.
+    """
+    fit = io.load_npz(fit_npz)
+    key = f"{subject}__brain_score"
+    if key not in fit:
+        raise DataError(f"{fit_npz}: holds no scores of {subject}; re-run snakemake.")
+    distances = [int(d) for d in fit["distances"]]
+    R_X, R_XW = fit[key], fit[f"{subject}__forecast_brain_score"]
     F = (R_XW - R_X[None]).astype(np.float32)
     io.save_npz(outputs["npz"], subject=np.array(subject), distances=np.array(distances),
-                brain_score=R_X.astype(np.float32), forecast_brain_score=R_XW.astype(np.float32),
-                forecast_score=F)
+                brain_score=R_X, forecast_brain_score=R_XW, forecast_score=F)
     write_surface_maps(outputs["brain_L"], outputs["brain_R"], R_X[None], ["brain score"])
     write_surface_maps(outputs["forecast_L"], outputs["forecast_R"], F,
                        [f"forecast score d={d}" for d in distances])

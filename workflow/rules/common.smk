@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 from brainpred.narratives import story_folder
+from brainpred.pipeline import fit_groups
 from brainpred.workflow import model_tag, run_plan
 
 ROOT = config["dataset"]["root"].rstrip("/")
@@ -15,6 +16,9 @@ PLAN = run_plan(config)
 SUBJECTS = sorted(PLAN["subject"].unique())
 STORIES = sorted(PLAN["story"].unique())
 RUNS = PLAN.drop_duplicates("basename")
+# subjects who heard the same stimulus sequence are fitted together (mapping.shared_subjects)
+FITS = fit_groups(PLAN, config["mapping"].get("shared_subjects", 1))
+FIT_OF = {s: fit for fit, subjects in FITS.items() for s in subjects}
 RESULTS = "results"
 SCORES = f"{RESULTS}/scores/model-{MODEL}_layer-{LAYER}"
 GROUP = f"{RESULTS}/group/model-{MODEL}_layer-{LAYER}"
@@ -24,6 +28,7 @@ wildcard_constraints:
     subject=r"sub-[0-9]+",
     story=r"[A-Za-z0-9]+",
     basename=r"sub-[0-9]+_task-[A-Za-z0-9]+(_run-[0-9]+)?",
+    fit=r"fit-[0-9]+",
 
 
 def gifti(subject, basename, hemi):
@@ -84,16 +89,23 @@ def all_outputs():
     return outs
 
 
-def subject_scores_input(w):
-    runs = subject_runs(w.subject)
+def fit_runs(fit):
+    return PLAN[PLAN["subject"].isin(FITS[fit])]
+
+
+def fit_scores_input(w):
+    runs = fit_runs(w.fit)
     return {
         "table": f"{RESULTS}/tables/desc-runs_table.tsv",
         "features": [f"{RESULTS}/features/model-{MODEL}/story-{s}_desc-activations.npz"
                      for s in sorted(runs["story"].unique())],
-        "bold": [f"{RESULTS}/bold/{w.subject}/{b}_space-{SPACE}_desc-clean_bold.npy"
-                 for b in runs["basename"].unique()],
-        "labels": label_files(),
+        "bold": [f"{RESULTS}/bold/{r.subject}/{r.basename}_space-{SPACE}_desc-clean_bold.npy"
+                 for r in runs.drop_duplicates("basename").itertuples()],
     }
+
+
+def fit_output(fit):
+    return f"{SCORES}/fits/{fit}_desc-fitscores.npz"
 
 
 # ---------------------------------------------------------------------------------------------

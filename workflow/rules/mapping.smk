@@ -1,29 +1,50 @@
-# Cross-validated ridge mapping: brain score R(X) and forecast scores F(d) = R(X + W_d) - R(X)
-# of each subject, as GIfTI maps per hemisphere, an .npz of every map and a tidy region table.
+# Cross-validated ridge mapping: brain score R(X) and forecast scores F(d) = R(X + W_d) - R(X).
+# fit_scores fits the subjects who heard the same stimulus sequence together (at most
+# mapping.shared_subjects per job); subject_scores writes each subject's GIfTI maps per
+# hemisphere, an .npz of every map and a tidy region table.
 
 
-rule subject_scores:
+rule fit_scores:
     input:
-        unpack(subject_scores_input),
+        unpack(fit_scores_input),
     output:
-        **subject_outputs("{subject}"),
+        fit_output("{fit}"),
     params:
         config=config,
-        stories=lambda w: sorted(subject_runs(w.subject)["story"].unique()),
-        basenames=lambda w: list(subject_runs(w.subject)["basename"].unique()),
+        subjects=lambda w: FITS[w.fit],
+        stories=lambda w: sorted(fit_runs(w.fit)["story"].unique()),
+        basenames=lambda w: list(fit_runs(w.fit).drop_duplicates("basename")["basename"]),
     conda:
         "../envs/brainpred.yaml"
     log:
-        f"logs/subject_scores/model-{MODEL}_layer-{LAYER}_{{subject}}.log",
+        f"logs/fit_scores/model-{MODEL}_layer-{LAYER}_{{fit}}.log",
     benchmark:
-        f"benchmarks/out/subject_scores/model-{MODEL}_layer-{LAYER}_{{subject}}.tsv"
-    # Sizes from the BOLD cache (input.bold: n_trs x n_vertices float32, so its size gives
-    # n_trs) and the config (vertices of the space, #distances): docs/scaling.md. GPU:
-    # mapping.backend torch_cuda, or auto where this machine has one.
+        f"benchmarks/out/fit_scores/model-{MODEL}_layer-{LAYER}_{{fit}}.tsv"
+    # Sizes from the BOLD caches (input.bold: n_trs x n_vertices float32, so their size gives
+    # n_trs x subjects) and the config (vertices of the space, #distances): docs/scaling.md.
+    # GPU: mapping.backend torch_cuda, or auto where this machine has one.
     threads: 1 if SPACE == "fsaverage5" else 4
     resources:
         mem_mb=mapping_mem_mb,
         runtime=mapping_runtime,
         gpu=uses_gpu(config["mapping"]["backend"], "torch_cuda"),
+    script:
+        "../scripts/fit_scores.py"
+
+
+rule subject_scores:
+    input:
+        fit=lambda w: fit_output(FIT_OF[w.subject]),
+        labels=label_files(),
+    output:
+        **subject_outputs("{subject}"),
+    conda:
+        "../envs/brainpred.yaml"
+    log:
+        f"logs/subject_scores/model-{MODEL}_layer-{LAYER}_{{subject}}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     script:
         "../scripts/subject_scores.py"

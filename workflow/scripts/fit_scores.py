@@ -1,0 +1,14 @@
+"""Rule fit_scores: brain and forecast scores of subjects who share a stimulus."""
+from brainpred.pipeline import make_fit_scores
+from brainpred.workflow import limit_threads, setup_logging
+
+setup_logging(snakemake.log[0])
+limit_threads(snakemake.threads)
+make_fit_scores(
+    list(snakemake.params.subjects),
+    snakemake.input.table,
+    dict(zip(snakemake.params.stories, snakemake.input.features)),
+    dict(zip(snakemake.params.basenames, snakemake.input.bold)),
+    snakemake.params.config,
+    snakemake.output[0],
+)
