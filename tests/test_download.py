@@ -136,7 +136,10 @@ def test_configs_validate(name):
     assert ds["source"] == "datalad" and ds["space"] == "fsaverage6"
     assert ds["url"] == dlmod.DEFAULT_URL
     if name == "paper.yaml":
-        assert ds["tasks"] == "all" and ds["subjects"] == "all"
+        # every audio task but piemanpni (see config/README.md), all subjects
+        assert "piemanpni" not in ds["tasks"] and len(ds["tasks"]) == 15
+        assert {"pieman", "milkyway", "slumlordreach"} <= set(ds["tasks"])
+        assert ds["subjects"] == "all"
         assert not ds["keep_scrambled"] and not ds["keep_schema"]
         assert cfg["forecast"]["distances"] == list(range(-10, 31))  # 41 distances
         assert cfg["model"]["name"] == "gpt2" and cfg["features"]["layer"] == 8
