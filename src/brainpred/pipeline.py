@@ -444,7 +444,7 @@ def region_table(R_X, F, distances, labels_paths):
     with np.errstate(invalid="ignore"), _quiet_nanmean():
         add(WHOLE_CORTEX, np.nanmean(R_X), np.nanmean(F, axis=1))
     if labels is not None:
-        for lab, nam in ((labels, names), _bilateral(labels, names)):
+        for lab, nam in ((labels, names), regions.bilateral_labels(labels, names)):
             bs = regions.region_means(R_X, lab, nam)
             fs = regions.region_means(F, lab, nam, dims=["distance"],
                                       coords={"distance": list(distances)})
@@ -452,15 +452,6 @@ def region_table(R_X, F, distances, labels_paths):
                 vf = fs[fs["region"] == region].sort_values("distance")["value"].to_numpy()
                 add(region, bs.loc[bs["region"] == region, "value"].iloc[0], vf)
     return pd.DataFrame(rows, columns=["region", "measure", "distance", "value"])
-
-
-def _bilateral(labels, names):
-    """Labels merging each ``L x`` / ``R x`` pair into one region ``x`` (both hemispheres)."""
-    base = {k: (v[2:] if v[:2] in ("L ", "R ") else v) for k, v in names.items()}
-    uniq = sorted(set(base.values()))
-    new_id = {n: i + 1 for i, n in enumerate(uniq)}
-    out = np.array([new_id[base[k]] if k in base else -1 for k in labels.tolist()])
-    return out, {i: n for n, i in new_id.items()}
 
 
 class _quiet_nanmean:
