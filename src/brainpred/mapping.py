@@ -843,6 +843,49 @@ def forecast_scores_shared(X, windows, Y_list, segment_lengths=None, **kwargs):
     return out
 
 
+def design_scores(blocks, designs, Y_list, segment_lengths=None, **kwargs):
+    """Brain scores of several designs (concatenations of feature blocks), in one fit.
+
+    The general form of :func:`forecast_scores_shared`: each block is standardised and reduced
+    by its own PCA once per outer fold, and every design that uses it shares that reduction.
+
+    Parameters
+    ----------
+    blocks : sequence of arrays of shape (n_trs, D_i)
+        Feature blocks at TR level (before PCA).
+    designs : sequence of tuples of int
+        Each design lists the blocks it concatenates (after their PCA), e.g. ``(0,)`` and
+        ``(0, 3)``.
+    Y_list : sequence of arrays of shape (n_trs, V_s)
+        BOLD of each subject, on the same TRs.
+    segment_lengths : sequence of int or None
+    **kwargs
+        As :func:`forecast_scores`.
+
+    Returns
+    -------
+    scores : list (one per subject) of float32 arrays of shape (n_designs, V_s)
+        Mean Pearson r over the outer folds; row ``j`` equals
+        ``encoding_scores([blocks[i] for i in designs[j]], Y_list[s], ...)``.
+    """
+    unknown = sorted(set(kwargs) - set(_FORECAST_KW) - {"form"})
+    if unknown:
+        raise TypeError(f"design_scores got unexpected arguments {unknown}.")
+    kwargs.setdefault("backend", "numpy")
+    if len(Y_list) == 0:
+        return []
+    designs = [tuple(int(i) for i in d) for d in designs]
+    for d in designs:
+        if not d or min(d) < 0 or max(d) >= len(blocks):
+            raise ValueError(f"design_scores: design {d} refers to blocks outside "
+                             f"0..{len(blocks) - 1}.")
+    Y_list = [_check_targets(Y) for Y in Y_list]
+    n = Y_list[0].shape[0]
+    Y_list = [_check_targets(Y, n) for Y in Y_list]
+    return [_mean_scores(fold) for fold in _engine(list(blocks), designs, Y_list,
+                                                   segment_lengths, **kwargs)]
+
+
 def forecast_scores(X, windows, Y, segment_lengths=None, **kwargs):
     """Brain scores of X alone and of X concatenated with each forecast window.
 

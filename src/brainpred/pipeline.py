@@ -164,39 +164,18 @@ def subject_design(runs, story_features, layer, distances, width=7, tr_offset=1,
     groups : ndarray of int, shape (n_trs_total,)
         Run index of each TR (for folds grouped by story).
     """
-    from . import narratives
+    from .analyses import Block, WordSources, block_design
 
-    X_parts, W_parts, lengths = [], {d: [] for d in distances}, []
-    for basename, g in runs.groupby("basename", sort=False):
-        n_trs, tr = int(g["n_trs"].iloc[0]), float(g["tr"].iloc[0])
-        if n_trs <= 0:
-            raise DataError(f"{basename}: unknown number of TRs in the run table.")
-        Xr, Wr = None, {}
-        for row in g.itertuples():
-            acts, words = story_features[row.story]
-            if layer >= acts.shape[0]:
-                raise ConfigError(f"features.layer = {layer}: the model has only "
-                                  f"{acts.shape[0] - 1} layers (0..{acts.shape[0] - 1}).")
-            z = np.asarray(acts[layer], dtype=np.float32)
-            # words after the end of the run are dropped by the TR assignment; too many of
-            # them means the alignment does not belong to this run (DataError)
-            narratives.check_words_in_run(words, float(row.audio_onset), tr, n_trs,
-                                          where=f"{basename} ({row.story})")
-            onsets = words["start"].to_numpy(dtype=float) + float(row.audio_onset)
-            x = design.words_to_trs(z, onsets, tr, n_trs, tr_offset=tr_offset, method=tr_method)
-            Xr = x if Xr is None else Xr + x
-            for d in distances:
-                w = design.words_to_trs(design.forecast_windows(z, d, width), onsets, tr, n_trs,
-                                        tr_offset=tr_offset, method=tr_method)
-                Wr[d] = w if d not in Wr else Wr[d] + w
-        X_parts.append(Xr)
-        for d in distances:
-            W_parts[d].append(Wr[d])
-        lengths.append(n_trs)
-    X = np.concatenate(X_parts).astype(np.float32)
-    windows = {d: np.concatenate(W_parts[d]).astype(np.float32) for d in distances}
-    groups = np.repeat(np.arange(len(lengths)), lengths)
-    return X, windows, lengths, groups
+    n_layers = next(iter(story_features.values()))[0].shape[0] if story_features else 0
+    if layer >= n_layers:
+        raise ConfigError(f"features.layer = {layer}: the model has only {n_layers - 1} "
+                          f"layers (0..{n_layers - 1}).")
+    sources = WordSources({s: w for s, (_, w) in story_features.items()},
+                          {s: a for s, (a, _) in story_features.items()})
+    blocks = [Block("acts", layer)] + [Block("acts", layer, int(d), width) for d in distances]
+    arrays, lengths, groups = block_design(runs, sources, blocks, tr_offset=tr_offset,
+                                           tr_method=tr_method)
+    return arrays[0], dict(zip(distances, arrays[1:])), lengths, groups
 
 
 def zscore_columns(Y):
@@ -762,6 +741,7 @@ def _truth(config):
 def make_figures(group_npz, regions_tsv, config, outputs):
     """Rule ``figures``: the report's PNG figures."""
     from . import figures
+    from .analyses import curve_regions, one_level
 
     synthetic = config["dataset"]["source"] == "synthetic"
     g = io.load_npz(group_npz)
@@ -787,17 +767,12 @@ def make_figures(group_npz, regions_tsv, config, outputs):
                          cmap="cold_hot", symmetric=True)
     table = io.read_tsv(regions_tsv)
     curves = table[table["measure"] == "forecastscore"].rename(columns={"value": "F"})
-    if "level" in curves:  # one level per region name: whole cortex, key, then bilateral
-        rank = {"whole": 0, "key": 1, "bilateral": 2}
-        curves = curves[curves["level"].isin(list(rank))]
-        curves = (curves.assign(_r=curves["level"].map(rank)).sort_values("_r", kind="stable")
-                  .drop_duplicates(["subject", "region", "distance"]).drop(columns="_r"))
-    key = list((config.get("regions", {}) or {}).get("key", []) or [])
-    present = set(curves["region"])
-    regions = [WHOLE_CORTEX] + [r for r in key if r in present]
+    curves = one_level(curves, ["distance"])
+    regions = curve_regions(curves, config)
     figures.plot_forecast_curves(curves, outputs["curves"], synthetic=synthetic,
                                  regions=regions,
-                                 true_distance={"frontal": truth["d_true"]} if truth else None)
+                                 true_distance={"frontal": truth["d_true"],
+                                               "psts": truth["d_true"]} if truth else None)
     dstar = _region_dstar(curves, regions)
     peak = curves.groupby(["region", "distance"])["F"].mean().groupby("region").max()
     focus = max(regions, key=lambda r: peak.get(r, -np.inf))
