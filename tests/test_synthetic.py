@@ -102,7 +102,14 @@ def test_bold_has_medial_wall_nan_and_planted_patches(tiny_dataset):
     medial = np.array(truth["medial_wall"])
     assert np.isnan(bold[:, medial]).all()
     assert not np.isnan(np.delete(bold, medial, axis=1)).any()
-    assert truth["d_true"] == 8 and set(truth["patches"]) == {"auditory", "temporal", "frontal"}
+    assert truth["d_true"] == 8
+    assert set(truth["patches"]) == {"auditory", "temporal", "frontal", "psts", "syntactic",
+                                     "semantic"}
+    assert truth["layers"] == {"frontal": 8, "psts": 0}
+    assert truth["syntax"] == {"d_syntactic": 8, "d_semantic": 22}
+    # patches do not overlap
+    seen = [v for vs in truth["patches"].values() for v in vs]
+    assert len(seen) == len(set(seen))
     for name, vertices in truth["patches"].items():
         assert 40 < len(vertices) < 400, name
         assert not set(vertices) & set(medial.tolist())

@@ -9,12 +9,19 @@ the workflow reads it through exactly the same code path as a real Narratives co
 The stories are procedurally generated English (the generator's own grammar and vocabulary),
 spoken at about 2.5 words/s with pauses, with the quirks of the real Gentle alignments: ``<unk>``
 dictionary words, rows with empty times, music before speech and a different audio onset per
-story. The BOLD signal holds three planted, HRF-shaped effects, in both hemispheres:
+story. The BOLD signal holds these planted, HRF-shaped effects, in both hemispheres:
 
 - ``auditory`` patch: the word rate (number of words per TR);
 - ``temporal`` patch: a projection of the current words' language-model activations;
 - ``frontal`` patch: a projection of a *forecast window* of the activations of the future words
-  ``n + d_true - width + 1 .. n + d_true`` (plus a weaker current-word response).
+  ``n + d_true - width + 1 .. n + d_true`` (plus a weaker current-word response);
+- ``psts`` patch (posterior superior temporal sulcus): the same forecast window, read from
+  another layer, ``synthetic.depth_layer`` (a planted forecast *depth*: the layer sweep finds
+  it shallower than the frontal patch, driven by ``synthetic.layer``);
+- ``syntactic`` and ``semantic`` patches (with ``synthetic.plant_syntax``): forecast windows at
+  ``d_syntactic`` and ``d_semantic`` of the syntactic part X_syn of the activations (mean over
+  alternative futures with the same syntax, :mod:`brainpred.syntax`, with the workflow's
+  ``syntax`` settings) and of the semantic part X - X_syn.
 
 The word-level features are the activations of the configured (seeded) model at
 ``synthetic.layer``, computed with :mod:`brainpred.features` from the files written here and read
@@ -41,12 +48,15 @@ from .io import atomic_path, atomic_write, write_json, write_tsv
 log = logging.getLogger(__name__)
 
 TRUTH_DIR = "derivatives/synthetic-truth"
-PATCHES = ("auditory", "temporal", "frontal")
+PATCHES = ("auditory", "temporal", "frontal", "psts", "syntactic", "semantic")
 # Patch centres on the fsaverage5 pial surface of the left hemisphere (mm); the right hemisphere
-# uses the mirror image (x -> -x). Roughly Heschl's gyrus, anterior STS and IFG.
+# uses the mirror image (x -> -x). Roughly Heschl's gyrus, anterior STS, IFG, posterior STS,
+# middle superior temporal gyrus and angular gyrus.
 PATCH_CENTRES = {"auditory": (-45.0, -22.0, 8.0), "temporal": (-56.0, -8.0, -16.0),
-                 "frontal": (-48.0, 26.0, 8.0)}
-PATCH_LABELS = {"other": 0, "auditory": 1, "temporal": 2, "frontal": 3}
+                 "frontal": (-48.0, 26.0, 8.0), "psts": (-54.0, -44.0, 10.0),
+                 "syntactic": (-62.0, -30.0, -5.0), "semantic": (-45.0, -65.0, 30.0)}
+PATCH_LABELS = {"other": 0, "auditory": 1, "temporal": 2, "frontal": 3, "psts": 4,
+                "syntactic": 5, "semantic": 6}
 STORY_NAMES = ("lighthouse", "orchard", "harbor", "glacier", "market", "comet", "meadow", "canyon")
 # audio onset (s) of the first events.tsv row, and music before speech (s), per story index.
 AUDIO_ONSETS = (0.0, 3.0, 4.5, 12.0, 0.0, 3.0, 4.5, 12.0)
@@ -63,9 +73,14 @@ DEFAULTS = {
     "d_true": 8,
     "width": 7,
     "layer": 8,
+    "depth_layer": 0,
     "patch_radius": 10.0,
     "noise": 1.0,
-    "amplitudes": {"auditory": 0.8, "temporal": 0.8, "frontal": 1.5},
+    "plant_syntax": True,
+    "d_syntactic": 8,
+    "d_semantic": 22,
+    "amplitudes": {"auditory": 0.8, "temporal": 0.8, "frontal": 1.5, "psts": 1.5,
+                   "syntactic": 1.5, "semantic": 1.5},
     "frontal_current": 0.2,
     "unk_rate": 0.03,
     "missing_time_rate": 0.01,
@@ -486,26 +501,46 @@ def generate(root, cfg, progress=True):
     tr_offset = int(fcfg.get("tr_offset", 1))
     model, tokenizer = features.load_model(mcfg.get("name", "tiny-gpt2"),
                                            seed=int(mcfg.get("seed", 0)), device="cpu")
-    layer = int(syn["layer"])
-    if layer > features.n_layers(model):
-        raise ConfigError(f"synthetic.layer = {layer}: the model has only "
-                          f"{features.n_layers(model)} layers.")
-    acts, words = {}, {}
+    layers = {"layer": int(syn["layer"]), "depth_layer": int(syn["depth_layer"])}
+    for key, k in layers.items():
+        if not 0 <= k <= features.n_layers(model):
+            raise ConfigError(f"synthetic.{key} = {k}: the model has layers 0.."
+                              f"{features.n_layers(model)}.")
+    acts, words, texts = {}, {}, {}
     for story in sorted(runs["story"].unique()):
         w, text = narratives.story_words(root, story)
+        texts[story] = text
         a = features.story_features(w, text, model, tokenizer,
                                     context_tokens=int(mcfg.get("context_tokens", 1024)))
-        acts[story] = np.asarray(a[layer], dtype=np.float64)
+        acts[story] = {k: np.asarray(a[k], dtype=np.float64) for k in set(layers.values())}
         words[story] = w
         if progress:
             log.info("synthetic: story %s, %d words", story, len(w))
-    u_cur, u_fut = _projections(np.concatenate([acts[st] for st in sorted(acts)]), syn["seed"])
+
+    def stacked(k):
+        return np.concatenate([acts[st][k] for st in sorted(acts)])
+
+    u_cur, u_fut = _projections(stacked(layers["layer"]), syn["seed"])
+    _, u_deep = _projections(stacked(layers["depth_layer"]), syn["seed"])
+
+    def window(values, d=syn["d_true"]):
+        return design.forecast_windows(values[:, None], d, syn["width"]).sum(1)
+
     word_signals = {}
     for story, a in acts.items():
-        cur = a @ u_cur
-        fut_word = a @ u_fut
-        fut = design.forecast_windows(fut_word[:, None], syn["d_true"], syn["width"]).sum(1)
-        word_signals[story] = np.stack([np.ones(len(a)), cur, fut], axis=1)
+        main = a[layers["layer"]]
+        word_signals[story] = np.stack([np.ones(len(main)), main @ u_cur, window(main @ u_fut),
+                                        window(a[layers["depth_layer"]] @ u_deep)], axis=1)
+    if syn["plant_syntax"]:
+        x_syn = _syntactic_parts(cfg, model, tokenizer, words, texts, layers["layer"], progress)
+        _, u_syn = _projections(np.concatenate([x_syn[st] for st in sorted(acts)]), syn["seed"])
+        _, u_sem = _projections(np.concatenate([acts[st][layers["layer"]] - x_syn[st]
+                                                for st in sorted(acts)]), syn["seed"])
+        for story, a in acts.items():
+            sem = a[layers["layer"]] - x_syn[story]
+            extra = np.stack([window(x_syn[story] @ u_syn, syn["d_syntactic"]),
+                              window(sem @ u_sem, syn["d_semantic"])], axis=1)
+            word_signals[story] = np.concatenate([word_signals[story], extra], axis=1)
 
     labels, medial, coords = surface_layout(syn["patch_radius"])
     n_vert = len(labels)
@@ -535,14 +570,22 @@ def generate(root, cfg, progress=True):
                                       n_trs, tr_offset=tr_offset, method="sum").astype(float)
             sig = _convolve(sig, hrf, [n_trs])
             sig = (sig - sig.mean(0)) / (sig.std(0) + 1e-8)
-            rate, cur, fut = sig.T
+            rate, cur, fut, fut_deep = sig.T[:4]
+            fut_syn, fut_sem = sig.T[4:] if syn["plant_syntax"] else (None, None)
             bold = sub_rng.standard_normal((n_trs, n_vert)) * syn["noise"]
             # temporally autocorrelated noise, like fMRI (AR(1), phi = 0.3)
             for t in range(1, n_trs):
                 bold[t] += 0.3 * bold[t - 1]
             for name, drive in (("auditory", amps["auditory"] * rate),
                                 ("temporal", amps["temporal"] * cur),
-                                ("frontal", amps["frontal"] * (fut + syn["frontal_current"] * cur))):
+                                ("frontal", amps["frontal"] * (fut + syn["frontal_current"] * cur)),
+                                ("psts", amps["psts"] * fut_deep),
+                                ("syntactic", None if fut_syn is None
+                                 else amps["syntactic"] * fut_syn),
+                                ("semantic", None if fut_sem is None
+                                 else amps["semantic"] * fut_sem)):
+                if drive is None:
+                    continue
                 idx = np.flatnonzero(labels == PATCH_LABELS[name])
                 bold[:, idx] += gain * np.outer(drive, weights[idx])
             bold += 100.0  # a baseline, as in cleaned BOLD with the mean kept
@@ -558,6 +601,28 @@ def generate(root, cfg, progress=True):
     _write_truth(root, syn, labels, medial, mcfg, tr_offset)
 
 
+def _syntactic_parts(cfg, model, tokenizer, words, texts, layer, progress):
+    """X_syn at ``layer`` of every story, exactly as the workflow's ``story_syntax`` rule
+    computes it (same ``syntax`` settings, word classes of all the stories)."""
+    from . import syntax
+    from .analyses import syntax_settings
+
+    scfg = (cfg or {}).get("syntax", {}) or {}
+    mcfg = (cfg or {}).get("model", {}) or {}
+    nlp = syntax.load_spacy(scfg.get("spacy_model", "en_core_web_sm"))
+    classes = syntax.story_classes([(words[s], texts[s]) for s in sorted(words)], nlp)
+    out = {}
+    for story in sorted(words):
+        a = syntax.syntactic_activations(
+            words[story], texts[story], model, tokenizer, nlp, classes,
+            context_tokens=int(mcfg.get("context_tokens", 1024)),
+            batch_size=int(mcfg.get("batch_size", 8)), **syntax_settings(scfg))
+        out[story] = np.asarray(a[layer], dtype=np.float64)
+        if progress:
+            log.info("synthetic: syntactic part of story %s", story)
+    return out
+
+
 def _write_truth(root, syn, labels, medial, mcfg, tr_offset):
     from .regions import write_label_gifti
 
@@ -571,12 +636,17 @@ def _write_truth(root, syn, labels, medial, mcfg, tr_offset):
         "description": "Planted effects of the brainpred synthetic dataset. Vertex indices are "
                        "0-based over the left then right fsaverage5 hemispheres (20,484).",
         "d_true": int(syn["d_true"]), "width": int(syn["width"]), "layer": int(syn["layer"]),
+        "depth_layer": int(syn["depth_layer"]),
+        "layers": {"frontal": int(syn["layer"]), "psts": int(syn["depth_layer"])},
+        "syntax": ({"d_syntactic": int(syn["d_syntactic"]), "d_semantic": int(syn["d_semantic"])}
+                   if syn["plant_syntax"] else None),
         "model": mcfg.get("name", "tiny-gpt2"), "model_seed": int(mcfg.get("seed", 0)),
         "tr": TR, "tr_offset": tr_offset, "seed": int(syn["seed"]),
         "amplitudes": syn["amplitudes"], "frontal_current": syn["frontal_current"],
         "noise": syn["noise"],
         "patches": {name: np.flatnonzero(labels == PATCH_LABELS[name]).tolist()
-                    for name in PATCHES},
+                    for name in PATCHES
+                    if syn["plant_syntax"] or name not in ("syntactic", "semantic")},
         "medial_wall": np.flatnonzero(medial).tolist(),
     })
 
