@@ -20,6 +20,7 @@ include: "workflow/rules/bold.smk"
 include: "workflow/rules/mapping.smk"
 include: "workflow/rules/noiseceiling.smk"
 include: "workflow/rules/stats.smk"
+include: "workflow/rules/analyses.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -82,6 +82,8 @@ FIGURE_FILES = {
 def all_outputs():
     outs = [f"{RESULTS}/report.html", f"{GROUP}/group_desc-scores.npz",
             f"{GROUP}/group_desc-regions_stats.tsv"]
+    for analysis in ANALYSES:
+        outs += list(analysis_group_outputs(analysis).values())
     for s in SUBJECTS:
         outs += list(subject_outputs(s).values())
         if (config.get("noise_ceiling", {}) or {}).get("enabled", False):
@@ -139,3 +141,141 @@ def mapping_mem_mb(wildcards, input):
 def mapping_runtime(wildcards, input):
     """Minutes: 0.4 us of one core per TR x vertex x model (X + one per distance), x2 margin."""
     return int(10 + 2 * 0.4e-6 / 60 * _bold_bytes(input) / 4 * N_MODELS)
+
+
+def n_analysis_conditions(analysis):
+    """Designs an analysis fits (its cost relative to fit_scores' N_MODELS)."""
+    from brainpred.analyses import control_distances, control_kinds, syntax_distances
+
+    if analysis == "layers":
+        layers = (config.get("layers", {}) or {}).get("layers", "all")
+        return 2 * (13 if layers == "all" else len(layers))
+    if analysis == "controls":
+        c = config.get("controls", {}) or {}
+        return (1 + len(control_kinds(config)) * len(control_distances(config))
+                + len(c.get("widths") or []))
+    if analysis == "finetune":
+        from brainpred.analyses import finetune_alphas, finetune_steps
+
+        return 1 + len(finetune_alphas(config)) * len(finetune_steps(config))
+    return 1 + 2 * len(syntax_distances(config))
+
+
+def analysis_mem_mb(wildcards, input):
+    """MB: as mapping_mem_mb, with the analysis' blocks (about one per condition)."""
+    n_trs = _bold_bytes(input) / (4 * N_VERTICES)
+    blocks = n_trs * 768 * config["forecast"].get("width", 7) * \
+        n_analysis_conditions(wildcards.analysis) * 4
+    return int(2000 + 4 * _bold_bytes(input) / 2**20 + 2 * blocks / 2**20)
+
+
+def analysis_runtime(wildcards, input):
+    """Minutes: as mapping_runtime, per condition."""
+    return int(10 + 2 * 0.4e-6 / 60 * _bold_bytes(input) / 4
+               * n_analysis_conditions(wildcards.analysis))
+
+
+# ---------------------------------------------------------------------------------------------
+# Analyses (workflow/rules/analyses.smk): layers, controls, syntax, finetune
+# ---------------------------------------------------------------------------------------------
+
+from brainpred.analyses import ANALYSES as _ALL_ANALYSES, enabled as _enabled
+
+ANALYSES = [a for a in _ALL_ANALYSES if _enabled(config, a)]
+ANALYSIS_DIR = f"{RESULTS}/analyses/model-{MODEL}_layer-{LAYER}"
+_CONTROLS = config.get("controls", {}) or {}
+GENERATED = ("controls" in ANALYSES
+             and bool((_CONTROLS.get("generated", {}) or {}).get("enabled", False)))
+_SYNTAX = config.get("syntax", {}) or {}
+_FINETUNE = config.get("finetune", {}) or {}
+FT_DIR = f"{RESULTS}/finetune/model-{MODEL}"
+
+
+wildcard_constraints:
+    analysis="|".join(_ALL_ANALYSES),
+    alpha=r"[0-9.]+",
+    step=r"[0-9]+",
+
+
+def finetune_outputs(alpha):
+    return {"loss": f"{FT_DIR}/alpha-{alpha}/desc-finetune_loss.tsv",
+            "manifest": f"{FT_DIR}/alpha-{alpha}/desc-checkpoints.json"}
+
+
+def finetune_features_file(key, story):
+    return f"{FT_DIR}/features/{key}/story-{story}_desc-activations.npz"
+
+
+def finetune_models(stories):
+    """key -> features files of the stories, for every (alpha, step) evaluated."""
+    from brainpred.analyses import finetune_alphas, finetune_key, finetune_steps
+
+    return {finetune_key(a, s): [finetune_features_file(finetune_key(a, s), st)
+                                 for st in stories]
+            for a in finetune_alphas(config) for s in finetune_steps(config)}
+
+
+def finetune_corpus_files():
+    corpus = _FINETUNE.get("corpus", "stories")
+    if corpus == "stories":
+        return [f"{RESULTS}/words/story-{s}_desc-text.txt" for s in STORIES]
+    if isinstance(corpus, list):
+        return list(corpus)
+    return []   # a HuggingFace datasets spec: nothing to track
+
+
+def analysis_fit_output(analysis, fit):
+    return f"{ANALYSIS_DIR}/{analysis}/fits/{fit}_desc-{analysis}_scores.npz"
+
+
+def analysis_group_outputs(analysis):
+    from brainpred.analyses import ARGMAX_MAPS, STACK_MAPS
+
+    prefix = f"{ANALYSIS_DIR}/{analysis}/group"
+    out = {"npz": f"{prefix}_desc-{analysis}_scores.npz",
+           "regions": f"{prefix}_desc-{analysis}regions_scores.tsv",
+           "regions_stats": f"{prefix}_desc-{analysis}regions_stats.tsv"}
+    for name in [*ARGMAX_MAPS.get(analysis, {}), *STACK_MAPS.get(analysis, [])]:
+        if analysis == "controls" and not _CONTROLS.get("widths"):
+            continue
+        for h in "LR":
+            out[f"{name}_{h}"] = f"{prefix}_space-{SPACE}_hemi-{h}_desc-{name}.func.gii"
+    return out
+
+
+def analysis_figure_files(analysis):
+    from brainpred.analyses import FIGURES as _FIGS, figure_keys
+
+    return {k: f"{FIGURES}/desc-{k}_{_FIGS[analysis][k]}.png"
+            for k in figure_keys(analysis, config)}
+
+
+def finetune_loss_files():
+    from brainpred.analyses import finetune_alphas
+
+    return [finetune_outputs(f"{a:g}")["loss"] for a in finetune_alphas(config)]
+
+
+def continuations_file(story):
+    return (f"{RESULTS}/features/model-{MODEL}/"
+            f"story-{story}_layer-{LAYER}_desc-continuations.npz")
+
+
+def syntax_file(story):
+    return f"{RESULTS}/features/model-{MODEL}/story-{story}_desc-syntactic_activations.npz"
+
+
+def analysis_fit_input(w):
+    inputs = fit_scores_input(w)
+    stories = sorted(fit_runs(w.fit)["story"].unique())
+    if w.analysis == "controls":
+        if GENERATED:
+            inputs["generated"] = [continuations_file(s) for s in stories]
+        if _CONTROLS.get("widths") and _CONTROLS.get("width_distance", "best") == "best":
+            inputs["group"] = f"{GROUP}/group_desc-scores.npz"
+    if w.analysis == "syntax":
+        inputs["syntactic"] = [syntax_file(s) for s in stories]
+    if w.analysis == "finetune":
+        for key, files in finetune_models(stories).items():
+            inputs[f"model_{key}"] = files
+    return inputs

@@ -38,6 +38,8 @@ rule figures:
 rule report:
     input:
         **FIGURE_FILES,
+        **{k: v for a in ANALYSES for k, v in analysis_figure_files(a).items()},
+        analysis_regions=[analysis_group_outputs(a)["regions_stats"] for a in ANALYSES],
         table=f"{RESULTS}/tables/desc-runs_table.tsv",
         regions=f"{GROUP}/group_desc-regions_stats.tsv",
     output:

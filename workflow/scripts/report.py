@@ -1,13 +1,20 @@
 """Rule report: the self-contained HTML report."""
+from brainpred.analyses import FIGURE_CAPTIONS as ANALYSIS_CAPTIONS
 from brainpred.pipeline import FIGURE_CAPTIONS, make_report
 from brainpred.workflow import setup_logging
 
 setup_logging(snakemake.log[0])
-keys = [k for k in FIGURE_CAPTIONS if k in snakemake.input.keys()]
-make_report([snakemake.input[k] for k in keys], [FIGURE_CAPTIONS[k] for k in keys],
-            snakemake.params.config, snakemake.output[0],
-            tables=[(snakemake.input.table, "Subject x story table (kept and excluded runs)"),
-                    (snakemake.input.regions,
-                     "Region statistics: mean across subjects, 95% CI, two-sided Wilcoxon p and "
-                     "BH-adjusted q across the regions of a level (whole cortex, split parcels, "
-                     "bilateral regions, key regions) for every score")])
+captions = {**FIGURE_CAPTIONS, **ANALYSIS_CAPTIONS}
+keys = [k for k in captions if k in snakemake.input.keys()]
+tables = [(snakemake.input.table, "Subject x story table (kept and excluded runs)"),
+          (snakemake.input.regions,
+           "Region statistics: mean across subjects, 95% CI, two-sided Wilcoxon p and "
+           "BH-adjusted q across the regions of a level (whole cortex, split parcels, "
+           "bilateral regions, key regions) for every score")]
+for path in snakemake.input.analysis_regions:
+    analysis = path.rsplit("group_desc-", 1)[1].split("regions_stats")[0]
+    tables.append((path, f"Region statistics of the {analysis} analysis (measure, series, x: "
+                         "layer, distance or width; mean across subjects, 95% CI, Wilcoxon p, "
+                         "BH q)"))
+make_report([snakemake.input[k] for k in keys], [captions[k] for k in keys],
+            snakemake.params.config, snakemake.output[0], tables=tables)

@@ -1,0 +1,8 @@
+"""Rule analysis_figures_<analysis>: the figures of one analysis."""
+from brainpred.analyses import make_analysis_figures
+from brainpred.workflow import setup_logging
+
+setup_logging(snakemake.log[0])
+make_analysis_figures(snakemake.params.analysis, snakemake.input.npz, snakemake.input.regions,
+                      snakemake.params.config, dict(snakemake.output.items()),
+                      loss_tsvs=list(snakemake.input.loss))

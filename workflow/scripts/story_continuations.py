@@ -1,0 +1,9 @@
+"""Rule story_continuations: activations of the model's own continuation after every word."""
+from brainpred.analyses import make_story_continuations
+from brainpred.workflow import limit_threads, setup_logging
+
+setup_logging(snakemake.log[0])
+limit_threads(snakemake.threads)
+make_story_continuations(snakemake.input.words, snakemake.input.text, snakemake.params.model,
+                         snakemake.params.controls, int(snakemake.params.layer),
+                         int(snakemake.params.horizon), snakemake.output[0])

@@ -1,0 +1,9 @@
+"""Rule story_syntax: syntactic part of the activations of one story."""
+from brainpred.analyses import make_story_syntax
+from brainpred.workflow import limit_threads, setup_logging
+
+setup_logging(snakemake.log[0])
+limit_threads(snakemake.threads)
+make_story_syntax(snakemake.input.words, snakemake.input.text, snakemake.params.model,
+                  snakemake.params.syntax, list(snakemake.input.corpus_words),
+                  list(snakemake.input.corpus_text), snakemake.output[0])
