@@ -21,6 +21,8 @@ from brainpred import features as F  # noqa: E402
 from brainpred.design import forecast_windows  # noqa: E402
 from brainpred.errors import ConfigError  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 _SENTENCES = [
     "Jonah whispered she couldn't know why.",
     "His golden sailor stopped never.",
@@ -36,26 +38,6 @@ _SENTENCES = [
 
 
 # ------------------------------------------------------------------------------------ helpers
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The model is tiny: one thread is as fast and immune to a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("brainpred-cache")
-    old = os.environ.get("BRAINPRED_CACHE")
-    os.environ["BRAINPRED_CACHE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("BRAINPRED_CACHE", None)
-    else:
-        os.environ["BRAINPRED_CACHE"] = old
 
 
 @pytest.fixture(scope="module")

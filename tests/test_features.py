@@ -17,32 +17,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from brainpred import features as F  # noqa: E402
 from brainpred.errors import ConfigError, DataError  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 NARRATIVES = Path(__file__).resolve().parents[2] / "shared" / "narratives"
 GENTLE = NARRATIVES / "stimuli" / "gentle"
 
 
 # ------------------------------------------------------------------------------------ helpers
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The models here are tiny: one thread is as fast and immune to a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    """Point BRAINPRED_CACHE at a temporary directory for the whole session."""
-    path = tmp_path_factory.mktemp("brainpred-cache")
-    old = os.environ.get("BRAINPRED_CACHE")
-    os.environ["BRAINPRED_CACHE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("BRAINPRED_CACHE", None)
-    else:
-        os.environ["BRAINPRED_CACHE"] = old
 
 
 @pytest.fixture(scope="session")

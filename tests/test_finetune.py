@@ -21,27 +21,8 @@ from brainpred.errors import ConfigError, DataError  # noqa: E402
 
 # ------------------------------------------------------------------------------------ helpers
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The model is tiny: one thread is as fast and immune to a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def cache_dir(tmp_path_factory):
-    """BRAINPRED_CACHE in a temporary directory (the tokenizer files are copied there)."""
-    path = tmp_path_factory.mktemp("brainpred-cache")
-    old = os.environ.get("BRAINPRED_CACHE")
-    os.environ["BRAINPRED_CACHE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("BRAINPRED_CACHE", None)
-    else:
-        os.environ["BRAINPRED_CACHE"] = old
-
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "cache_dir")
 
 @pytest.fixture(scope="module")
 def tok(cache_dir):

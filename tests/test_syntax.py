@@ -11,7 +11,6 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -23,6 +22,8 @@ from brainpred.errors import ConfigError, DataError  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------ fixtures
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 _LEX = {
     "Det": ["the", "a", "that", "every", "her", "his", "our"],
@@ -123,14 +124,6 @@ def _story(n_sentences, seed):
     for _ in range(n_sentences):
         chunks += _sentence_chunks(rng)
     return _table(chunks)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
