@@ -1,7 +1,10 @@
 # brainpred: brain scores and forecast scores of language models on Narratives fMRI
 # (Caucheteux, Gramfort & King 2023). Configuration: config/config.yaml (see config/README.md).
 
+import yaml
 from snakemake.utils import min_version, validate
+
+from brainpred.workflow import coerce_config
 
 min_version("8.0")
 
@@ -9,6 +12,9 @@ min_version("8.0")
 configfile: "config/config.yaml"
 
 
+# --config section='{key: value}' gives nested values as strings: give them their schema types
+with open(f"{workflow.basedir}/workflow/schemas/config.schema.yaml") as _f:
+    coerce_config(config, yaml.safe_load(_f))
 validate(config, "workflow/schemas/config.schema.yaml")
 
 

@@ -84,3 +84,26 @@ def test_every_config_key_is_documented():
     schema = yaml.safe_load(SCHEMA.read_text())
     for section, values in cfg.items():
         assert set(values) <= set(schema["properties"][section]["properties"]), section
+
+
+def test_cli_overrides_get_their_schema_types():
+    """snakemake --config section='{key: value}' gives strings; coerce_config types them."""
+    from brainpred.workflow import coerce_config
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    cfg = _default_config()
+    cfg["layers"].update(enabled="false", layers=["0", "8"], distance="8")
+    cfg["features"]["layer"] = "6"
+    cfg["mapping"]["alphas"] = {"start": "-1", "stop": "8", "num": "10"}
+    cfg["controls"].update(distances="null", width_distance="best")
+    cfg["finetune"].update(lr="5e-5", alphas=["0", "0.5"])
+    cfg["dataset"]["tasks"] = ["pieman"]
+    coerce_config(cfg, schema)
+    assert cfg["layers"] == {"enabled": False, "layers": [0, 8], "distance": 8}
+    assert cfg["features"]["layer"] == 6
+    assert cfg["mapping"]["alphas"] == {"start": -1, "stop": 8, "num": 10}
+    assert cfg["controls"]["distances"] is None and cfg["controls"]["width_distance"] == "best"
+    assert cfg["finetune"]["lr"] == 5e-5 and cfg["finetune"]["alphas"] == [0.0, 0.5]
+    assert cfg["dataset"]["tasks"] == ["pieman"]
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate(cfg, schema)
