@@ -139,10 +139,69 @@ def test_snakemake_report_captions_exist_and_flag_synthetic_data():
                   "model": {"name": "tiny-gpt2"}, "features": {"layer": 8},
                   "stats": {"dstar_reference": [0, 8], "dstar_mask": "ci"}}
 
-    for key in list(pipeline.FIGURE_CAPTIONS) + ["workflow", "report_html"]:
+    from brainpred import analyses
+
+    for key in (list(pipeline.FIGURE_CAPTIONS) + list(analyses.FIGURE_CAPTIONS)
+                + ["workflow", "report_html"]):
         text = (root / f"{key}.rst").read_text(encoding="utf-8")
         out = jinja2.Template(text).render(snakemake=_Smk)
         assert "SYNTHETIC DATA" in out, key
         _Smk.config["dataset"]["source"] = "local"
         assert "SYNTHETIC DATA" not in jinja2.Template(text).render(snakemake=_Smk), key
         _Smk.config["dataset"]["source"] = "synthetic"
+
+
+def test_plot_region_curves_draws_every_series_and_checks_columns(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = [(f"sub-{s}", region, series, x, rng.normal(0.01 * x * (series == "a"), 0.01))
+            for s in range(4) for region in ("whole cortex", "IFG")
+            for series in ("a", "b") for x in (0, 4, 8)]
+    table = pd.DataFrame(rows, columns=["subject", "region", "series", "x", "value"])
+    out = figures.plot_region_curves(table, tmp_path / "c.png", synthetic=True,
+                                     regions=["IFG", "absent", "whole cortex"],
+                                     series=["a", "b", "absent"], xlabel="x", ylabel="y",
+                                     title="t", true_x={"IFG": 8}, labels={"a": "A"})
+    assert _is_png(out, min_bytes=10_000)
+    with pytest.raises(ValueError, match="lacks columns"):
+        figures.plot_region_curves(table.drop(columns="series"), tmp_path / "d.png", True)
+    with pytest.raises(ValueError, match="nothing to draw"):
+        figures.plot_region_curves(table, tmp_path / "e.png", True, regions=["absent"])
+
+
+def test_analysis_figures_are_drawn(tmp_path):
+    """make_analysis_figures draws the figures of each analysis from its group outputs."""
+    import json
+    from dataclasses import asdict
+
+    from brainpred import analyses
+    from brainpred.io import save_npz
+
+    rng = np.random.default_rng(2)
+    V = 2 * figures.N_FSAVERAGE5
+    cfg = {"dataset": {"source": "synthetic", "root": str(tmp_path / "none")},
+           "forecast": {"distances": [0, 8], "width": 3}, "features": {"layer": 2},
+           "layers": {"enabled": True, "layers": [0, 2, 4], "distance": 8},
+           "controls": {"enabled": True, "distances": [0, 8], "widths": [1, 3]},
+           "syntax": {"enabled": True, "distances": [0, 8]},
+           "stats": {"ci": 0.95, "fdr_q": 0.05, "dstar_mask": "none"},
+           "regions": {"key": []}}
+    for analysis in ("layers", "controls", "syntax"):
+        conds = analyses.conditions(analysis, cfg, n_layers=4, width_distance=8)
+        fits = []
+        for s in range(3):
+            path = tmp_path / f"{analysis}-fit-{s}.npz"
+            save_npz(path, conditions=np.array([c.name for c in conds]),
+                     conditions_json=np.array(json.dumps([asdict(c) for c in conds])),
+                     subjects=np.array([f"sub-00{s}"]), analysis=np.array(analysis),
+                     width_distance=np.array(8),
+                     **{f"sub-00{s}__scores": rng.normal(0.05, 0.02, (len(conds), V))})
+            fits.append(path)
+        outputs = {"npz": tmp_path / f"{analysis}.npz",
+                   "regions": tmp_path / f"{analysis}_regions.tsv",
+                   "regions_stats": tmp_path / f"{analysis}_stats.tsv"}
+        analyses.make_analysis_group(fits, analysis, cfg, outputs)
+        keys = analyses.figure_keys(analysis, cfg)
+        pngs = {k: tmp_path / f"{k}.png" for k in keys}
+        analyses.make_analysis_figures(analysis, outputs["npz"], outputs["regions"], cfg, pngs)
+        for k in keys:
+            assert _is_png(pngs[k], min_bytes=10_000), (analysis, k)

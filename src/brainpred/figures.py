@@ -332,7 +332,7 @@ def plot_region_curves(table, out_png, synthetic, regions=None, series=None, xla
     true_x : float or dict, optional
         Planted value (synthetic data): a dotted vertical line; a dict maps region -> value.
     mark_best : bool
-        Dashed line at the argmax of the first series' mean curve.
+        Dashed line at the argmax of each series' mean curve (when it has more than one x).
     level : float
         Confidence level of the bands (Student t across subjects).
     labels : dict, optional
@@ -374,9 +374,10 @@ def plot_region_curves(table, out_png, synthetic, regions=None, series=None, xla
             ax.fill_between(x, low, high, color=color, alpha=0.2, lw=0)
             ax.plot(x, mean, color=color, lw=2, marker="o", ms=3,
                     label=f"{labels.get(s, s)} (n={wide.shape[0]})")
-            if mark_best and i == 0 and np.any(np.isfinite(mean)):
+            if mark_best and len(x) > 1 and np.any(np.isfinite(mean)):
                 best = x[int(np.nanargmax(mean))]
-                ax.axvline(best, color=color, ls="--", lw=1.2, label=f"best = {best:g}")
+                ax.axvline(best, color=color, ls="--", lw=1.2,
+                           label=f"best {labels.get(s, s)} = {best:g}")
         tx = true_x.get(region) if isinstance(true_x, dict) else true_x
         if tx is not None:
             ax.axvline(tx, color="k", ls=":", lw=1.5, label=f"true = {tx:g}")
