@@ -68,7 +68,7 @@ rule finetune_train:
         **finetune_outputs("{alpha}"),
     params:
         model=config["model"],
-        config=config,
+        config=config_for("finetune"),
         work_dir=lambda w: f"{FT_DIR}/alpha-{w.alpha}/train",
         corpus=lambda w, input: list(input.corpus) or _FINETUNE.get("corpus"),
     conda:
@@ -119,7 +119,7 @@ rule analysis_fit:
     output:
         analysis_fit_output("{analysis}", "{fit}"),
     params:
-        config=config,
+        config=lambda w: config_for("features", "forecast", "mapping", w.analysis),
         subjects=lambda w: FITS[w.fit],
         stories=lambda w: sorted(fit_runs(w.fit)["story"].unique()),
         basenames=lambda w: list(fit_runs(w.fit).drop_duplicates("basename")["basename"]),
@@ -151,7 +151,7 @@ for _analysis in ANALYSES:
         output:
             **analysis_group_outputs(_analysis),
         params:
-            config=config,
+            config=config_for("stats", "regions", _analysis),
             analysis=_analysis,
         conda:
             "../envs/brainpred.yaml"
@@ -186,7 +186,7 @@ for _analysis in ANALYSES:
                 for k, v in analysis_figure_files(_analysis).items()
             },
         params:
-            config=config,
+            config=config_for("dataset", "stats", "regions", _analysis),
             analysis=_analysis,
         conda:
             "../envs/brainpred.yaml"

@@ -29,6 +29,16 @@ wildcard_constraints:
     story=r"[A-Za-z0-9]+",
     basename=r"sub-[0-9]+_task-[A-Za-z0-9]+(_run-[0-9]+)?",
     fit=r"fit-[0-9]+",
+    task=r"[A-Za-z0-9]+",
+
+
+def config_for(*sections, **extra):
+    """The config sections a rule's jobs read, as its ``params.config``: Snakemake re-runs a job
+    when its params change, so a job must see only what it uses (editing the report title
+    must not refit the ridge)."""
+    out = {k: config[k] for k in sections if k in config}
+    out.update(extra)
+    return out
 
 
 def gifti(subject, basename, hemi):

@@ -10,7 +10,9 @@ if config["dataset"]["source"] == "synthetic":
             [f"{ROOT}/{f}" for f in _synthetic_files(config)],
         params:
             root=lambda w, output: dataset_root(output[0], 0),
-            config=config,
+            # the generator uses the pipeline's FIR span, model and syntax settings
+            config=config_for("synthetic", "model", "features", "syntax",
+                              mapping={"delays": config["mapping"]["delays"]}),
         conda:
             "../envs/brainpred.yaml"
         log:
@@ -34,7 +36,7 @@ rule run_table:
         f"{RESULTS}/tables/desc-runs_table.tsv",
     params:
         root=lambda w, input: dataset_root(input.participants, 0),
-        config=config,
+        config=config_for("dataset", "synthetic"),
     conda:
         "../envs/brainpred.yaml"
     log:

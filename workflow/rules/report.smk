@@ -20,7 +20,7 @@ rule figures:
             for k, v in FIGURE_FILES.items()
         },
     params:
-        config=config,
+        config=config_for("dataset", "stats", "regions", "noise_ceiling"),
     conda:
         "../envs/brainpred.yaml"
     log:

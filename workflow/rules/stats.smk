@@ -46,7 +46,7 @@ rule group:
     output:
         **GROUP_OUTPUTS,
     params:
-        config=config,
+        config=config_for("stats", "noise_ceiling", "regions"),
     conda:
         "../envs/brainpred.yaml"
     log:
