@@ -89,3 +89,34 @@ def test_percent_of_ceiling():
 def test_shapes_must_match():
     with pytest.raises(ValueError):
         nc.ceiling_scores(np.zeros((10, 2)), np.zeros((10, 3)))
+
+
+def test_listener_sums_give_the_same_leave_one_out_mean(tmp_path):
+    """Subtracting a subject's run from the listeners' sum equals averaging the others."""
+    runs, bold = _subjects(n_subjects=5, n_trs=60, V=12)
+    bold["sub-003_task-a"][5:9, 2] = np.nan           # missing values are counted out
+    load = lambda b, n: bold[b][:n]                   # noqa: E731
+    sums = nc.listener_sums(runs, load)
+    total, count, members = sums[("a", "")]
+    assert members["subject"].tolist() == [f"sub-{s:03d}" for s in range(1, 6)]
+    assert count[5, 2] == 4 and count[0, 0] == 5
+    nc.save_listener_sums(tmp_path / "sums.npz", sums)
+    loaded = nc.load_listener_sums([tmp_path / "sums.npz"])
+    for subject in ("sub-001", "sub-003", "sub-005"):
+        Y, P, lengths, n_others = nc.other_subjects_mean(subject, runs, load)
+        Y2, P2, lengths2, n_others2 = nc.other_subjects_mean(subject, runs, load, sums=loaded)
+        np.testing.assert_array_equal(Y, Y2)
+        np.testing.assert_allclose(P2, P, rtol=1e-5, atol=1e-5)
+        assert lengths == lengths2 and n_others == n_others2 == [4]
+
+
+def test_listener_sums_reject_unequal_lengths_and_missing_story():
+    from brainpred.errors import DataError
+
+    runs, bold = _subjects(n_subjects=3, n_trs=40, V=4)
+    bad = runs.copy()
+    bad.loc[0, "n_trs"] = 30
+    with pytest.raises(DataError, match="different lengths"):
+        nc.listener_sums(bad, lambda b, n: bold[b][:n])
+    with pytest.raises(DataError, match="no listener sum"):
+        nc.other_subjects_mean("sub-001", runs, lambda b, n: bold[b][:n], sums={})

@@ -97,12 +97,15 @@ def test_no_job_holds_two_subjects_bold(paper_dry_run):
             assert not npy, f"{rule} reads BOLD: {sorted(npy)[:3]}"
             continue
         if rule == "noise_ceiling":
-            # the mean of the other listeners of the subject's stories, accumulated one run at
-            # a time (brainpred.noise_ceiling.other_subjects_mean): only runs of those tasks
+            # its own runs and the listener sums of its tasks: no other subject's BOLD
             subject = fields["wildcards"].split("=")[1]
-            tasks = set(TASK.findall(fields["input"]))
-            own = set(plan.loc[plan["subject"] == subject, "task"])
-            assert tasks == own, (subject, tasks, own)
+            assert npy == {subject}, (subject, sorted(npy)[:3])
+            assert "desc-listenersum" in fields["input"]
+            continue
+        if rule == "listener_sums":
+            # every listener of one task, added up one run at a time
+            task = fields["wildcards"].split("=")[1]
+            assert set(TASK.findall(fields["input"])) == {task}
             continue
         assert len(npy) <= 1, f"{rule} reads the BOLD of {sorted(npy)}"
         if rule == "subject_scores":

@@ -32,7 +32,7 @@ from .design import fir_delays
 from .errors import DataError
 from .mapping import contiguous_folds, pearson_r
 
-__all__ = ["other_subjects_mean", "ceiling_scores", "percent_of_ceiling"]
+__all__ = ["listener_sums", "other_subjects_mean", "ceiling_scores", "percent_of_ceiling"]
 
 DEFAULT_ALPHAS = np.logspace(-1, 8, 10)
 
@@ -43,7 +43,55 @@ def _story_key(row):
     return (str(row.task), cond)
 
 
-def other_subjects_mean(subject, runs, load):
+def _listeners(runs, key):
+    """The runs summed for a story: one per subject (its last), as the ceiling averages them."""
+    g = runs[runs["story_key"] == key]
+    return g.drop_duplicates("subject", keep="last").drop_duplicates("basename")
+
+
+def listener_sums(runs, load):
+    """Sum and count of all listeners' BOLD per story, read one run at a time.
+
+    Parameters
+    ----------
+    runs : DataFrame
+        Kept rows of the run table (``subject``, ``task``, ``basename``, ``n_trs``, optionally
+        ``condition``), e.g. every run of one task.
+    load : callable
+        ``load(basename, n_trs) -> (n_trs, n_vertices)``.
+
+    Returns
+    -------
+    dict
+        ``(task, condition) -> (total, count, members)``: ``total`` (n_trs, n_vertices) float64
+        sum of the listeners' finite values, ``count`` (n_trs, n_vertices) int32 how many were
+        finite, ``members`` DataFrame (``subject``, ``basename``) of the summed runs (one per
+        subject, its last). The leave-one-out mean of a subject is then
+        ``(total - own) / (count - own_finite)`` (:func:`other_subjects_mean` with ``sums``):
+        every run is read once per story instead of once per other listener.
+    """
+    runs = runs.copy()
+    runs["story_key"] = [_story_key(r) for r in runs.itertuples()]
+    out = {}
+    for key in pd.unique(runs["story_key"]):
+        members = _listeners(runs, key)
+        lengths = set(int(n) for n in members["n_trs"])
+        if len(lengths) > 1:
+            raise DataError(f"noise ceiling: the runs of {key[0]} have different lengths "
+                            f"{sorted(lengths)}; the run table crops a task to a common length, "
+                            "re-run snakemake.")
+        n = lengths.pop()
+        total = count = None
+        for b in members["basename"]:
+            y = np.asarray(load(b, n), dtype=np.float64)
+            ok = np.isfinite(y)
+            total = np.where(ok, y, 0.0) if total is None else total + np.where(ok, y, 0.0)
+            count = ok.astype(np.int32) if count is None else count + ok
+        out[key] = (total, count, members[["subject", "basename"]].reset_index(drop=True))
+    return out
+
+
+def other_subjects_mean(subject, runs, load, sums=None):
     """The mean BOLD of the other subjects who heard each of ``subject``'s runs.
 
     Parameters
@@ -56,6 +104,9 @@ def other_subjects_mean(subject, runs, load):
     load : callable
         ``load(basename, n_trs) -> (n_trs, n_vertices)`` the run's BOLD as the encoding model
         sees it (z-scored per run).
+    sums : dict, optional
+        :func:`listener_sums` of the subject's stories: the others' mean is the sum minus the
+        subject's own run (no other run is read). Without it, the other runs are read here.
 
     Returns
     -------
@@ -76,23 +127,43 @@ def other_subjects_mean(subject, runs, load):
         raise DataError(f"noise ceiling: no kept run for {subject}.")
     Ys, Ps, lengths, n_others = [], [], [], []
     for row in mine.itertuples():
-        others = runs[(runs["story_key"] == row.story_key) & (runs["subject"] != subject)]
-        others = others.drop_duplicates("subject", keep="last").drop_duplicates("basename")
-        if others.empty:
-            continue
         n = int(row.n_trs)
-        total, count = None, None
-        for b in others["basename"]:
-            y = np.asarray(load(b, n), dtype=np.float64)
-            ok = np.isfinite(y)
-            total = np.where(ok, y, 0.0) if total is None else total + np.where(ok, y, 0.0)
-            count = ok.astype(np.int64) if count is None else count + ok
+        if sums is None:
+            others = _listeners(runs[runs["subject"] != subject], row.story_key)
+            if others.empty:
+                continue
+            total, count = None, None
+            for b in others["basename"]:
+                y = np.asarray(load(b, n), dtype=np.float64)
+                ok = np.isfinite(y)
+                total = np.where(ok, y, 0.0) if total is None else total + np.where(ok, y, 0.0)
+                count = ok.astype(np.int64) if count is None else count + ok
+            n_other = len(others)
+        else:
+            if row.story_key not in sums:
+                raise DataError(f"noise ceiling: no listener sum of {row.story_key[0]} for "
+                                f"{subject}; re-run snakemake.")
+            total, count, members = sums[row.story_key]
+            if total.shape[0] != n:
+                raise DataError(f"noise ceiling: the listener sum of {row.story_key[0]} has "
+                                f"{total.shape[0]} TRs, {row.basename} {n}; re-run snakemake.")
+            total = np.asarray(total, dtype=np.float64)
+            count = np.asarray(count, dtype=np.int64)
+            own = members[members["subject"] == subject]
+            if len(own):
+                y = np.asarray(load(own["basename"].iloc[0], n), dtype=np.float64)
+                ok = np.isfinite(y)
+                total = total - np.where(ok, y, 0.0)
+                count = count - ok
+            n_other = len(members) - len(own)
+            if n_other == 0:
+                continue
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
         Ys.append(np.asarray(load(row.basename, n), dtype=np.float32))
         Ps.append(mean.astype(np.float32))
         lengths.append(n)
-        n_others.append(len(others))
+        n_others.append(n_other)
     if not Ys:
         return None, None, [], []
     return np.concatenate(Ys), np.concatenate(Ps), lengths, n_others
@@ -267,3 +338,37 @@ def runs_frame(table):
         kept["condition"] = ""
     kept["condition"] = kept["condition"].fillna("").astype(str)
     return pd.DataFrame(kept)
+
+
+def save_listener_sums(path, sums):
+    """Write :func:`listener_sums` to one ``.npz`` (atomically): totals as float32 (sums of
+    z-scored values), counts as int32, and the members and story keys as JSON."""
+    import json
+
+    from .io import save_npz
+
+    arrays, keys = {}, []
+    for i, (key, (total, count, members)) in enumerate(sums.items()):
+        arrays[f"s{i}__total"] = np.asarray(total, dtype=np.float32)
+        arrays[f"s{i}__count"] = np.asarray(count, dtype=np.int32)
+        keys.append({"task": key[0], "condition": key[1],
+                     "subject": members["subject"].tolist(),
+                     "basename": members["basename"].tolist()})
+    save_npz(path, keys_json=np.array(json.dumps(keys)), **arrays)
+
+
+def load_listener_sums(paths):
+    """Read and merge :func:`save_listener_sums` files: ``(task, condition) -> (total, count,
+    members)``."""
+    import json
+
+    from .io import load_npz
+
+    out = {}
+    for path in paths:
+        z = load_npz(path)
+        for i, k in enumerate(json.loads(str(z["keys_json"]))):
+            out[(k["task"], k["condition"])] = (
+                z[f"s{i}__total"], z[f"s{i}__count"],
+                pd.DataFrame({"subject": k["subject"], "basename": k["basename"]}))
+    return out

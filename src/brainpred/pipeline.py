@@ -831,7 +831,39 @@ FIGURE_CAPTIONS = {
 # Noise ceiling
 # --------------------------------------------------------------------------------------------
 
-def make_noise_ceiling(subject, run_table_tsv, bold_paths, config, outputs):
+def make_listener_sums(task, run_table_tsv, bold_paths, config, out_npz):
+    """Rule ``listener_sums``: the sum of every listener's BOLD of one task, per story.
+
+    Each run is read once; the per-subject noise ceilings then subtract their own run from the
+    sum (:func:`brainpred.noise_ceiling.listener_sums`) instead of re-reading every other
+    listener (a cost quadratic in the listeners of a story).
+
+    Parameters
+    ----------
+    task : str
+    run_table_tsv : path
+    bold_paths : dict
+        ``basename -> BOLD .npy`` of every kept run of the task.
+    config : dict
+        ``mapping.zscore_runs``.
+    out_npz : path
+    """
+    from . import noise_ceiling as nc
+
+    table = io.read_tsv(run_table_tsv, dtype={"run": str})
+    runs = nc.runs_frame(table)
+    runs = runs[runs["task"] == task]
+    if runs.empty:
+        raise DataError(f"{run_table_tsv}: no kept run of task {task}.")
+    zscore = config["mapping"].get("zscore_runs", True)
+    sums = nc.listener_sums(runs, lambda b, n: load_run_bold(bold_paths[b], n, zscore))
+    for key, (_, _, members) in sums.items():
+        log.info("%s%s: summed %d listeners", key[0], f" ({key[1]})" if key[1] else "",
+                 len(members))
+    nc.save_listener_sums(out_npz, sums)
+
+
+def make_noise_ceiling(subject, run_table_tsv, bold_paths, config, outputs, sums_paths=None):
     """Rule ``noise_ceiling``: how well the other subjects' mean BOLD predicts this subject.
 
     Parameters
@@ -839,13 +871,16 @@ def make_noise_ceiling(subject, run_table_tsv, bold_paths, config, outputs):
     subject : str
     run_table_tsv : path
     bold_paths : dict
-        ``basename -> BOLD .npy`` for the subject's runs and every other kept run of the same
-        stories.
+        ``basename -> BOLD .npy``: the subject's runs (with ``sums_paths``), or its runs and
+        every other kept run of the same stories (without).
     config : dict
         ``mapping`` (delays, alphas, folds, z-scoring) and ``noise_ceiling`` (``batch``).
     outputs : dict
         ``npz`` (``subject``, ``noise_ceiling`` (V,), ``n_others``), ``ceiling_L``,
         ``ceiling_R`` (GIfTI).
+    sums_paths : list of path, optional
+        :func:`make_listener_sums` files of the subject's tasks: the others' mean is the sum
+        minus the subject's run.
 
     Notes
     -----
@@ -868,7 +903,8 @@ def make_noise_ceiling(subject, run_table_tsv, bold_paths, config, outputs):
     def load(basename, n):
         return load_run_bold(bold_paths[basename], n, zscore)
 
-    Y, P, lengths, n_others = nc.other_subjects_mean(subject, runs, load)
+    sums = nc.load_listener_sums(sums_paths) if sums_paths else None
+    Y, P, lengths, n_others = nc.other_subjects_mean(subject, runs, load, sums=sums)
     if Y is None:
         first = mine.iloc[0]
         n_vertices = load(first["basename"], int(first["n_trs"])).shape[1]

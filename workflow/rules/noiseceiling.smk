@@ -1,6 +1,8 @@
 # Noise ceiling (method.md §1.7): per subject, the mean BOLD of the other subjects who heard the
 # same stories predicts this subject's BOLD (per vertex, same FIR delays, ridge, folds and r as the
-# brain score). Switch: noise_ceiling.enabled (config).
+# brain score). Switch: noise_ceiling.enabled (config). listener_sums adds up every listener of a
+# task once; each noise_ceiling job subtracts its own run from the sum (linear, not quadratic, in
+# the listeners of a story) and reads no other subject's BOLD.
 
 NOISE_CEILING = bool((config.get("noise_ceiling", {}) or {}).get("enabled", False))
 CEILING = f"{RESULTS}/noiseceiling"
@@ -11,27 +13,53 @@ CEILING_OUTPUTS = {
     "ceiling_L": f"{CEILING}/{{subject}}/{{subject}}_space-{SPACE}_hemi-L_desc-noiseceiling.func.gii",
     "ceiling_R": f"{CEILING}/{{subject}}/{{subject}}_space-{SPACE}_hemi-R_desc-noiseceiling.func.gii",
 }
-# the subject's runs and every run of the same tasks (the other listeners), per subject
-CEILING_RUNS = {
-    s: PLAN[PLAN["task"].isin(set(subject_runs(s)["task"]))].drop_duplicates("basename")
-    for s in SUBJECTS
-}
+TASK_RUNS = {t: g.drop_duplicates("basename") for t, g in PLAN.groupby("task", sort=True)}
+
+
+def listener_sum_file(task):
+    return f"{CEILING}/tasks/task-{task}_space-{SPACE}_desc-listenersum_bold.npz"
+
+
+def bold_file(subject, basename):
+    return f"{RESULTS}/bold/{subject}/{basename}_space-{SPACE}_desc-clean_bold.npy"
+
+
+rule listener_sums:
+    input:
+        table=f"{RESULTS}/tables/desc-runs_table.tsv",
+        bold=lambda w: [
+            bold_file(s, b) for s, b in zip(TASK_RUNS[w.task]["subject"], TASK_RUNS[w.task]["basename"])
+        ],
+    output:
+        listener_sum_file("{task}"),
+    params:
+        config=config_for("mapping", "noise_ceiling"),
+        basenames=lambda w: list(TASK_RUNS[w.task]["basename"]),
+    conda:
+        "../envs/brainpred.yaml"
+    log:
+        "logs/listener_sums/{task}.log",
+    benchmark:
+        "benchmarks/out/listener_sums/{task}.tsv"
+    threads: 1
+    resources:
+        # one run at a time plus the float64 sum and count: ~4 x a run's float32 size
+        mem_mb=lambda w, input: 1000 + 5 * max(os.path.getsize(p) for p in input.bold) // 2**20,
+        runtime=lambda w: 10 + len(TASK_RUNS[w.task]) // 10,
+    script:
+        "../scripts/listener_sums.py"
 
 
 rule noise_ceiling:
     input:
         table=f"{RESULTS}/tables/desc-runs_table.tsv",
-        bold=lambda w: [
-            f"{RESULTS}/bold/{s}/{b}_space-{SPACE}_desc-clean_bold.npy"
-            for s, b in zip(
-                CEILING_RUNS[w.subject]["subject"], CEILING_RUNS[w.subject]["basename"]
-            )
-        ],
+        bold=lambda w: [bold_file(w.subject, b) for b in subject_runs(w.subject)["basename"].unique()],
+        sums=lambda w: [listener_sum_file(t) for t in sorted(subject_runs(w.subject)["task"].unique())],
     output:
         **CEILING_OUTPUTS,
     params:
-        config=config,
-        basenames=lambda w: list(CEILING_RUNS[w.subject]["basename"]),
+        config=config_for("mapping", "noise_ceiling"),
+        basenames=lambda w: list(subject_runs(w.subject)["basename"].unique()),
     conda:
         "../envs/brainpred.yaml"
     log:

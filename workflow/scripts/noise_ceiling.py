@@ -10,4 +10,5 @@ make_noise_ceiling(
     dict(zip(snakemake.params.basenames, snakemake.input.bold)),
     snakemake.params.config,
     dict(snakemake.output.items()),
+    sums_paths=list(snakemake.input.sums),
 )

@@ -1,0 +1,9 @@
+"""Rule listener_sums: the sum of every listener's BOLD of one task (noise ceiling)."""
+from brainpred.pipeline import make_listener_sums
+from brainpred.workflow import limit_threads, setup_logging
+
+setup_logging(snakemake.log[0])
+limit_threads(snakemake.threads)
+make_listener_sums(snakemake.wildcards.task, snakemake.input.table,
+                   dict(zip(snakemake.params.basenames, snakemake.input.bold)),
+                   snakemake.params.config, snakemake.output[0])
