@@ -815,6 +815,11 @@ def region_curves(per, subjects, levels, config):
     group["q"] = np.nan
     for _, idx in group.groupby(["level", "measure", "series", "x"], dropna=False).groups.items():
         group.loc[idx, "q"] = stats.fdr_bh(group.loc[idx, "p"].to_numpy(), q=q)[1]
+    # readable order: whole cortex, key regions, bilateral regions, then the split parcels
+    rank = group["level"].map({**LEVEL_RANK, "parcel": 3}).fillna(4)
+    group = (group.assign(_r=rank).sort_values(["_r", "measure", "series", "region", "x"],
+                                                kind="stable")
+             .drop(columns="_r").reset_index(drop=True))
     return scores, group
 
 
