@@ -11,7 +11,7 @@ rule story_continuations:
         continuations_file("{story}"),
     params:
         model=config["model"],
-        controls=_CONTROLS,
+        controls={"generated": _CONTROLS.get("generated", {}) or {}},
         layer=LAYER,
         horizon=lambda w: max(
             [1] + [int(d) for d in (_CONTROLS.get("distances") or config["forecast"]["distances"])]
@@ -45,7 +45,7 @@ rule story_syntax:
         syntax_file("{story}"),
     params:
         model=config["model"],
-        syntax=_SYNTAX,
+        syntax=SYNTAX_FEATURE_SETTINGS,
     conda:
         "../envs/brainpred.yaml"
     log:

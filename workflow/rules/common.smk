@@ -197,6 +197,14 @@ _CONTROLS = config.get("controls", {}) or {}
 GENERATED = ("controls" in ANALYSES
              and bool((_CONTROLS.get("generated", {}) or {}).get("enabled", False)))
 _SYNTAX = config.get("syntax", {}) or {}
+# the syntax settings X_syn depends on (not enabled or distances): params of the rules that
+# compute it, so that switching the analysis or its distances does not recompute it
+SYNTAX_FEATURE_SETTINGS = {
+    k: v
+    for k, v in _SYNTAX.items()
+    if k in ("spacy_model", "n_futures", "corpus", "seed", "max_span", "min_similarity",
+             "max_tries")
+}
 _FINETUNE = config.get("finetune", {}) or {}
 FT_DIR = f"{RESULTS}/finetune/model-{MODEL}"
 

@@ -11,8 +11,13 @@ if config["dataset"]["source"] == "synthetic":
         params:
             root=lambda w, output: dataset_root(output[0], 0),
             # the generator uses the pipeline's FIR span, model and syntax settings
-            config=config_for("synthetic", "model", "features", "syntax",
-                              mapping={"delays": config["mapping"]["delays"]}),
+            config=config_for(
+                "synthetic",
+                "model",
+                features={k: config["features"].get(k) for k in ("tr_offset", "tr_method")},
+                mapping={"delays": config["mapping"]["delays"]},
+                syntax=SYNTAX_FEATURE_SETTINGS,
+            ),
         conda:
             "../envs/brainpred.yaml"
         log:
