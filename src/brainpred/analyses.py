@@ -778,8 +778,8 @@ def region_curves(per, subjects, levels, config):
         ``level, region, measure, series, x, n, mean, ci_low, ci_high, p, q`` (q: BH across
         the regions of a level, per measure, series and x).
     """
-    from . import regions, stats
-    from .pipeline import WHOLE_CORTEX, _quiet_nanmean
+    from . import regions
+    from .pipeline import WHOLE_CORTEX, _quiet_nanmean, tidy_group_stats
 
     frames = []
     for (measure, series), (xs, maps) in per.items():
@@ -797,24 +797,8 @@ def region_curves(per, subjects, levels, config):
             t["measure"], t["series"] = measure, series
             frames.append(t[["subject", "level", "region", "measure", "series", "x", "value"]])
     scores = pd.concat(frames, ignore_index=True)
-    sc = _section(config, "stats")
-    ci, q = float(sc.get("ci", 0.95)), float(sc.get("fdr_q", 0.01))
-    keys = ["level", "region", "measure", "series", "x"]
-    nan_x = -1e9
-    tmp = scores.assign(x=scores["x"].fillna(nan_x))
-    wide = tmp.groupby(keys + ["subject"], sort=False)["value"].first().unstack("subject")
-    wide = wide.reindex(columns=list(subjects))
-    vals = wide.to_numpy(dtype=float).T
-    with _quiet_nanmean():
-        mean, low, high = stats.mean_ci(vals, level=ci)
-        _, p = stats.wilcoxon_test(vals)
-    group = wide.index.to_frame(index=False)
-    group["x"] = group["x"].where(group["x"] != nan_x, np.nan)
-    group["n"] = np.isfinite(vals).sum(0)
-    group["mean"], group["ci_low"], group["ci_high"], group["p"] = mean, low, high, p
-    group["q"] = np.nan
-    for _, idx in group.groupby(["level", "measure", "series", "x"], dropna=False).groups.items():
-        group.loc[idx, "q"] = stats.fdr_bh(group.loc[idx, "p"].to_numpy(), q=q)[1]
+    group = tidy_group_stats(scores, ["level", "region", "measure", "series", "x"], "x",
+                             list(subjects), config)
     # readable order: whole cortex, key regions, bilateral regions, then the split parcels
     rank = group["level"].map({**LEVEL_RANK, "parcel": 3}).fillna(4)
     group = (group.assign(_r=rank).sort_values(["_r", "measure", "series", "region", "x"],

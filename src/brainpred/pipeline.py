@@ -614,7 +614,7 @@ def group_region_tables(R, F, distances, subjects, levels, NC=None, config=None)
         subjects, CI, two-sided Wilcoxon p, BH q across the regions of a level (per measure
         and distance).
     """
-    from . import regions, stats
+    from . import regions
     from .noise_ceiling import percent_of_ceiling
 
     config = config or {}
@@ -653,25 +653,55 @@ def group_region_tables(R, F, distances, subjects, levels, NC=None, config=None)
         t.insert(0, "subject", sub)
         frames.append(t[["subject", "level", "region", "measure", "distance", "value"]])
     scores = pd.concat(frames, ignore_index=True)
-    sc = config.get("stats", {}) or {}
+    group = tidy_group_stats(scores, ["level", "region", "measure", "distance"], "distance",
+                             list(pd.unique(scores["subject"])), config)
+    return scores, group
+
+
+def tidy_group_stats(scores, keys, x, subjects, config):
+    """Group statistics of a tidy per-subject table: one row per ``keys`` combination.
+
+    Parameters
+    ----------
+    scores : DataFrame
+        ``subject``, the ``keys`` columns and ``value``.
+    keys : list of str
+        Columns identifying a measured quantity; must include ``level``, ``region`` and ``x``.
+    x : str
+        The key column that may be NaN (distance, layer...).
+    subjects : list of str
+        Column order of the subjects.
+    config : dict
+        ``stats`` (``ci``, ``fdr_q``).
+
+    Returns
+    -------
+    DataFrame
+        ``keys, n, mean, ci_low, ci_high, p, q``: mean across subjects, Student-t CI,
+        two-sided Wilcoxon p, and BH q across the regions of a level (per combination of the
+        other keys).
+    """
+    from . import stats
+
+    sc = (config or {}).get("stats", {}) or {}
     ci, q = float(sc.get("ci", 0.95)), float(sc.get("fdr_q", 0.01))
-    keys = ["level", "region", "measure", "distance"]
-    nan_d = -1e9                                              # NaN distance as a sortable key
-    tmp = scores.assign(distance=scores["distance"].fillna(nan_d))
+    nan_x = -1e9                                              # NaN as a sortable key
+    tmp = scores.assign(**{x: scores[x].fillna(nan_x)})
     wide = tmp.groupby(keys + ["subject"], sort=False)["value"].first().unstack("subject")
-    wide = wide.reindex(columns=list(pd.unique(scores["subject"])))
+    wide = wide.reindex(columns=list(subjects))
     vals = wide.to_numpy(dtype=float).T                       # (S, rows)
     with _quiet_nanmean():
         mean, low, high = stats.mean_ci(vals, level=ci)
         _, p = stats.wilcoxon_test(vals)
     group = wide.index.to_frame(index=False)
-    group["distance"] = group["distance"].where(group["distance"] != nan_d, np.nan)
+    group[x] = group[x].where(group[x] != nan_x, np.nan)
     group["n"] = np.isfinite(vals).sum(0)
     group["mean"], group["ci_low"], group["ci_high"], group["p"] = mean, low, high, p
     group["q"] = np.nan
-    for _, idx in group.groupby(["level", "measure", "distance"], dropna=False).groups.items():
+    fdr_keys = [k for k in keys if k != "region"]
+    for _, idx in group.groupby(fdr_keys, dropna=False).groups.items():
         group.loc[idx, "q"] = stats.fdr_bh(group.loc[idx, "p"].to_numpy(), q=q)[1]
-    return scores, group
+    return group
 
 
 def make_group(subject_npzs, config, outputs, ceiling_npzs=(), labels_paths=None,
