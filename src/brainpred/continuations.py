@@ -63,8 +63,8 @@ from numbers import Integral, Real
 import numpy as np
 
 from .errors import ConfigError, DataError
-from .features import (_FastGPT2, _backbone, _max_positions, _resolve_device, n_layers,
-                       word_token_index)
+from .features import (_FastGPT2, _backbone, _check_last_token, _max_positions, _place_model,
+                       n_layers, word_token_index)
 
 __all__ = [
     "METHODS",
@@ -418,16 +418,8 @@ def generate_from_tokens(model, tokenizer, input_ids, last_token, horizon, metho
     ids = np.asarray(input_ids, dtype=np.int64).reshape(-1)
     last = np.asarray(last_token, dtype=np.int64).reshape(-1)
     n_tok, n_words = ids.size, last.size
-    if last.size and (last.min() < 0 or last.max() >= n_tok):
-        raise DataError(f"last_token: indices must lie in [0, {n_tok}); got range "
-                        f"[{last.min()}, {last.max()}]. Recompute them with word_token_index.")
-
-    if device is not None:
-        dev = _resolve_device(device)
-        model.to(dev)
-    else:
-        dev = next(model.parameters()).device
-    model.eval()
+    _check_last_token(last, n_tok)
+    dev = _place_model(model, device)
     L = n_layers(model)
     keep = _check_layers(layers, L)
     kept = sorted(set(keep))

@@ -494,6 +494,24 @@ def _batches(jobs, batch_size):
     return first + [rest[i:i + batch_size] for i in range(0, len(rest), batch_size)]
 
 
+def _check_last_token(last, n_tok):
+    """DataError unless every word's last-token index lies in ``[0, n_tok)``."""
+    if last.size and (last.min() < 0 or last.max() >= n_tok):
+        raise DataError(f"last_token: indices must lie in [0, {n_tok}); got range "
+                        f"[{last.min()}, {last.max()}]. Recompute them with word_token_index.")
+
+
+def _place_model(model, device):
+    """Move ``model`` to ``device`` (None: leave it where it is), eval mode; its device."""
+    if device is not None:
+        dev = _resolve_device(device)
+        model.to(dev)
+    else:
+        dev = next(model.parameters()).device
+    model.eval()
+    return dev
+
+
 def extract_word_activations(model, input_ids, last_token, context_tokens=1024, batch_size=8,
                              mode="exact", min_context=512, device=None, progress=False,
                              backend="auto"):
@@ -565,16 +583,8 @@ def extract_word_activations(model, input_ids, last_token, context_tokens=1024, 
                           f"context_tokens ({C}), got {min_context}.")
     if backend not in ("auto", "hf"):
         raise ConfigError(f"backend: {backend!r} is not 'auto' or 'hf'.")
-    if last.size and (last.min() < 0 or last.max() >= n_tok):
-        raise DataError(f"last_token: indices must lie in [0, {n_tok}); got range "
-                        f"[{last.min()}, {last.max()}]. Recompute them with word_token_index.")
-
-    if device is not None:
-        dev = _resolve_device(device)
-        model.to(dev)
-    else:
-        dev = next(model.parameters()).device
-    model.eval()
+    _check_last_token(last, n_tok)
+    dev = _place_model(model, device)
     dim = int(model.get_input_embeddings().embedding_dim)
     L = n_layers(model)
     if last.size == 0:
