@@ -453,3 +453,117 @@ def test_xsyn_hf_forward_and_batching_agree(tiny, nlp, story, monkeypatch):
                                                     n_futures=3, seed=5))
     assert summary["n_futures"] == 3 and 0.85 <= summary["accepted"] <= 1.0
     assert summary["changed"] > 0.75
+
+
+# ------------------------------------------------------------------------------ shared context
+
+@pytest.mark.parametrize("context_tokens", [1024, 48])
+def test_shared_context_equals_one_pass_per_future(tiny, nlp, story, monkeypatch,
+                                                   context_tokens):
+    """The true context run once and its key/value cache shared by the futures of a span
+    gives the X_syn of one full pass per (span, future), with the whole context or a cut one,
+    for any batch size; other models keep the full passes."""
+    text, words, tagged, classes = story
+    model, tok = tiny
+    kw = dict(n_futures=4, seed=0, tagged=tagged, context_tokens=context_tokens)
+    ref, spans = S.syntactic_activations(words, text, model, tok, nlp, classes, batch_size=8,
+                                         reuse_context=False, return_futures=True, **kw)
+    units = S._shared_units(spans, S._span_sequences(spans, text, tok, context_tokens))
+    # the cases this story covers: the first span has no context to share; with a cut
+    # context, futures of one span whose segments differ in length start their window at
+    # different tokens, so they make separate units
+    assert sum(pre.size == 0 for pre, _ in units) == 1
+    assert (len(units) > len(spans)) == (context_tokens == 48)
+    assert sum(len(fs) for _, fs in units) == 4 * len(spans)
+    n_full = sum(s.size for s, _, _ in S._sequences(spans, text, tok, context_tokens))
+    n_shared = sum(pre.size + sum(f.size for f, _, _ in fs) for pre, fs in units)
+    assert n_shared < 0.6 * n_full
+
+    def no_full_pass(*a, **k):
+        raise AssertionError("the full passes ran")
+
+    with monkeypatch.context() as m:
+        m.setattr(S, "_future_states", no_full_pass)
+        for batch_size in (1, 8):
+            new = S.syntactic_activations(words, text, model, tok, nlp, classes,
+                                          batch_size=batch_size, **kw)
+            np.testing.assert_allclose(new, ref, atol=1e-4, rtol=0)
+    if context_tokens == 48:
+        # a model with exactly context_tokens positions: a continuation padded to a longer
+        # one of the same pass runs past the last position (its padding is never read)
+        import torch
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            small = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, n_positions=48,
+                                               vocab_size=len(tok))).eval()
+        kw48 = dict(kw, batch_size=8)
+        full = S.syntactic_activations(words, text, small, tok, nlp, classes,
+                                       reuse_context=False, **kw48)
+        shared = S.syntactic_activations(words, text, small, tok, nlp, classes, **kw48)
+        np.testing.assert_allclose(shared, full, atol=1e-4, rtol=0)
+
+    def no_shared_pass(*a, **k):
+        raise AssertionError("the shared-context path ran")
+
+    monkeypatch.setattr(S, "_shared_context_states", no_shared_pass)
+    monkeypatch.setattr(F._FastGPT2, "supports", staticmethod(lambda m: False))
+    hf = S.syntactic_activations(words, text, model, tok, nlp, classes, batch_size=8, **kw)
+    np.testing.assert_allclose(hf, ref, atol=1e-4, rtol=0)
+
+
+def _manual_span(index, words, start, end, segments):
+    """A SyntacticSpan with given segments; each segment lists its words in order."""
+    futures, spans = [], []
+    for seg, forms in segments:
+        pos, ws = 0, []
+        for w in forms:
+            a = seg.index(w, pos)
+            pos = a + len(w)
+            ws.append((a, pos))
+        futures.append(tuple(forms))
+        spans.append(np.array(ws, dtype=np.int64))
+    n = len(segments)
+    return S.SyntacticSpan(index=index, words=np.asarray(words), sentence=0, start=start,
+                           end=end, true_forms=futures[0], futures=futures,
+                           segments=[s for s, _ in segments], word_spans=spans,
+                           similarity=np.ones(n), accepted=np.ones(n, dtype=bool),
+                           tries=np.ones(n, dtype=np.int64))
+
+
+def test_shared_context_when_a_span_starts_inside_a_token(tiny):
+    """A span that starts inside a token of the story (word table splitting "lighthouse"):
+    context and segment are tokenised together, so the futures share only the tokens before
+    that token; the result still equals one full pass per future."""
+    model, tok = tiny
+    text = "Jonah watched the lighthouse keeper and the old boat."
+    starts = [0, 6, 14, 18, 23, 29, 36, 40, 44, 48]
+    ends = [5, 13, 17, 23, 28, 35, 39, 43, 47, 53]
+    assert [text[a:b] for a, b in zip(starts, ends)][3:5] == ["light", "house"]
+    enc = tok(text, return_offsets_mapping=True)
+    assert any(a < 23 < b for a, b in enc["offset_mapping"])  # " lighthouse" is one token
+    spans = [
+        _manual_span(0, [0, 1, 2, 3], 0, 23, [
+            ("Jonah watched the light", ["Jonah", "watched", "the", "light"]),
+            ("Mara painted a light", ["Mara", "painted", "a", "light"]),
+            ("Ruth found the light", ["Ruth", "found", "the", "light"])]),
+        _manual_span(1, [4, 5, 6, 7, 8, 9], 23, 53, [
+            ("house keeper and the old boat.", ["house", "keeper", "and", "the", "old",
+                                                "boat."]),
+            ("ship painter but a quiet river.", ["ship", "painter", "but", "a", "quiet",
+                                                 "river."]),
+            ("house sailor and her dark horse.", ["house", "sailor", "and", "her", "dark",
+                                                  "horse."])]),
+    ]
+    for C in (1024, 9):
+        per_span = S._span_sequences(spans, text, tok, C)
+        units = S._shared_units(spans, per_span)
+        if C == 1024:
+            assert [pre.size for pre, _ in units] == [0, 4]  # "Jon", "ah", " watched", " the"
+        else:
+            assert any(cut > 0 for _, _, cut in per_span[1])
+        for batch_size in (1, 8):
+            ref = S._future_states(model, S._sequences(spans, text, tok, C), 10, 3, batch_size)
+            new = S._shared_context_states(model, units, 10, 3, C, batch_size)
+            np.testing.assert_allclose(new, ref, atol=1e-4, rtol=0)
