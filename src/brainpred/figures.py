@@ -192,6 +192,24 @@ def _get_cmap(cmap):
         raise ValueError(f"unknown colormap {cmap!r}") from None
 
 
+def _panel_grid(n):
+    """A figure with ``n`` region panels, at most 3 per row."""
+    ncol = min(n, 3)
+    nrow = int(np.ceil(n / ncol))
+    return plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.4 * nrow + 0.8), squeeze=False,
+                        dpi=100)
+
+
+def _finish_panels(fig, axes, n, title, synthetic, out_png):
+    """Hide the unused panels, add the (synthetic-flagged) title and save the PNG."""
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    fig.suptitle(_title(title, synthetic), fontsize=14, fontweight="bold",
+                 color="darkred" if synthetic else "black")
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return _save(fig, out_png)
+
+
 def plot_forecast_curves(table, out_png, synthetic, regions=None, true_distance=None,
                          title="Forecast score F(d)", level=0.95):
     """Per region, the mean forecast score F(d) across subjects with its confidence band.
@@ -227,10 +245,7 @@ def plot_forecast_curves(table, out_png, synthetic, regions=None, true_distance=
     if not regions:
         raise ValueError("plot_forecast_curves: no region to draw")
     n = len(regions)
-    ncol = min(n, 3)
-    nrow = int(np.ceil(n / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.4 * nrow + 0.8), squeeze=False,
-                             dpi=100)
+    fig, axes = _panel_grid(n)
     for ax, region in zip(axes.ravel(), regions):
         sub = table[table["region"] == region]
         wide = sub.pivot_table(index="subject", columns="distance", values="F", aggfunc="mean")
@@ -251,12 +266,7 @@ def plot_forecast_curves(table, out_png, synthetic, regions=None, true_distance=
         ax.set_xlabel("distance d (words)")
         ax.set_ylabel("F(d) (Δr)")
         ax.legend(fontsize=7, loc="best")
-    for ax in axes.ravel()[n:]:
-        ax.set_visible(False)
-    fig.suptitle(_title(title, synthetic), fontsize=14, fontweight="bold",
-                 color="darkred" if synthetic else "black")
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
-    return _save(fig, out_png)
+    return _finish_panels(fig, axes, n, title, synthetic, out_png)
 
 
 def plot_distribution(values, out_png, title, synthetic, xlabel="d* (words)", true_value=None):
@@ -356,10 +366,7 @@ def plot_region_curves(table, out_png, synthetic, regions=None, series=None, xla
         raise ValueError("plot_region_curves: nothing to draw")
     labels = labels or {}
     n = len(regions)
-    ncol = min(n, 3)
-    nrow = int(np.ceil(n / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.4 * nrow + 0.8), squeeze=False,
-                             dpi=100)
+    fig, axes = _panel_grid(n)
     for ax, region in zip(axes.ravel(), regions):
         ax.axhline(0, color="0.6", lw=0.8)
         for i, s in enumerate(series):
@@ -385,9 +392,4 @@ def plot_region_curves(table, out_png, synthetic, regions=None, series=None, xla
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=7, loc="best")
-    for ax in axes.ravel()[n:]:
-        ax.set_visible(False)
-    fig.suptitle(_title(title, synthetic), fontsize=14, fontweight="bold",
-                 color="darkred" if synthetic else "black")
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
-    return _save(fig, out_png)
+    return _finish_panels(fig, axes, n, title, synthetic, out_png)
