@@ -212,8 +212,12 @@ def test_resolve_backend():
 
 @pytest.mark.parametrize("ratio", [0.0, 1e9])          # always "factor" / always "kernel"
 @pytest.mark.parametrize("loo", [False, True])
-def test_both_solver_forms_match_sklearn(monkeypatch, ratio, loo):
+@pytest.mark.parametrize("chunked", [False, True])     # targets in several residual chunks
+def test_both_solver_forms_match_sklearn(monkeypatch, ratio, loo, chunked):
     monkeypatch.setattr(mapping, "_KERNEL_RATIO", ratio)
+    if chunked:
+        monkeypatch.setattr(mapping, "_CHUNK_BYTES", 1)
+        monkeypatch.setattr(mapping, "_MIN_CHUNK", 3)
     X1, X2, Y = _data(seed=10)
     inner = "loo" if loo else "contiguous"
     ref = _sk_reference([X1, X2], Y, SEGMENTS, 5, DELAYS, loo=loo)
@@ -275,7 +279,48 @@ def test_forecast_scores_shared_equals_separate():
 
 
 def test_solver_stats_count_work():
-    mapping.STATS.update(solver_seconds=0.0, solver_flops=0.0)
+    mapping.STATS.update(solver_seconds=0.0, solver_flops=0.0, design_seconds={})
     X1, X2, Y = _data(seed=13)
     encoding_scores([X1, X2], Y, SEGMENTS, **KW)
     assert mapping.STATS["solver_flops"] > 0 and mapping.STATS["solver_seconds"] > 0
+    forecast_scores_shared(X1, {1: X2, 2: X2[::-1].copy()}, [Y, Y], SEGMENTS, **KW)
+    seconds = mapping.STATS["design_seconds"]
+    assert sorted(seconds) == [0, 1, 2] and all(s > 0 for s in seconds.values())
+    assert sum(seconds.values()) >= mapping.STATS["solver_seconds"] * 0.99
+
+
+@pytest.mark.parametrize("rows", [np.r_[0:10, 30:50], np.arange(50), "shuffled"])
+@pytest.mark.parametrize("cols", ["all", "runs", "scattered"])
+def test_take_2d_equals_fancy_indexing(rows, cols):
+    # block copies (few index runs) and the row-by-row fallback (many runs) give np.ix_
+    rng = np.random.default_rng(3)
+    Y = rng.standard_normal((50, 80)).astype(np.float32)
+    rows = rng.permutation(50)[:20] if isinstance(rows, str) else rows
+    cols = dict(all=np.arange(80), runs=np.r_[2:30, 41:77],
+                scattered=np.sort(rng.choice(80, 60, replace=False)))[cols]
+    out = np.full((len(rows), len(cols)), np.nan, np.float32)
+    mapping._take_2d(Y, rows, cols, out)
+    np.testing.assert_array_equal(out, Y[np.ix_(rows, cols)])
+
+
+def _loo_errors_float64(X, Y):
+    Xc, Yc = X - X.mean(0), (Y - Y.mean(0)).astype(np.float64)
+    n, F = X.shape
+    out = []
+    for a in ALPHAS:
+        H = Xc @ np.linalg.solve(Xc.T @ Xc + a * np.eye(F), Xc.T) + 1.0 / n
+        R = (np.eye(n) - H) @ Yc / (1.0 - np.diag(H))[:, None]
+        out.append((R ** 2).mean(0))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("form", ["factor", "kernel"])
+def test_loo_alpha_choice_exact_between_near_tied_large_alphas(form):
+    rng = np.random.default_rng(0)
+    n, F = 150, 120
+    X = rng.standard_normal((n, F))
+    Y = (rng.standard_normal((n, 600)) * 3 + X[:, :4] @ rng.standard_normal((4, 600)) * 0.3
+         ).astype(np.float32)
+    _, best = mapping._ridge_cv_predict(X, Y, X[:5], ALPHAS, inner_cv="loo", form=form)
+    ref = _loo_errors_float64(X, Y)
+    np.testing.assert_array_equal(best, ALPHAS[ref.argmin(0)])

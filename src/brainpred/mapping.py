@@ -246,7 +246,7 @@ def _reduce_block(X, train, n_components):
     k = int(min(n_components, dim, n_train))
     mean, scale = _standardise_fit(X[train])
     # float64 products for small blocks, float32 (BLAS sgemm) for large ones
-    dtype = np.float64 if dim * n_train * min(dim, n_train) <= 2e8 else np.float32
+    dtype = np.float64 if dim * n_train * min(dim, n_train) <= _PCA_FLOAT64_MAX else np.float32
     Xs = ((X - mean.astype(dtype)) / scale.astype(dtype)).astype(dtype, copy=False)
     M = Xs[train]
     mu = M.mean(0, dtype=np.float64).astype(dtype)
@@ -302,19 +302,26 @@ def _fold_design(reduced_blocks, train, test, delays, segment_lengths):
 #   S = Xc' Y                                       (F x b)     once
 #   contiguous inner fold k (validation rows v, training rows t, n_k rows):
 #     Z_k = S - Xv' Yv - n_k xbar_k ybar_k'         (F x b)     = (X_t - xbar_k)' Y_t
-#     P_k = L_k Z_k - (Yv - ybar_k)                 (a*m x b)   all alphas in one product,
+#     P_k = L_k Z_k                                 (a*m x b)   all alphas in one product,
 #           L_k = stack_a (Xv - xbar_k) V_k diag(1 / (s_k^2 + alpha_a)) V_k'
 #   or, when n_train is not larger than F ("kernel" form), P_k = A_k Y with the (a*m x n_train)
-#   map A_k; leave-one-out uses the same two forms with row weights 1 / (1 - h_ii).
-#   err[a] += sum over validation rows of w * P^2   (batched product, in cache-sized chunks)
+#   map A_k; leave-one-out uses the same two forms with row weights w = 1 / (1 - h_ii)^2.
+#   P_k holds predictions; with y the validation targets (centred on the inner training rows):
+#   err[a] += sum_i w_i p_i (p_i - 2 y_i) + sum_i (w_i - 1) y_i^2
+#           = sum_i w_i (p_i - y_i)^2 - sum_i y_i^2      (in cache-sized chunks)
+#   dropping the alpha-independent sum_i y_i^2 keeps the large alphas' errors apart in float32.
 #   final: W = V diag(1 / (s^2 + alpha_best)) V' S, Pearson r of (X_test - mean) W with Y_test.
 
-#: Time and floating-point operations of the target-dependent solver (the dominant step),
-#: accumulated over calls; reset it with ``STATS.update(solver_seconds=0, solver_flops=0)``.
-STATS = {"solver_seconds": 0.0, "solver_flops": 0.0}
+#: Time and floating-point operations of the target-dependent solver (the dominant step), and
+#: the seconds spent on each design (by its index in ``designs``: block PCA, plan, solver),
+#: accumulated over calls; reset with
+#: ``STATS.update(solver_seconds=0, solver_flops=0, design_seconds={})``.
+STATS = {"solver_seconds": 0.0, "solver_flops": 0.0, "design_seconds": {}}
 
+_PCA_FLOAT64_MAX = 2e8    # block PCA in float64 up to this D x n_train x min(D, n_train)
 _KERNEL_RATIO = 1.25      # kernel form when n_train <= _KERNEL_RATIO * F
-_CHUNK_BYTES = 64 << 20   # residual block per chunk on CPU (bounds the memory)
+_CHUNK_BYTES = 16 << 20   # residual block per chunk on CPU: the element-wise passes that
+_MIN_CHUNK = 256          # follow its product run from cache (64 MiB chunks: 25% slower)
 
 
 def _batches(n, size):
@@ -407,29 +414,27 @@ class _RidgePlan:
         self.final_H_T = dev(H.T)                               # (F, a)
         Xte = X_test - X_test.mean(0)
         self.test_XV = dev(Xte @ V)                             # (n_test, F)
-        # final T = V' S = (Xc V)' Y: from S when n > F, directly from Y otherwise
-        self.final_B_T = dev((Xc @ V).T) if self.kernel else None
+        # final T = V' S = (Xc V)' Y: from S (contiguous, factor form), else directly from Y
+        direct = self.kernel or inner_cv == "loo"
+        self.final_B_T = dev((Xc @ V).T) if direct else None
         self.flops = 2.0 * F * n + 2.0 * X_test.shape[0] * F + 4.0 * X_test.shape[0] + \
-            (2.0 * F * n if self.kernel else 2.0 * F * F + 2.0 * F * n)
+            (0.0 if direct else 2.0 * F * F)
         self.blocks = []
         if inner_cv == "loo":
             B = Xc @ V                                           # (n, F)
             lev = (B ** 2) @ H.T + 1.0 / n                       # (n, a)
+            w = (1.0 / (1.0 - lev.T)) ** 2                       # (a, n) LOO row weights
+            blk = dict(rows=slice(0, n), scale=1.0 / n, loo=True, rw2=dev(w[:, None, :]),
+                       rw2m1=dev(w - 1.0))
             if self.kernel:
-                # A_a = diag(1/(1-h_a)) (I - 11'/n - B diag(H_a) B')
-                A = np.empty((a, n, n))
-                for j in range(a):
-                    A[j] = np.eye(n) - 1.0 / n - (B * H[j]) @ B.T
-                    A[j] *= (1.0 / (1.0 - lev[:, j]))[:, None]
-                self.blocks.append(dict(rows=slice(0, n), A=dev(A.reshape(a * n, n)),
-                                        rw=None, scale=1.0 / n))
-                self.flops += 2.0 * a * n * n + 2.0 * a * n
+                # predictions of the centred targets: B diag(H_a) B' Y
+                blk["A"] = dev(np.concatenate([(B * H[j]) @ B.T for j in range(a)]))
+                self.flops += 2.0 * a * n * n
             else:
-                L = (B[None] * H[:, None, :]).reshape(a * n, F)     # stack_a B diag(H_a)
-                self.blocks.append(dict(rows=slice(0, n), L=dev(L), ZV_T=self.final_V_T,
-                                        rw=dev(1.0 / (1.0 - lev.T[:, :, None])),
-                                        scale=1.0 / n, loo=True))
-                self.flops += 2.0 * F * F + 2.0 * a * n * F + 4.0 * a * n
+                blk["L"] = dev((B[None] * H[:, None, :]).reshape(a * n, F))  # B diag(H_a)
+                self.flops += 2.0 * a * n * F
+            self.flops += 7.0 * a * n + n
+            self.blocks.append(blk)
             return
         for _, val in contiguous_folds(n, n_inner_folds):
             s, e = int(val[0]), int(val[-1]) + 1
@@ -441,23 +446,24 @@ class _RidgePlan:
             Hk = 1.0 / (s2k[None, :] + alphas[:, None])          # (a, F)
             Bv = (Xc[s:e] - xbar) @ Vk                            # (m, F)
             L = ((Bv[None] * Hk[:, None, :]) @ Vk.T).reshape(a * m, F)
-            blk = dict(rows=slice(s, e), rw=None, scale=1.0 / m)
+            blk = dict(rows=slice(s, e), scale=1.0 / m, loo=False, nk=nk)
             if self.kernel:
+                # predictions of the validation targets (centred on the inner training mean)
                 A = np.zeros((a * m, n))
-                A[:, tr] = -1.0 / nk - L @ Xk.T
-                A.reshape(a, m, n)[:, np.arange(m), s + np.arange(m)] += 1.0
+                A[:, tr] = L @ Xk.T
                 blk["A"] = dev(A)
-                self.flops += 2.0 * a * m * n + 2.0 * a * m
+                self.flops += 2.0 * a * m * n
             else:
-                blk.update(L=dev(L), Xv_T=dev(Xc[s:e].T), xbar=dev(xbar), nk=nk)
-                self.flops += 2.0 * F * m + 2.0 * a * m * F + 3.0 * a * m + 4.0 * F
+                blk.update(L=dev(L), Xv_T=dev(Xc[s:e].T), xbar=dev(xbar))
+                self.flops += 2.0 * F * m + 2.0 * a * m * F + 4.0 * F
+            self.flops += 5.0 * a * m + 3.0 * m
             self.blocks.append(blk)
 
 
 def _chunk_size(backend, rows, b):
     if getattr(backend, "name", "") == "torch_cuda":
         return b
-    return int(min(b, max(2048, _CHUNK_BYTES // (4 * max(rows, 1)))))
+    return int(min(b, max(_MIN_CHUNK, _CHUNK_BYTES // (4 * max(rows, 1)))))
 
 
 def _argmin0(backend, err):
@@ -466,22 +472,64 @@ def _argmin0(backend, err):
     return err.argmin(0)
 
 
-def _ridge_cv_errors(plan, Y, S):
-    """Inner-CV mean squared error of every alpha for every target of the batch.
+def _error_chunk(blk, Y, Yr, Z, err, c, buf=None):
+    """Add the validation errors of the targets ``c`` in block ``blk`` to ``err[:, c]``.
+
+    Each alpha's prediction ``p`` of the validation targets ``y`` (``Yr``) adds
+    ``sum_i w_i p_i (p_i - 2 y_i) + sum_i (w_i - 1) y_i^2`` (``w`` = 1, or the leave-one-out
+    weights 1 / (1 - h_ii)^2): the squared error ``sum_i w_i (p_i - y_i)^2`` less the
+    alpha-independent ``sum_i y_i^2``. Without that common term the errors of the large alphas,
+    which differ by less than float32's resolution of the squared error itself, are compared
+    exactly.
+    """
+    a = err.shape[0]
+    op, rhs = (blk["A"], Y[:, c]) if Z is None else (blk["L"], Z[:, c])
+    if buf is None:
+        P = op @ rhs                                                    # predictions
+        P = P.reshape(a, -1, P.shape[-1])
+        Q = P - 2.0 * Yr[None, :, c]
+    else:                          # numpy: reuse two buffers (fresh 16 MiB arrays page-fault)
+        w = c.stop - c.start
+        P = np.matmul(op, rhs, out=buf[0][:op.shape[0] * w].reshape(op.shape[0], w))
+        Q = np.subtract(P.reshape(a, -1, w), 2.0 * Yr[:, c],
+                        out=buf[1][:op.shape[0] * w].reshape(a, -1, w))
+    P = P.reshape(Q.shape)                                              # (a, m, chunk)
+    Q *= P
+    y = Yr[:, c]
+    if "rw2" in blk:
+        e = (blk["rw2"] @ Q)[:, 0]
+        e += blk["rw2m1"] @ (y * y)
+    else:
+        e = Q.sum(1)
+    e *= blk["scale"]
+    err[:, c] += e
+
+
+def _target_products(plan, Y):
+    """``(S, T)``: ``S = Xc' Y`` for the contiguous factor form, else ``T = (Xc V)' Y``."""
+    if plan.final_B_T is not None:
+        return None, plan.final_B_T @ Y
+    return plan.Xc_T @ Y, None
+
+
+def _ridge_cv_errors(plan, Y, S, T=None):
+    """Inner-CV error of every alpha for every target of the batch, up to a per-target constant.
 
     Parameters
     ----------
     plan : _RidgePlan
     Y : backend float32 array of shape (n_train, b)
         Training targets centred on the training rows.
-    S : backend array of shape (F, b)
-        ``Xc' Y``.
+    S, T : backend arrays of shape (F, b) or None
+        As returned by :func:`_target_products`.
 
     Returns
     -------
     err : backend array of shape (n_alphas, b)
         Mean over inner folds of the validation mean squared error (leave-one-out: mean over
-        samples of the squared leave-one-out residual).
+        samples of the squared leave-one-out residual), less the same alpha-independent
+        constant for every alpha of a target (see :func:`_error_chunk`): its argmin over
+        alphas is the CV-best alpha.
     """
     bk = plan.backend
     a, b = plan.n_alphas, Y.shape[1]
@@ -490,35 +538,26 @@ def _ridge_cv_errors(plan, Y, S):
     for blk in plan.blocks:
         rows = blk["rows"]
         m = rows.stop - rows.start
-        if "A" in blk:
-            Z = None
-        elif blk.get("loo"):
-            Z = blk["ZV_T"] @ S                                        # B' Y = V' S
-            Ysub = Y
+        Z = None
+        if blk["loo"]:
+            Yr = Y
+            if "A" not in blk:
+                Z = T                                                  # B' Y
         else:
             Yv = Y[rows]
             if colsum is None:
                 colsum = Y.sum(0)
             ybar = (colsum - Yv.sum(0)) / blk["nk"]
-            Z = S - blk["Xv_T"] @ Yv
-            Z -= blk["nk"] * (blk["xbar"][:, None] * ybar[None, :])
-            Ysub = Yv - ybar[None, :]
+            Yr = Yv - ybar[None, :]
+            if "A" not in blk:
+                Z = S - blk["Xv_T"] @ Yv
+                Z -= blk["nk"] * (blk["xbar"][:, None] * ybar[None, :])
         step = _chunk_size(bk, a * m, b)
+        buf = None
+        if bk.name == "numpy" and step < b:
+            buf = (np.empty(a * m * step, np.float32), np.empty(a * m * step, np.float32))
         for c0 in range(0, b, step):
-            c = slice(c0, min(c0 + step, b))
-            if Z is None:
-                P = blk["A"] @ Y[:, c]
-            else:
-                P = blk["L"] @ Z[:, c]
-            P = P.reshape(a, m, -1)
-            if Z is not None:
-                P -= Ysub[None, :, c]
-            if blk.get("rw") is not None:
-                P *= blk["rw"]
-            P *= P
-            e = P.sum(1)
-            e *= blk["scale"]
-            err[:, c] += e
+            _error_chunk(blk, Y, Yr, Z, err, slice(c0, min(c0 + step, b)), buf)
     return err
 
 
@@ -541,13 +580,8 @@ def _ridge_batch_scores(plan, Y, Y_test_c, test_norm):
     """
     bk = plan.backend
     t0 = time.perf_counter()
-    if plan.kernel:
-        S = None
-        T = plan.final_B_T @ Y
-    else:
-        S = plan.Xc_T @ Y
-        T = None
-    err = _ridge_cv_errors(plan, Y, S)
+    S, T = _target_products(plan, Y)
+    err = _ridge_cv_errors(plan, Y, S, T)
     best = _argmin0(bk, err)
     if T is None:
         T = plan.final_V_T @ S
@@ -604,9 +638,9 @@ def _ridge_cv_predict(X_train, Y_train, X_test, alphas=DEFAULT_ALPHAS, inner_cv=
     for batch in _batches(Y_train.shape[1], target_batch):
         Y = bk.asarray(np.ascontiguousarray(Y_train[:, batch] - y_mean[batch],
                                             dtype=np.float32))
-        S = plan.Xc_T @ Y
-        best = bk.to_numpy(_argmin0(bk, _ridge_cv_errors(plan, Y, S)))
-        T = bk.to_numpy(plan.final_V_T @ S).astype(np.float64)
+        S, T = _target_products(plan, Y)
+        best = bk.to_numpy(_argmin0(bk, _ridge_cv_errors(plan, Y, S, T)))
+        T = bk.to_numpy(plan.final_V_T @ S if T is None else T).astype(np.float64)
         T *= bk.to_numpy(plan.final_H_T).astype(np.float64)[:, best]
         out[:, batch] = Xte @ T + y_mean[batch]
         best_alpha[batch] = np.asarray(alphas)[best]
@@ -650,6 +684,31 @@ def _check_block(X, n):
     return X
 
 
+def _runs(idx):
+    """Runs of consecutive integers in ``idx``: list of (first, stop, position in idx)."""
+    if len(idx) == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(idx) != 1) + 1
+    starts, stops = np.r_[0, breaks], np.r_[breaks, len(idx)]
+    return [(int(idx[a]), int(idx[b - 1]) + 1, int(a)) for a, b in zip(starts, stops)]
+
+
+def _take_2d(Y, rows, cols, out):
+    """``out[...] = Y[np.ix_(rows, cols)]``, by block copies when both index runs are few.
+
+    Folds are one or two row ranges and valid vertices long column runs, so this is usually a
+    handful of slice copies (3-4x faster than fancy indexing on (2,000 x 20,000) arrays).
+    """
+    row_runs, col_runs = _runs(rows), _runs(cols)
+    if len(row_runs) * len(col_runs) <= 256:
+        for r0, r1, ro in row_runs:
+            for c0, c1, co in col_runs:
+                out[ro:ro + r1 - r0, co:co + c1 - c0] = Y[r0:r1, c0:c1]
+    else:
+        for i, r in enumerate(rows):
+            np.take(Y[r], cols, out=out[i])
+
+
 class _Targets:
     """Valid targets of several subjects (same TRs), gathered per fold without a full copy."""
 
@@ -662,14 +721,14 @@ class _Targets:
 
     def gather(self, rows, sl):
         """Rows ``rows`` of the valid columns ``sl`` (of the concatenation), float32 C array."""
-        parts = []
+        rows = np.asarray(rows)
+        out = np.empty((len(rows), sl.stop - sl.start), dtype=np.float32)
         for s, (Y, cols) in enumerate(zip(self.Y_list, self.cols)):
             lo, hi = max(sl.start, self.offsets[s]), min(sl.stop, self.offsets[s + 1])
             if hi > lo:
                 c = cols[lo - self.offsets[s]:hi - self.offsets[s]]
-                parts.append(Y[np.ix_(rows, c)])
-        return np.ascontiguousarray(np.concatenate(parts, axis=1) if len(parts) > 1
-                                    else parts[0])
+                _take_2d(Y, rows, c, out[:, lo - sl.start:hi - sl.start])
+        return out
 
     def scatter(self, flat):
         """Split a (..., n_valid) array back to a list of (..., V_s) arrays with NaN."""
@@ -719,6 +778,7 @@ def _engine(blocks, designs, Y_list, segment_lengths, *, n_components=20, delays
                     del Y, Yt
                 reduced = {}
                 for j, design in enumerate(designs):
+                    t0 = time.perf_counter()
                     for i in design:
                         if i not in reduced:
                             reduced[i] = _reduce_block(blocks[i], train, n_components)
@@ -732,6 +792,8 @@ def _engine(blocks, designs, Y_list, segment_lengths, *, n_components=20, delays
                     for i in design:
                         if last_use[i] == j:
                             del reduced[i]
+                    STATS["design_seconds"][j] = (STATS["design_seconds"].get(j, 0.0)
+                                                  + time.perf_counter() - t0)
                 del Ytr, Yte, Ynorm
     return targets.scatter(flat)
 
