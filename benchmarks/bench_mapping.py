@@ -12,10 +12,12 @@ One run prints times, peak memory and ratios for realistic shapes:
 * (b) plain himalaya ``RidgeCV`` on the same inner folds (numpy backend, local alpha), per
   subject and distance, on the design built as in (a).
 
-The references run on a subset (``--ref-subjects`` x ``--ref-distances``) and everything is
+The references run on a subset of (subjects x distances) and everything is
 compared per (subject, distance) unit: one ``[X, W_d]`` encoding model of one subject, five
 outer folds. brainpred's unit time is its total time (X-alone model included) divided by
-subjects x distances. brainpred is compared to (a) with ``inner_cv="loo"`` and to (b) with the
+subjects x distances; with 41 distances (the paper), it is the measured time of the ``[X, W_d]``
+designs per unit plus the measured once-per-fold work (X-alone design, gathering the targets)
+spread over 41 units. brainpred is compared to (a) with ``inner_cv="loo"`` and to (b) with the
 contiguous inner folds, i.e. at equal scores. Every measurement runs in its own subprocess, whose
 peak resident memory (``ru_maxrss``) is reported.
 
@@ -70,6 +72,8 @@ def make_data(n_trs, n_vertices, n_subjects, n_distances, seed=0):
 # engines (each run in a subprocess)
 # --------------------------------------------------------------------------------------------
 def run_brainpred(cfg):
+    import himalaya.backend  # noqa: F401  (imports outside the timed region, as for (a), (b))
+
     from brainpred import mapping
 
     X, windows, Ys, segments = make_data(cfg["n_trs"], cfg["n_vertices"], cfg["n_subjects"],
@@ -79,14 +83,16 @@ def run_brainpred(cfg):
         orig = mapping._segments_and_folds
         mapping._segments_and_folds = lambda *a: (orig(*a)[0], orig(*a)[1][:1])
     sgemm = run_sgemm(None)["gflops_per_s"]       # the machine's rate now (shared machine)
-    mapping.STATS.update(solver_seconds=0.0, solver_flops=0.0)
+    mapping.STATS.update(solver_seconds=0.0, solver_flops=0.0, design_seconds={})
     t = time.perf_counter()
     out = mapping.forecast_scores_shared(X, used, Ys, segments, inner_cv=cfg["inner_cv"],
                                          backend=cfg["backend"], **KW)
     seconds = time.perf_counter() - t
     return dict(seconds=seconds, solver_seconds=mapping.STATS["solver_seconds"],
                 solver_gflops=mapping.STATS["solver_flops"] / 1e9,
-                sgemm_gflops_per_s=sgemm, mean_score=float(np.nanmean(out[0][1])))
+                x_seconds=mapping.STATS["design_seconds"][0],
+                xw_seconds=sum(v for k, v in mapping.STATS["design_seconds"].items() if k),
+                sgemm_gflops_per_s=sgemm, mean_score=float(np.nanmean(out[0][1][0])))
 
 
 def _sk_design(blocks, train, pca_solver):
@@ -94,51 +100,74 @@ def _sk_design(blocks, train, pca_solver):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-
-    reduced = [make_pipeline(StandardScaler(), PCA(20, svd_solver=pca_solver)).fit(B[train])
-               .transform(B) for B in blocks]
-    return reduced
+    return [make_pipeline(StandardScaler(), PCA(20, svd_solver=pca_solver, random_state=0))
+            .fit(B[train]).transform(B) for B in blocks]
 
 
-def run_reference(cfg):
-    """(a) scikit-learn RidgeCV leave-one-out or (b) himalaya RidgeCV, per subject x distance."""
+def _reference_unit(X, W, Y, segments, engine, pca_solver="auto"):
+    """One (subject, distance) unit of a reference engine: mean test r per vertex (NaN if
+    constant)."""
+    from himalaya.backend import set_backend
+    from himalaya.ridge import RidgeCV as HimalayaRidgeCV
+    from sklearn.linear_model import RidgeCV
     from sklearn.preprocessing import StandardScaler
 
     from brainpred.design import fir_delays
     from brainpred.mapping import contiguous_folds, pearson_r
 
+    n = X.shape[0]
+    cols = np.flatnonzero(np.isfinite(Y).all(0) & (np.ptp(Y, 0) > 0))
+    fold_r = []
+    for train, test in contiguous_folds(n, 5):
+        Z = np.concatenate(_sk_design([X, W], train, pca_solver), 1)
+        D = fir_delays(Z, range(6), segments)
+        D = StandardScaler().fit(D[train]).transform(D).astype(np.float32)
+        Ytr, Yte = Y[np.ix_(train, cols)], Y[np.ix_(test, cols)]
+        if engine == "sklearn":
+            model = RidgeCV(alphas=ALPHAS, alpha_per_target=True).fit(D[train], Ytr)
+        else:
+            set_backend("numpy")
+            model = HimalayaRidgeCV(alphas=ALPHAS, cv=contiguous_folds(len(train), 5),
+                                    fit_intercept=True,
+                                    solver_params=dict(n_targets_batch=20000, warn=False))
+            model.fit(D[train], Ytr)
+        fold_r.append(pearson_r(Yte, model.predict(D[test])))
+    out = np.full(Y.shape[1], np.nan)
+    out[cols] = np.mean(fold_r, 0)
+    return out
+
+
+def run_reference(cfg):
+    """(a) scikit-learn RidgeCV leave-one-out or (b) himalaya RidgeCV, per subject x distance."""
+    import himalaya.ridge  # noqa: F401  (imports outside the timed region)
+    import sklearn.linear_model  # noqa: F401
+
     X, windows, Ys, segments = make_data(cfg["n_trs"], cfg["n_vertices"], cfg["n_subjects"],
                                          cfg["n_distances"])
-    n = X.shape[0]
     t = time.perf_counter()
-    scores = []
-    for Y in Ys:
-        valid = np.isfinite(Y).all(0) & (np.ptp(Y, 0) > 0)
-        for d in range(cfg["n_distances"]):
-            fold_r = []
-            for train, test in contiguous_folds(n, 5):
-                Z = np.concatenate(_sk_design([X, windows[d]], train, "auto"), 1)
-                D = fir_delays(Z, range(6), segments)
-                D = StandardScaler().fit(D[train]).transform(D).astype(np.float32)
-                Ytr, Yte = Y[np.ix_(train, np.flatnonzero(valid))], Y[np.ix_(test,
-                                                                          np.flatnonzero(valid))]
-                if cfg["engine"] == "sklearn":
-                    from sklearn.linear_model import RidgeCV
-                    model = RidgeCV(alphas=ALPHAS, alpha_per_target=True).fit(D[train], Ytr)
-                    pred = model.predict(D[test])
-                else:
-                    from himalaya.backend import set_backend
-                    from himalaya.ridge import RidgeCV
-                    set_backend("numpy")
-                    inner = contiguous_folds(len(train), 5)
-                    model = RidgeCV(alphas=ALPHAS, cv=inner, fit_intercept=True,
-                                    solver_params=dict(n_targets_batch=20000, warn=False))
-                    model.fit(D[train], Ytr)
-                    pred = model.predict(D[test])
-                fold_r.append(pearson_r(Yte, pred))
-            scores.append(np.mean(fold_r))
+    scores = [_reference_unit(X, windows[d], Y, segments, cfg["engine"])
+              for Y in Ys for d in range(cfg["n_distances"])]
     seconds = time.perf_counter() - t
-    return dict(seconds=seconds, mean_score=float(np.mean(scores)))
+    return dict(seconds=seconds, mean_score=float(np.nanmean(scores[0])))
+
+
+def run_equality(cfg):
+    """Scores of brainpred and of both references on one small unit, the references with an
+    exact PCA (``svd_solver="full"``); the timed runs use scikit-learn's default PCA, randomized
+    on the 5,376-dim windows, whose components (hence scores) differ a little."""
+    from brainpred import mapping
+
+    X, windows, Ys, segments = make_data(cfg["n_trs"], cfg["n_vertices"], 1, 1)
+    out = {}
+    for engine, inner in (("sklearn", "loo"), ("himalaya", "contiguous")):
+        ours = mapping.forecast_scores_shared(X, {0: windows[0]}, Ys, segments, inner_cv=inner,
+                                              backend=cfg["backend"], **KW)[0][1][0]
+        ref = _reference_unit(X, windows[0], Ys[0], segments, engine, pca_solver="full")
+        both = np.isfinite(ours) & np.isfinite(ref)
+        out[engine] = dict(max_abs_diff=float(np.abs(ours - ref)[both].max()),
+                           same_nan=bool((np.isnan(ours) == np.isnan(ref)).all()),
+                           mean_r=float(ref[both].mean()))
+    return out
 
 
 def run_sgemm(_cfg):
@@ -154,7 +183,8 @@ def run_sgemm(_cfg):
 
 
 def child(kind, cfg):
-    fn = dict(brainpred=run_brainpred, reference=run_reference, sgemm=run_sgemm)[kind]
+    fn = dict(brainpred=run_brainpred, reference=run_reference, sgemm=run_sgemm,
+              equality=run_equality)[kind]
     res = fn(cfg)
     res["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     print("RESULT " + json.dumps(res))
@@ -188,6 +218,11 @@ def main():
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
     sg = measure("sgemm")
     print(f"float32 matmul (4096^3, numpy): {sg['gflops_per_s']:.1f} GFLOP/s", flush=True)
+    eq = measure("equality", n_trs=1000, n_vertices=2000, backend=backend)
+    print("equal scores (1,000 TRs x 2,000 vertices, references with an exact PCA): "
+          + "; ".join(f"{'(a)' if k == 'sklearn' else '(b)'} {k} max |r - r_ref| = "
+                      f"{v['max_abs_diff']:.1e}, same NaN vertices {v['same_nan']}"
+                      for k, v in eq.items()), flush=True)
 
     if args.quick:
         scenarios = [dict(n_trs=300, n_vertices=20484, n_subjects=2, n_distances=2,
@@ -196,7 +231,7 @@ def main():
     else:
         scenarios = [dict(n_trs=300, n_vertices=20484, n_subjects=10, n_distances=2,
                           refs=dict(sklearn=(2, 1), himalaya=(1, 1)), loo=True),
-                     dict(n_trs=2000, n_vertices=20484, n_subjects=2, n_distances=1,
+                     dict(n_trs=2000, n_vertices=20484, n_subjects=2, n_distances=2,
                           refs=dict(sklearn=(1, 1), himalaya=(1, 1)), loo=True)]
         fullres = dict(n_trs=2000, n_vertices=81924, n_subjects=1, n_distances=1,
                        n_held_windows=41, one_fold=True)
@@ -214,11 +249,15 @@ def main():
                         backend=backend)
             ours[inner] = r
             rate = r["solver_gflops"] / r["solver_seconds"]
-            # 41 distances: the X-alone model (cheaper than an [X, W] one) spread over 41 units
-            r["unit41"] = r["seconds"] / (sc["n_subjects"] * (sc["n_distances"] + 1)) * 42 / 41
-            print(f"brainpred {inner:10s}: {r['seconds']:7.1f} s total, {r['seconds'] / units:6.2f}"
-                  f" s per (subject, distance) measured, <= {r['unit41']:.2f} s with 41 "
-                  f"distances; solver {r['solver_seconds']:.1f} s at {rate:.1f} GFLOP/s = "
+            # 41 distances: the measured time of the [X, W_d] designs per unit, plus the
+            # once-per-fold work (X-alone design, targets; measured) spread over 41 units
+            once = r["seconds"] - r["xw_seconds"]
+            r["unit41"] = r["xw_seconds"] / units + once / (41 * sc["n_subjects"])
+            print(f"brainpred {inner:10s}: {r['seconds']:7.1f} s total (X alone "
+                  f"{r['x_seconds']:.1f} s, [X, W_d] {r['xw_seconds']:.1f} s), "
+                  f"{r['seconds'] / units:6.2f} s per (subject, distance) measured, "
+                  f"{r['unit41']:.2f} s with 41 distances; "
+                  f"solver {r['solver_seconds']:.1f} s at {rate:.1f} GFLOP/s = "
                   f"{rate / r['sgemm_gflops_per_s']:.0%} of matmul measured just before "
                   f"({r['sgemm_gflops_per_s']:.0f}); peak RSS {r['peak_rss_gib']:.2f} GiB",
                   flush=True)
@@ -233,7 +272,9 @@ def main():
             print(f"({'a' if engine == 'sklearn' else 'b'}) {engine:8s} ({ns} x {nd} units): "
                   f"{unit:7.2f} s per (subject, distance); peak RSS {r['peak_rss_gib']:.2f} GiB"
                   f" -> brainpred ({inner}) is {unit / mine:.1f}x faster as measured, "
-                  f"{unit / ours[inner]['unit41']:.1f}x with 41 distances", flush=True)
+                  f"{unit / ours[inner]['unit41']:.1f}x with 41 distances; mean r of the first "
+                  f"unit {r['mean_score']:.4f}, brainpred {ours[inner]['mean_score']:.4f}",
+                  flush=True)
 
     if fullres:
         print("\n## full-resolution subject: 81924 vertices x 2000 TRs, 41 windows held "
