@@ -222,7 +222,7 @@ def main():
     print("equal scores (1,000 TRs x 2,000 vertices, references with an exact PCA): "
           + "; ".join(f"{'(a)' if k == 'sklearn' else '(b)'} {k} max |r - r_ref| = "
                       f"{v['max_abs_diff']:.1e}, same NaN vertices {v['same_nan']}"
-                      for k, v in eq.items()), flush=True)
+                      for k, v in eq.items() if isinstance(v, dict)), flush=True)
 
     if args.quick:
         scenarios = [dict(n_trs=300, n_vertices=20484, n_subjects=2, n_distances=2,
