@@ -482,20 +482,18 @@ def _error_chunk(blk, Y, Yr, Z, err, c, buf=None):
     which differ by less than float32's resolution of the squared error itself, are compared
     exactly.
     """
-    a = err.shape[0]
+    a, y = err.shape[0], Yr[:, c]
     op, rhs = (blk["A"], Y[:, c]) if Z is None else (blk["L"], Z[:, c])
     if buf is None:
         P = op @ rhs                                                    # predictions
         P = P.reshape(a, -1, P.shape[-1])
-        Q = P - 2.0 * Yr[None, :, c]
+        Q = P - 2.0 * y[None]
     else:                          # numpy: reuse two buffers (fresh 16 MiB arrays page-fault)
-        w = c.stop - c.start
-        P = np.matmul(op, rhs, out=buf[0][:op.shape[0] * w].reshape(op.shape[0], w))
-        Q = np.subtract(P.reshape(a, -1, w), 2.0 * Yr[:, c],
-                        out=buf[1][:op.shape[0] * w].reshape(a, -1, w))
-    P = P.reshape(Q.shape)                                              # (a, m, chunk)
-    Q *= P
-    y = Yr[:, c]
+        size = op.shape[0] * (c.stop - c.start)
+        P = np.matmul(op, rhs, out=buf[0][:size].reshape(op.shape[0], -1))
+        P = P.reshape(a, -1, P.shape[-1])
+        Q = np.subtract(P, 2.0 * y, out=buf[1][:size].reshape(P.shape))
+    Q *= P                                                              # (a, m, chunk)
     if "rw2" in blk:
         e = (blk["rw2"] @ Q)[:, 0]
         e += blk["rw2m1"] @ (y * y)
