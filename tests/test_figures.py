@@ -205,3 +205,12 @@ def test_analysis_figures_are_drawn(tmp_path):
         analyses.make_analysis_figures(analysis, outputs["npz"], outputs["regions"], cfg, pngs)
         for k in keys:
             assert _is_png(pngs[k], min_bytes=10_000), (analysis, k)
+
+
+def test_table_regions_checks_columns_and_keeps_order():
+    _table_regions = figures._table_regions
+    table = pd.DataFrame({"region": ["b", "a", "b"], "F": [1.0, 2.0, 3.0]})
+    assert _table_regions(table, {"region", "F"}, None, "f") == ["b", "a"]
+    assert _table_regions(table, {"region", "F"}, ["a", "zz", "b"], "f") == ["a", "b"]
+    with pytest.raises(ValueError, match=r"plot_x: table lacks columns \['distance'\]"):
+        _table_regions(table, {"region", "distance"}, None, "plot_x")

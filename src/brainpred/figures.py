@@ -210,6 +210,23 @@ def _finish_panels(fig, axes, n, title, synthetic, out_png):
     return _save(fig, out_png)
 
 
+def _table_regions(table, need, regions, caller):
+    """Check a tidy region table's columns; the requested regions present in it, in order.
+
+    Raises
+    ------
+    ValueError
+        When ``table`` lacks a column of ``need`` (names the caller and the columns).
+    """
+    missing = set(need) - set(table.columns)
+    if missing:
+        raise ValueError(f"{caller}: table lacks columns {sorted(missing)}")
+    present = set(table["region"])
+    if regions is None:
+        regions = list(pd.unique(table["region"]))
+    return [r for r in regions if r in present]
+
+
 def plot_forecast_curves(table, out_png, synthetic, regions=None, true_distance=None,
                          title="Forecast score F(d)", level=0.95):
     """Per region, the mean forecast score F(d) across subjects with its confidence band.
@@ -235,13 +252,8 @@ def plot_forecast_curves(table, out_png, synthetic, regions=None, true_distance=
     -------
     Path of the written PNG. Each panel shows a dashed line at the peak d* of the mean curve.
     """
-    need = {"subject", "region", "distance", "F"}
-    missing = need - set(table.columns)
-    if missing:
-        raise ValueError(f"plot_forecast_curves: table lacks columns {sorted(missing)}")
-    if regions is None:
-        regions = list(pd.unique(table["region"]))
-    regions = [r for r in regions if r in set(table["region"])]
+    regions = _table_regions(table, {"subject", "region", "distance", "F"}, regions,
+                             "plot_forecast_curves")
     if not regions:
         raise ValueError("plot_forecast_curves: no region to draw")
     n = len(regions)
@@ -352,13 +364,8 @@ def plot_region_curves(table, out_png, synthetic, regions=None, series=None, xla
     -------
     Path of the written PNG.
     """
-    need = {"subject", "region", "series", "x", "value"}
-    missing = need - set(table.columns)
-    if missing:
-        raise ValueError(f"plot_region_curves: table lacks columns {sorted(missing)}")
-    if regions is None:
-        regions = list(pd.unique(table["region"]))
-    regions = [r for r in regions if r in set(table["region"])]
+    regions = _table_regions(table, {"subject", "region", "series", "x", "value"}, regions,
+                             "plot_region_curves")
     if series is None:
         series = list(pd.unique(table["series"]))
     series = [s for s in series if s in set(table["series"])]
