@@ -19,81 +19,12 @@ spacy = pytest.importorskip("spacy")
 from brainpred import features as F  # noqa: E402
 from brainpred import syntax as S  # noqa: E402
 from brainpred.errors import ConfigError, DataError  # noqa: E402
+from brainpred.synthetic import _sentence as synthetic_sentence  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------ fixtures
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-_LEX = {
-    "Det": ["the", "a", "that", "every", "her", "his", "our"],
-    "Adj": ["old", "quiet", "cold", "little", "golden", "empty", "dark", "warm", "well-known"],
-    "N": ["keeper", "door", "boat", "window", "letter", "garden", "river", "child", "road",
-          "song", "key", "painter", "sailor", "clock", "field", "teacher", "house", "horse"],
-    "Name": ["Mara", "Tobias", "Elena", "Jonah", "Ruth", "Felix"],
-    "Vt": ["opened", "found", "carried", "watched", "painted", "followed", "lost", "built"],
-    "Vi": ["waited", "laughed", "slept", "returned", "smiled", "stopped"],
-    "Adv": ["slowly", "quietly", "again", "suddenly", "carefully", "never", "today"],
-    "P": ["near", "behind", "under", "across", "beside", "toward", "inside"],
-    "Conj": ["and", "but", "so", "while"],
-    "Say": ["said", "whispered", "asked", "thought"],
-    "Num": ["two", "three", "12", "40", "nine"],
-    "Pron": ["she", "he", "they", "I", "we"],
-    "Contr": ["didn't", "couldn't", "wouldn't", "can't"],
-}
-
-
-def _pick(rng, cat):
-    return _LEX[cat][rng.integers(len(_LEX[cat]))]
-
-
-def _np(rng):
-    r = rng.random()
-    if r < 0.2:
-        return [_pick(rng, "Name")]
-    if r < 0.3:
-        return [_pick(rng, "Num"), _pick(rng, "N") + "s"]
-    out = [_pick(rng, "Det")] + ([_pick(rng, "Adj")] if rng.random() < 0.5 else [])
-    out.append(_pick(rng, "N"))
-    if out[0] == "a" and out[1][0] in "aeiou":
-        out[0] = "an"
-    return out
-
-
-def _clause(rng):
-    r = rng.random()
-    if r < 0.45:
-        return _np(rng) + [_pick(rng, "Vt")] + _np(rng)
-    if r < 0.7:
-        return _np(rng) + [_pick(rng, "Vi"), _pick(rng, "Adv")]
-    if r < 0.85:
-        return _np(rng) + [_pick(rng, "Vi"), _pick(rng, "P")] + _np(rng)
-    return [_pick(rng, "Name"), _pick(rng, "Say"), _pick(rng, "Pron"), _pick(rng, "Contr"),
-            "know", "why"]
-
-
-def _sentence_chunks(rng):
-    """Whitespace chunks of one sentence (punctuation attached, as in a transcript)."""
-    words = _clause(rng)
-    if rng.random() < 0.35:
-        words = words + [","] + [_pick(rng, "Conj")] + _clause(rng)
-    quoted = rng.random() < 0.15
-    if quoted:
-        words = words + [","]
-    chunks = []
-    for w in words:
-        if w == "," and chunks:
-            chunks[-1] += ","
-        else:
-            chunks.append(w)
-    chunks[0] = chunks[0][0].upper() + chunks[0][1:]
-    if quoted:
-        chunks[0] = '"' + chunks[0]
-        chunks[-1] += '"'
-        chunks += ["she", _pick(rng, "Say")]
-    chunks[-1] += "?" if rng.random() < 0.1 else "."
-    return chunks
-
 
 def _table(chunks):
     """Text and word table like the pipeline's: Gentle words (punctuation stripped, hyphens
@@ -118,11 +49,12 @@ def _table(chunks):
 
 
 def _story(n_sentences, seed):
-    """A story of ``n_sentences`` generated sentences: (text, word table)."""
+    """A story of ``n_sentences`` sentences of the synthetic dataset's grammar: (text, word
+    table)."""
     rng = np.random.default_rng(seed)
     chunks = []
     for _ in range(n_sentences):
-        chunks += _sentence_chunks(rng)
+        chunks += synthetic_sentence(rng)
     return _table(chunks)
 
 
