@@ -862,6 +862,15 @@ _FORECAST_KW = ("n_components", "delays", "alphas", "n_folds", "inner_cv", "n_in
                 "backend", "target_batch", "groups")
 
 
+def _engine_kwargs(kwargs, caller):
+    """The engine keywords of a public scorer (TypeError on an unknown one; numpy backend by
+    default)."""
+    unknown = sorted(set(kwargs) - set(_FORECAST_KW) - {"form"})
+    if unknown:
+        raise TypeError(f"{caller} got unexpected arguments {unknown}.")
+    return {"backend": "numpy", **kwargs}
+
+
 def forecast_scores_shared(X, windows, Y_list, segment_lengths=None, **kwargs):
     """Forecast scores of several subjects who heard the same stimulus sequence, in one fit.
 
@@ -884,10 +893,7 @@ def forecast_scores_shared(X, windows, Y_list, segment_lengths=None, **kwargs):
     scores : list of (R_X, R_XW)
         One pair per subject, as returned by :func:`forecast_scores`.
     """
-    unknown = sorted(set(kwargs) - set(_FORECAST_KW) - {"form"})
-    if unknown:
-        raise TypeError(f"forecast_scores got unexpected arguments {unknown}.")
-    kwargs.setdefault("backend", "numpy")
+    kwargs = _engine_kwargs(kwargs, "forecast_scores")
     if len(Y_list) == 0:
         return []
     Y_list = [_check_targets(Y) for Y in Y_list]
@@ -928,10 +934,7 @@ def design_scores(blocks, designs, Y_list, segment_lengths=None, **kwargs):
         Mean Pearson r over the outer folds; row ``j`` equals
         ``encoding_scores([blocks[i] for i in designs[j]], Y_list[s], ...)``.
     """
-    unknown = sorted(set(kwargs) - set(_FORECAST_KW) - {"form"})
-    if unknown:
-        raise TypeError(f"design_scores got unexpected arguments {unknown}.")
-    kwargs.setdefault("backend", "numpy")
+    kwargs = _engine_kwargs(kwargs, "design_scores")
     if len(Y_list) == 0:
         return []
     designs = [tuple(int(i) for i in d) for d in designs]
