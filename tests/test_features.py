@@ -571,3 +571,9 @@ def test_load_features_validates(tmp_path):
         F.load_features(write("cols.npz", word__word=np.array(list("abc"))))
     with pytest.raises(ValueError, match="do not match"):
         F.save_features(tmp_path / "x.npz", acts[:, :3], words, meta)
+
+
+def test_read_positions_pads_with_last_read():
+    qpos, qvalid = F.read_positions([np.array([3, 5, 9]), np.array([2])])
+    np.testing.assert_array_equal(qpos, [[3, 5, 9], [2, 2, 2]])
+    np.testing.assert_array_equal(qvalid, [[True, True, True], [True, False, False]])

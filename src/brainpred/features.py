@@ -606,7 +606,7 @@ def extract_word_activations(model, input_ids, last_token, context_tokens=1024, 
         states = torch.empty((L + 1, uniq.size, dim), dtype=torch.float32, device=dev)
         for batch in batches:
             lengths = [e - s for s, e, _, _ in batch]
-            T, Q = max(lengths), max(len(p) for _, _, p, _ in batch)
+            T = max(lengths)
             if min(lengths) == T:  # windows of equal length: strided views, no copy loop
                 starts = torch.as_tensor([s for s, _, _, _ in batch], device=dev)
                 win = ids_dev[starts[:, None] + torch.arange(T, device=dev)]
@@ -616,12 +616,7 @@ def extract_word_activations(model, input_ids, last_token, context_tokens=1024, 
                 win = torch.zeros((len(batch), T), dtype=torch.long, device=dev)
                 for i, (s, e, _, _) in enumerate(batch):
                     win[i, :e - s] = ids_dev[s:e]
-            qpos = np.zeros((len(batch), Q), dtype=np.int64)
-            qvalid = np.zeros((len(batch), Q), dtype=bool)
-            for i, (s, _, pos, _) in enumerate(batch):
-                qpos[i] = pos[-1] - s
-                qpos[i, :len(pos)] = pos - s
-                qvalid[i, :len(pos)] = True
+            qpos, qvalid = read_positions([pos - s for s, _, pos, _ in batch])
             vals = forward(win, lengths, qpos, qvalid)
             dest = torch.as_tensor(np.concatenate([j for _, _, _, j in batch]), device=dev)
             states[:, dest] = vals.float()
@@ -631,6 +626,31 @@ def extract_word_activations(model, input_ids, last_token, context_tokens=1024, 
     if bar is not None:
         bar.close()
     return result[:, inverse]
+
+
+def read_positions(reads):
+    """Padded read positions of a batch of sequences, as the forward passes take them.
+
+    Parameters
+    ----------
+    reads : list of int arrays
+        Positions to read in each sequence (non-empty).
+
+    Returns
+    -------
+    qpos : int64 array of shape (n_sequences, max_reads)
+        Each row padded with its last position (a valid index, never used).
+    qvalid : bool array of shape (n_sequences, max_reads)
+        True where ``qpos`` is a real read.
+    """
+    Q = max(len(r) for r in reads)
+    qpos = np.zeros((len(reads), Q), dtype=np.int64)
+    qvalid = np.zeros((len(reads), Q), dtype=bool)
+    for i, r in enumerate(reads):
+        qpos[i] = r[-1]
+        qpos[i, :len(r)] = r
+        qvalid[i, :len(r)] = True
+    return qpos, qvalid
 
 
 def story_features(words, text, model, tokenizer, **kw):

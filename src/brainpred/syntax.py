@@ -976,15 +976,10 @@ def _future_states(model, seqs, n_words, n_futures, batch_size=8, progress=False
         for i0 in range(0, len(order), B):
             batch = [seqs[i] for i in order[i0:i0 + B]]
             lengths = [s.size for s, _, _ in batch]
-            T, Q = max(lengths), max(r.size for _, r, _ in batch)
-            win = torch.zeros((len(batch), T), dtype=torch.long)
-            qpos = np.zeros((len(batch), Q), dtype=np.int64)
-            qvalid = np.zeros((len(batch), Q), dtype=bool)
-            for j, (s, r, _) in enumerate(batch):
+            win = torch.zeros((len(batch), max(lengths)), dtype=torch.long)
+            for j, (s, _, _) in enumerate(batch):
                 win[j, :s.size] = torch.from_numpy(s)
-                qpos[j] = r[-1]
-                qpos[j, :r.size] = r
-                qvalid[j, :r.size] = True
+            qpos, qvalid = features.read_positions([r for _, r, _ in batch])
             vals = forward(win.to(dev), lengths, qpos, qvalid)
             dest = torch.as_tensor(np.concatenate([w for _, _, w in batch]), device=dev)
             acc.index_add_(1, dest, vals.float())
@@ -1193,16 +1188,10 @@ def _shared_context_states(model, units, n_words, n_futures, context_tokens, bat
             per_pass = max(max(len(fs) for _, fs in chunk), budget // (P + S_max))
             for k0 in range(0, len(futs), per_pass):
                 part = futs[k0:k0 + per_pass]
-                S = max(f[2].size for f in part)
-                Q = max(f[3].size for f in part)
-                ids = torch.zeros((len(part), S), dtype=torch.long)
-                qpos = np.zeros((len(part), Q), dtype=np.int64)
-                qvalid = np.zeros((len(part), Q), dtype=bool)
-                for j, (_, _, suf, r, _) in enumerate(part):
-                    ids[j, :suf.size] = torch.from_numpy(suf)
-                    qpos[j] = r[-1]
-                    qpos[j, :r.size] = r
-                    qvalid[j, :r.size] = True
+                ids = torch.zeros((len(part), max(f[2].size for f in part)), dtype=torch.long)
+                for j, f in enumerate(part):
+                    ids[j, :f[2].size] = torch.from_numpy(f[2])
+                qpos, qvalid = features.read_positions([f[3] for f in part])
                 rows = torch.as_tensor([f[0] for f in part], dtype=torch.long, device=dev)
                 plen = torch.as_tensor([f[1] for f in part], dtype=torch.long, device=dev)
                 vals = fwd.continuations(cache, rows, plen, ids.to(dev), qpos, qvalid)
