@@ -8,7 +8,7 @@ rule bold_cache:
         right=lambda w: gifti(w.subject, w.basename, "R"),
         table=f"{RESULTS}/tables/desc-runs_table.tsv",
     output:
-        f"{RESULTS}/bold/{{subject}}/{{basename}}_space-{SPACE}_desc-clean_bold.npy",
+        bold_file("{subject}", "{basename}"),
     params:
         space=SPACE,
     conda:

@@ -101,6 +101,16 @@ def all_outputs():
     return outs
 
 
+def bold_file(subject, basename):
+    """A run's BOLD cache (rule bold_cache); wildcards "{subject}", "{basename}" give its pattern."""
+    return f"{RESULTS}/bold/{subject}/{basename}_space-{SPACE}_desc-clean_bold.npy"
+
+
+def listener_sum_file(task):
+    """The sum of a task's listeners' BOLD (rule listener_sums, noise ceiling)."""
+    return f"{RESULTS}/noiseceiling/tasks/task-{task}_space-{SPACE}_desc-listenersum_bold.npz"
+
+
 def fit_runs(fit):
     return PLAN[PLAN["subject"].isin(FITS[fit])]
 
@@ -111,7 +121,7 @@ def fit_scores_input(w):
         "table": f"{RESULTS}/tables/desc-runs_table.tsv",
         "features": [f"{RESULTS}/features/model-{MODEL}/story-{s}_desc-activations.npz"
                      for s in sorted(runs["story"].unique())],
-        "bold": [f"{RESULTS}/bold/{r.subject}/{r.basename}_space-{SPACE}_desc-clean_bold.npy"
+        "bold": [bold_file(r.subject, r.basename)
                  for r in runs.drop_duplicates("basename").itertuples()],
     }
 

@@ -16,14 +16,6 @@ CEILING_OUTPUTS = {
 TASK_RUNS = {t: g.drop_duplicates("basename") for t, g in PLAN.groupby("task", sort=True)}
 
 
-def listener_sum_file(task):
-    return f"{CEILING}/tasks/task-{task}_space-{SPACE}_desc-listenersum_bold.npz"
-
-
-def bold_file(subject, basename):
-    return f"{RESULTS}/bold/{subject}/{basename}_space-{SPACE}_desc-clean_bold.npy"
-
-
 rule listener_sums:
     input:
         table=f"{RESULTS}/tables/desc-runs_table.tsv",
