@@ -1,5 +1,7 @@
 """Workflow helpers: run plan, model tags, config schema."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -107,3 +109,12 @@ def test_cli_overrides_get_their_schema_types():
     assert cfg["dataset"]["tasks"] == ["pieman"]
     jsonschema = pytest.importorskip("jsonschema")
     jsonschema.validate(cfg, schema)
+
+
+def test_snakemake_lint_is_clean():
+    """The workflow follows Snakemake's conventions (log, conda, no functions beside rules...)."""
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--snakefile",
+                           str(REPO / "Snakefile")], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Lints for" not in out, out[-3000:]
