@@ -1,21 +1,26 @@
 # brainpred: brain scores and forecast scores of language models on Narratives fMRI
-# (Caucheteux, Gramfort & King 2023). Configuration: config/config.yaml (see config/README.md).
+# (Caucheteux, Gramfort & King 2023). Configuration: config/README.md.
+#
+# A run reads ONE configuration: `config/config.yaml` (the offline demo) when no --configfile
+# is given, otherwise only the --configfile file(s); --config overrides either. Every key they
+# leave out takes its default from workflow/schemas/config.schema.yaml (the only place defaults
+# live), never from the demo file. The effective config is written to
+# results/config/desc-effective_config.yaml and shown in the report.
 
-import yaml
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
-from brainpred.workflow import coerce_config
+from brainpred.config import prepare_config
 
 min_version("8.0")
 
 
-configfile: "config/config.yaml"
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
-# --config section='{key: value}' gives nested values as strings: give them their schema types
-with open(f"{workflow.basedir}/workflow/schemas/config.schema.yaml") as _f:
-    coerce_config(config, yaml.safe_load(_f))
-validate(config, "workflow/schemas/config.schema.yaml")
+# types of --config strings, schema validation, schema defaults, cross-key checks
+prepare_config(config)
 
 
 include: "workflow/rules/common.smk"

@@ -2,7 +2,15 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from brainpred.stats import best_distance, fdr_bh, mean_ci, relative_gain, wilcoxon_test
+from brainpred.config import load_schema, schema_defaults
+from brainpred.stats import (best_distance, bootstrap_best, fdr_bh, forecast_gain, mean_ci,
+                             relative_gain, wilcoxon_test)
+
+
+def _cfg(**stats):
+    """A group config: the schema's stats and noise_ceiling defaults, ``stats`` overriding."""
+    d = schema_defaults(load_schema())
+    return {"stats": {**d["stats"], **stats}, "noise_ceiling": d["noise_ceiling"]}
 
 
 def test_wilcoxon_matches_scipy_per_column():
@@ -126,8 +134,8 @@ def test_group_maps_against_scipy(tmp_path):
     F[:, 2, :2] += 0.05                                 # d = 8 beats d = 0 on vertices 0, 1
     NC = rng.normal(0.5, 0.05, (S, V))
     paths, cpaths = _subject_npzs(tmp_path, R, F, distances, NC)
-    cfg = {"stats": {"ci": 0.95, "fdr_q": 0.05, "dstar_reference": [0, 8], "dstar_mask": "fdr"},
-           "noise_ceiling": {"min_ceiling": 0.05}}
+    cfg = _cfg(ci=0.95, fdr_q=0.05, dstar_reference=[0, 8], dstar_mask="fdr",
+               gain_distance="best")
     g = group_maps(paths, cfg, ceiling_npzs=cpaths)
     R32, F32, NC32 = (x.astype(np.float32).astype(np.float64) for x in (R, F, NC))
     np.testing.assert_allclose(g["brain_score"][:5], R32[:, :5].mean(0), rtol=1e-6)
@@ -153,8 +161,19 @@ def test_group_maps_against_scipy(tmp_path):
     np.testing.assert_array_equal(g["dstar"][:2], [8, 8])
     assert np.isnan(g["dstar"][~mask]).all()
     best = F32.mean(0).max(0)
-    np.testing.assert_allclose(g["gain"][:5], np.where(R32[:, :5].mean(0) > 0,
-                                                       100 * best[:5] / R32[:, :5].mean(0),
+    np.testing.assert_allclose(g["gain_maxd"][:5], np.where(R32[:, :5].mean(0) > 0,
+                                                            100 * best[:5] / R32[:, :5].mean(0),
+                                                            np.nan), rtol=1e-6)
+    # the reported gain: one d* for the group over the FDR-significant brain-score vertices
+    resp = g["brain_reject"]
+    assert resp.sum() >= 3
+    Fs = F32[:, :, resp].mean(2)                             # (S, n_d)
+    i = int(Fs.mean(0).argmax())
+    assert g["gain_dstar"] == distances[i] == 8
+    np.testing.assert_allclose(g["gain_subjects"], 100 * Fs[:, i] / R32[:, resp].mean(1),
+                               rtol=1e-6)
+    Rm = R32[:, :5].mean(0)
+    np.testing.assert_allclose(g["gain"][:5], np.where(Rm > 0, 100 * F32.mean(0)[i, :5] / Rm,
                                                        np.nan), rtol=1e-6)
     np.testing.assert_allclose(g["noise_ceiling"], NC32.mean(0), rtol=1e-6)
     np.testing.assert_allclose(g["percent_ceiling"][:5],
@@ -173,7 +192,7 @@ def test_group_maps_ci_best_mask(tmp_path):
     F[:, 2, 1] += 0.05                                   # vertex 1: forecast at d = 15
     F[:, 1, 2] += 0.05                                   # vertex 2: F > 0 but no brain score
     paths, _ = _subject_npzs(tmp_path, R, F, distances)
-    g = group_maps(paths, {"stats": {"dstar_reference": [0, 8], "dstar_mask": "ci_best"}})
+    g = group_maps(paths, _cfg(dstar_reference=[0, 8], dstar_mask="ci_best"))
     F32 = F.astype(np.float32).astype(np.float64)
     best = F32.mean(0).argmax(0)
     low = np.array([sps.t.interval(0.95, S - 1, loc=F32[:, best[v], v].mean(),
@@ -194,7 +213,7 @@ def test_group_maps_rejects_a_missing_reference_distance(tmp_path):
     R = np.ones((3, 2))
     paths, _ = _subject_npzs(tmp_path, R, np.ones((3, 2, 2)), [0, 5])
     with pytest.raises(ConfigError, match="dstar_reference"):
-        group_maps(paths, {"stats": {"dstar_reference": [0, 8]}})
+        group_maps(paths, _cfg(dstar_reference=[0, 8]))
 
 
 def test_group_region_tables():
@@ -243,3 +262,44 @@ def test_wilcoxon_ties_are_tested_apart_fast():
     assert time.perf_counter() - t < 10
     np.testing.assert_allclose(p[0], sps.wilcoxon(x[:, 0]).pvalue)
     np.testing.assert_allclose(p[1], sps.wilcoxon(x[:, 1]).pvalue)
+
+
+def test_forecast_gain_hand_example():
+    # 2 subjects, 3 vertices (the last not responsive), distances 0 and 8
+    R = np.array([[0.2, 0.4, 0.9], [0.1, 0.3, 0.9]])
+    F = np.zeros((2, 2, 3))
+    F[:, 1, :2] = [[0.03, 0.03], [0.01, 0.03]]               # d = 8
+    F[:, 0, :2] = [[0.02, 0.0], [0.0, 0.0]]                  # d = 0
+    F[:, :, 2] = [[0.5, -0.5], [0.5, -0.5]]                  # the mask leaves it out
+    out = forecast_gain(R, F, [0, 8], np.array([True, True, False]))
+    assert out["dstar"] == 8
+    np.testing.assert_allclose(out["R_subjects"], [0.3, 0.2])
+    np.testing.assert_allclose(out["gain_subjects"], [100 * 0.03 / 0.3, 100 * 0.02 / 0.2])
+    assert out["mean"] == pytest.approx(10.0) and out["n"] == 2 and out["n_vertices"] == 2
+    fixed = forecast_gain(R, F, [0, 8], np.array([True, True, False]), distance=0)
+    np.testing.assert_allclose(fixed["gain_subjects"], [100 * 0.01 / 0.3, 0.0])
+    with pytest.raises(ValueError, match="not fitted"):
+        forecast_gain(R, F, [0, 8], np.ones(3, bool), distance=5)
+
+
+def test_forecast_gain_is_not_the_biased_per_vertex_maximum():
+    """Pure noise F(d): the per-vertex max over d of the mean F is clearly positive (each
+    vertex keeps its luckiest distance); the paper's gain, one d* for the group, is not."""
+    rng = np.random.default_rng(0)
+    S, n_d, V = 20, 41, 500
+    R = np.full((S, V), 0.1)
+    F = rng.normal(0, 0.01, (S, n_d, V))
+    maxd = relative_gain(F.mean(0).max(0), R.mean(0))
+    assert np.mean(maxd) > 3.0                                # biased upward
+    out = forecast_gain(R, F, np.arange(-10, 31), np.ones(V, bool))
+    assert abs(out["mean"]) < 0.5 and out["ci_low"] < 0.5
+
+
+def test_bootstrap_best_is_seeded_and_covers_the_truth():
+    rng = np.random.default_rng(1)
+    x = np.arange(-10, 31)
+    curves = np.exp(-0.5 * ((x - 8) / 4.0) ** 2)[None] + rng.normal(0, 0.3, (30, x.size))
+    best, low, high = bootstrap_best(curves, x, seed=0)
+    assert low <= 8 <= high and low <= best <= high
+    assert bootstrap_best(curves, x, seed=0) == (best, low, high)
+    assert bootstrap_best(curves[:1], x)[1:] != bootstrap_best(curves, x)[1:]

@@ -119,3 +119,17 @@ def write_json(path, obj, indent=2):
     with atomic_write(path) as f:
         json.dump(obj, f, indent=indent, sort_keys=False)
         f.write("\n")
+
+
+def read_yaml(path):
+    """Read a YAML file, with an error that names the file."""
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found.")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except yaml.YAMLError as exc:
+        raise DataError(f"{path}: invalid YAML ({exc}).") from exc

@@ -474,8 +474,14 @@ def group_maps(subject_npzs, config, ceiling_npzs=()):
         ``diff_p``/``diff_q`` for F(d1) - F(d0) (``stats.dstar_reference``), ``dstar_mask``
         (V,) bool (``stats.dstar_mask``), ``dstar`` (V,) argmax_d of the mean F(d) where the
         mask holds (NaN elsewhere), ``dstar_all`` unmasked, ``dstar_subjects`` (S, V) each
-        subject's argmax; ``gain`` (V,) ``100 * max_d mean F(d) / mean R(X)`` (NaN where the
-        mean brain score is <= 0); ``distances``; ``subjects``; with ceilings also
+        subject's argmax; ``gain_dstar`` the group's d* (``stats.gain_distance``: the best
+        distance of the subjects' F(d) averaged over ``gain_mask`` (V,), the vertices with a
+        reliable brain score, or a fixed distance), ``gain_subjects`` (S,) each subject's
+        ``100 * F_s(d*) / R_s`` over that mask (with ``gain_R_subjects`` (S,),
+        ``gain_F_subjects`` (S, n_d)), ``gain_mean`` and ``gain_ci`` (2,) across subjects;
+        ``gain`` (V,) ``100 * mean F(d*) / mean R(X)`` per vertex and ``gain_maxd`` (V,)
+        ``100 * max_d mean F(d) / mean R(X)`` (biased upward: each vertex's best distance),
+        NaN where the mean brain score is <= 0; ``distances``; ``subjects``; with ceilings also
         ``noise_ceiling`` (V,) mean, ``ceiling_low``/``ceiling_high``, ``ceiling_p``/``ceiling_q``
         and ``percent_ceiling`` (V,) ``100 * mean R(X) / mean ceiling`` where the mean ceiling is
         above ``noise_ceiling.min_ceiling``.
@@ -501,7 +507,7 @@ def group_maps(subject_npzs, config, ceiling_npzs=()):
         bs_reject = bs_reject & (np.nan_to_num(bs_mean) > 0)
         _, f_p = stats.wilcoxon_test(F)
         f_q = np.stack([stats.fdr_bh(row, q=q)[1] for row in f_p])
-        d0, d1 = (int(x) for x in sc.get("dstar_reference", [0, 8]))
+        d0, d1 = (int(x) for x in sc["dstar_reference"])
         for d in (d0, d1):
             if d not in set(distances.tolist()):
                 raise ConfigError(f"stats.dstar_reference = {[d0, d1]}: {d} is not in "
@@ -512,7 +518,7 @@ def group_maps(subject_npzs, config, ceiling_npzs=()):
         _, diff_p = stats.wilcoxon_test(diff)
         diff_reject, diff_q = stats.fdr_bh(diff_p, q=q)
         diff_mean, diff_low, _ = stats.mean_ci(diff, level=level)
-        mode = sc.get("dstar_mask", "ci")
+        mode = sc["dstar_mask"]
         if mode == "fdr":
             mask = np.asarray(diff_reject, bool) & (diff_mean > 0)
         elif mode == "ci":
@@ -529,16 +535,32 @@ def group_maps(subject_npzs, config, ceiling_npzs=()):
         dstar_all = stats.best_distance(f_mean, distances)
         dstar = np.where(mask, dstar_all, np.nan)
         dstar_subjects = np.stack([stats.best_distance(f, distances) for f in F])
+        # per-vertex max over d of the group-mean F: each vertex's luckiest distance, biased
+        # upward; kept only as the "gainmaxd" map, never reported as the gain
         best = np.nanmax(np.where(np.isnan(f_mean), -np.inf, f_mean), axis=0)
         best[~np.isfinite(best)] = np.nan
-        gain = stats.relative_gain(best, bs_mean)
+        gain_maxd = stats.relative_gain(best, bs_mean)
+        # the paper's gain: one d* for the group, F_s(d*) / R_s per subject over the vertices
+        # with a reliable brain score (same criterion family as stats.dstar_mask)
+        responsive = _responsive_vertices(mode, bs_reject, bs_low, bs_mean)
+        fg = stats.forecast_gain(R, F, distances, responsive, distance=sc["gain_distance"],
+                                 level=level)
+        if np.isfinite(fg["dstar"]):
+            i_star = int(np.flatnonzero(distances == fg["dstar"])[0])
+            gain = stats.relative_gain(f_mean[i_star], bs_mean)
+        else:
+            gain = np.full_like(bs_mean, np.nan)
     out = {"brain_score": bs_mean, "brain_low": bs_low, "brain_high": bs_high,
            "brain_p": bs_p, "brain_q": bs_q, "brain_reject": bs_reject,
            "brain_score_fdr": np.where(bs_reject, bs_mean, np.nan),
            "forecast_score": f_mean, "forecast_low": f_low, "forecast_high": f_high,
            "forecast_p": f_p, "forecast_q": f_q,
            "dstar": dstar, "dstar_all": dstar_all, "dstar_mask": mask,
-           "dstar_subjects": dstar_subjects, "gain": gain,
+           "dstar_subjects": dstar_subjects, "gain": gain, "gain_maxd": gain_maxd,
+           "gain_dstar": np.float64(fg["dstar"]), "gain_mask": responsive,
+           "gain_subjects": fg["gain_subjects"], "gain_R_subjects": fg["R_subjects"],
+           "gain_F_subjects": fg["F_subjects"], "gain_mean": np.float64(fg["mean"]),
+           "gain_ci": np.array([fg["ci_low"], fg["ci_high"]]),
            "diff_p": diff_p, "diff_q": diff_q,
            "distances": distances, "subjects": subjects}
     if ceiling_npzs:
@@ -552,6 +574,16 @@ def group_maps(subject_npzs, config, ceiling_npzs=()):
                    ceiling_p=c_p, ceiling_q=c_q,
                    percent_ceiling=percent_of_ceiling(bs_mean, c_mean, min_c))
     return out
+
+
+def _responsive_vertices(mode, reject, low, mean):
+    """Vertices whose group brain score is reliable, by the ``stats.dstar_mask`` family:
+    ``fdr``: FDR-significant and positive; ``ci``/``ci_best``: CI above 0; ``none``: all."""
+    if mode == "fdr":
+        return np.asarray(reject, bool)
+    if mode in ("ci", "ci_best"):
+        return np.nan_to_num(low, nan=-np.inf) > 0
+    return np.isfinite(mean)
 
 
 def _load_ceilings(ceiling_npzs, subjects):
@@ -727,7 +759,8 @@ def make_group(subject_npzs, config, outputs, ceiling_npzs=(), labels_paths=None
     maps = {"brain": (g["brain_score"], "mean brain score"),
             "brain_fdr": (g["brain_score_fdr"], "mean brain score, FDR-significant vertices"),
             "dstar": (g["dstar"], "forecast distance d*"),
-            "gain": (g["gain"], "forecast gain (%)")}
+            "gain": (g["gain"], f"forecast gain at d* = {g['gain_dstar']:g} (%)"),
+            "gain_maxd": (g["gain_maxd"], "max over d of the forecast gain (%), biased upward")}
     if "noise_ceiling" in g:
         maps["ceiling"] = (g["noise_ceiling"], "mean noise ceiling")
         maps["pct_ceiling"] = (g["percent_ceiling"], "brain score (% of noise ceiling)")
@@ -793,7 +826,8 @@ def make_figures(group_npz, regions_tsv, config, outputs):
                          synthetic=synthetic, cmap="viridis",
                          vmin=float(np.min(g["distances"])), vmax=float(np.max(g["distances"])))
     figures.plot_surface(g["gain"], outputs["gain"],
-                         title="Forecast gain: max_d F(d) / R(X) (%)", synthetic=synthetic,
+                         title=f"Forecast gain F(d*) / R(X) at the group's d* = "
+                               f"{float(g['gain_dstar']):g} (%)", synthetic=synthetic,
                          cmap="cold_hot", symmetric=True)
     table = io.read_tsv(regions_tsv)
     curves = table[table["measure"] == "forecastscore"].rename(columns={"value": "F"})
@@ -822,15 +856,67 @@ def _region_dstar(curves, regions):
     return out
 
 
-def make_report(figure_paths, captions, config, out_html, tables=()):
-    """Rule ``report``: a self-contained HTML report of the figures."""
+def make_report(figure_paths, captions, config, out_html, tables=(), config_file=None,
+                summary=None):
+    """Rule ``report``: a self-contained HTML report of the figures.
+
+    Parameters
+    ----------
+    figure_paths, captions : list
+    config : dict
+        ``dataset`` and ``report`` sections at least.
+    out_html : path
+    tables : list of (tsv_path, caption)
+    config_file : path, optional
+        The effective config (rule ``effective_config``), shown in full in the report.
+    summary : (tsv_path, caption), optional
+        The paper comparison table, the report's first section.
+    """
     from . import report
 
     synthetic = config["dataset"]["source"] == "synthetic"
-    report.write_report(out_html, list(zip(figure_paths, captions)), config,
-                        synthetic=synthetic,
-                        title=(config.get("report", {}) or {}).get("title", "brainpred report"),
-                        tables=list(tables))
+    shown, name = config, "Configuration"
+    if config_file is not None:
+        shown = io.read_yaml(config_file)
+        name = f"Effective configuration ({Path(config_file).name})"
+    report.write_report(out_html, list(zip(figure_paths, captions)), shown,
+                        synthetic=synthetic, title=config["report"]["title"],
+                        tables=list(tables), summary=summary, config_name=name)
+
+
+def make_paper_comparison(group_npz, scores_tsv, stats_tsv, analysis_tsvs, config, out_tsv):
+    """Rule ``paper_comparison``: the paper's summary table from the group outputs.
+
+    Parameters
+    ----------
+    group_npz, scores_tsv, stats_tsv : path
+        Group maps, per-subject region scores and region statistics of the main analysis.
+    analysis_tsvs : dict
+        ``analysis -> per-subject region table`` of the analyses that ran.
+    config : dict
+        The effective config.
+    out_tsv : path
+        ``results/tables/desc-paper_comparison.tsv`` (:data:`brainpred.comparison.COLUMNS`).
+    """
+    from . import comparison
+
+    table = comparison.paper_comparison(
+        io.load_npz(group_npz), io.read_tsv(scores_tsv), io.read_tsv(stats_tsv), config,
+        analyses={a: io.read_tsv(p) for a, p in analysis_tsvs.items()})
+    io.write_tsv(out_tsv, table)
+    for row in table.itertuples():
+        log.info("paper comparison: %s = %s (paper: %s) %s", row.quantity,
+                 f"{row.value:.4g} [{row.ci_low:.4g}, {row.ci_high:.4g}]"
+                 if row.status == "computed" else "-", row.paper,
+                 "" if row.status == "computed" else row.status)
+    return table
+
+
+PAPER_COMPARISON_CAPTION = (
+    "The paper's summary figures (Caucheteux, Gramfort & King 2023; method.md section 8) beside "
+    "this run's, each computed from the run's group outputs with its uncertainty across "
+    "subjects, the number of subjects, the regions (report.paper_regions) and the settings "
+    "used; a row whose analysis is off says so. Definitions: brainpred.comparison.")
 
 
 FIGURE_CAPTIONS = {
@@ -850,8 +936,12 @@ FIGURE_CAPTIONS = {
     "dstar": "Forecast distance d*: the d maximising the group mean F(d) per vertex, shown where "
              "the configured test passes (stats.dstar_mask: fdr or ci = F(d1) - F(d0) with "
              "stats.dstar_reference; ci_best = brain score and F(d*) both reliably above 0).",
-    "gain": "Relative forecast gain: max over d of the mean F(d) divided by the mean brain "
-            "score R(X), in percent.",
+    "gain": "Forecast gain F(d*) / R(X) in percent, per vertex, at the group's forecast "
+            "distance d* (stats.gain_distance: the best d of the subjects' F(d) averaged over "
+            "the vertices with a reliable brain score, or a set distance; paper: d* = 8). The "
+            "reported gain (paper comparison table) is each subject's F_s(d*) / R_s over those "
+            "vertices, mean and 95% CI across subjects. The per-vertex maximum over d, biased "
+            "upward, is only the desc-gainmaxd GIfTI.",
     "distribution": "Per-subject forecast distance d* (argmax of the subject's region-mean F(d)) "
                     "in the key region with the largest forecast score.",
 }

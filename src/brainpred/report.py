@@ -105,7 +105,8 @@ def _table_html(path):
                       border=0) + note
 
 
-def write_report(out_html, figures, config, synthetic, title="brainpred report", tables=()):
+def write_report(out_html, figures, config, synthetic, title="brainpred report", tables=(),
+                 summary=None, config_name="Configuration"):
     """Write a self-contained HTML report.
 
     Parameters
@@ -122,6 +123,10 @@ def write_report(out_html, figures, config, synthetic, title="brainpred report",
         Page title.
     tables : list of (tsv_path, caption)
         TSV tables shown as HTML (first 200 rows).
+    summary : (tsv_path, caption), optional
+        The paper comparison table, shown as the report's first section.
+    config_name : str
+        Heading of the configuration section (e.g. the effective-config file's name).
 
     Raises
     ------
@@ -153,12 +158,17 @@ def write_report(out_html, figures, config, synthetic, title="brainpred report",
         f"<p class=\"meta\">Generated {html.escape(now)} by brainpred "
         f"{html.escape(versions.get('brainpred', 'unknown'))}.</p>",
     ]
+    if summary is not None:
+        tsv, caption = summary
+        parts += ["<h2>The paper's figures and this run's</h2>",
+                  f"<figure>{_table_html(tsv)}"
+                  f"<figcaption>{html.escape(str(caption))}</figcaption></figure>"]
     if blocks:
         parts += ["<h2>Figures</h2>", *blocks]
     if table_blocks:
         parts += ["<h2>Tables</h2>", *table_blocks]
     parts += [
-        "<h2>Configuration</h2>",
+        f"<h2>{html.escape(config_name)}</h2>",
         f"<pre>{html.escape(_config_text(config))}</pre>",
         "<h2>Package versions</h2>",
         f"<table>{ver_rows}</table>",

@@ -14,7 +14,8 @@ import warnings
 import numpy as np
 from scipy import stats as _sps
 
-__all__ = ["wilcoxon_test", "fdr_bh", "mean_ci", "best_distance", "relative_gain"]
+__all__ = ["wilcoxon_test", "fdr_bh", "mean_ci", "best_distance", "relative_gain",
+           "forecast_gain", "bootstrap_best"]
 
 
 def wilcoxon_test(values, min_subjects=2):
@@ -191,3 +192,107 @@ def relative_gain(F_best, R_X):
     R_X = np.asarray(R_X, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(R_X > 0, 100.0 * F_best / R_X, np.nan)
+
+
+def bootstrap_best(curves, x, n_boot=1000, level=0.95, seed=0):
+    """The x maximising the across-subject mean of per-subject curves, with a bootstrap interval.
+
+    Parameters
+    ----------
+    curves : array_like, shape (S, n_x)
+        One curve per subject (e.g. a region-mean F(d)); NaN rows or entries are ignored.
+    x : array_like, shape (n_x,)
+        The abscissa of each column (distances, layers).
+    n_boot : int
+        Resamples of the subjects (with replacement).
+    level : float
+        Coverage of the percentile interval.
+    seed : int
+        Seed of the resampling (results are deterministic).
+
+    Returns
+    -------
+    best : float
+        ``x[argmax mean_s curves]`` (NaN when every column is NaN).
+    low, high : float
+        Percentile interval of the best x over the bootstrap resamples of the subjects.
+    """
+    C = np.asarray(curves, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    if C.ndim != 2 or C.shape[1] != x.shape[0]:
+        raise ValueError(f"bootstrap_best: curves {C.shape} do not match {x.shape[0]} x values")
+
+    def argbest(M):
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            m = np.nanmean(M, axis=-2)
+        allnan = np.all(np.isnan(m), axis=-1)
+        return np.where(allnan, np.nan, x[np.argmax(np.where(np.isnan(m), -np.inf, m), axis=-1)])
+
+    best = float(argbest(C))
+    if C.shape[0] < 2:
+        return best, np.nan, np.nan
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, C.shape[0], size=(n_boot, C.shape[0]))
+    boots = argbest(C[idx])
+    alpha = (1.0 - level) / 2.0
+    return best, float(np.nanquantile(boots, alpha)), float(np.nanquantile(boots, 1 - alpha))
+
+
+def forecast_gain(R, F, distances, mask, distance="best", level=0.95):
+    """The paper's forecast gain: F(d*) / R(X) per subject, at one distance for the group.
+
+    Each subject's brain score and forecast scores are averaged over the ``mask`` vertices;
+    ``d*`` is the distance maximising the across-subject mean of those averaged F(d) (or the
+    given distance); the gain of subject s is ``100 * F_s(d*) / R_s``. Unlike the per-vertex
+    maximum over distances of the group-mean F, which picks each vertex's luckiest distance
+    and is biased upward, one d* is chosen for everyone.
+
+    Parameters
+    ----------
+    R : array_like, shape (S, V)
+        Brain scores R(X).
+    F : array_like, shape (S, n_d, V)
+        Forecast scores F(d).
+    distances : array_like, shape (n_d,)
+    mask : array_like of bool, shape (V,)
+        Vertices averaged (e.g. those with a reliable group brain score).
+    distance : "best" or int
+        ``"best"``: the group's best distance; an int: that distance (must be fitted).
+    level : float
+        CI level across subjects (Student t).
+
+    Returns
+    -------
+    dict
+        ``dstar`` (float), ``R_subjects`` (S,), ``F_subjects`` (S, n_d), ``gain_subjects`` (S,)
+        percent (NaN where ``R_s <= 0``), ``mean``, ``ci_low``, ``ci_high`` (percent),
+        ``n`` (subjects with a finite gain), ``n_vertices`` (mask size).
+    """
+    R = np.asarray(R, dtype=np.float64)
+    F = np.asarray(F, dtype=np.float64)
+    distances = np.asarray(distances)
+    mask = np.asarray(mask, dtype=bool)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        R_s = np.nanmean(R[:, mask], axis=1) if mask.any() else np.full(len(R), np.nan)
+        F_s = (np.nanmean(F[:, :, mask], axis=2) if mask.any()
+               else np.full(F.shape[:2], np.nan))
+        if distance == "best":
+            f_mean = np.nanmean(F_s, axis=0)
+            dstar = (float(distances[np.nanargmax(f_mean)]) if np.isfinite(f_mean).any()
+                     else np.nan)
+        else:
+            if int(distance) not in set(distances.tolist()):
+                raise ValueError(f"forecast_gain: distance {distance} was not fitted "
+                                 f"({distances.tolist()})")
+            dstar = float(distance)
+        if np.isfinite(dstar):
+            gain = relative_gain(F_s[:, int(np.flatnonzero(distances == dstar)[0])], R_s)
+        else:
+            gain = np.full(len(R), np.nan)
+        mean, low, high = mean_ci(gain[np.isfinite(gain)][:, None], level=level) \
+            if np.isfinite(gain).any() else (np.array([np.nan]),) * 3
+    return {"dstar": dstar, "R_subjects": R_s, "F_subjects": F_s, "gain_subjects": gain,
+            "mean": float(mean[0]), "ci_low": float(low[0]), "ci_high": float(high[0]),
+            "n": int(np.isfinite(gain).sum()), "n_vertices": int(mask.sum())}

@@ -17,12 +17,16 @@ SUBJECTS = sorted(PLAN["subject"].unique())
 STORIES = sorted(PLAN["story"].unique())
 RUNS = PLAN.drop_duplicates("basename")
 # subjects who heard the same stimulus sequence are fitted together (mapping.shared_subjects)
-FITS = fit_groups(PLAN, config["mapping"].get("shared_subjects", 1))
+FITS = fit_groups(PLAN, config["mapping"]["shared_subjects"])
 FIT_OF = {s: fit for fit, subjects in FITS.items() for s in subjects}
 RESULTS = "results"
 SCORES = f"{RESULTS}/scores/model-{MODEL}_layer-{LAYER}"
 GROUP = f"{RESULTS}/group/model-{MODEL}_layer-{LAYER}"
 FIGURES = f"{RESULTS}/figures/model-{MODEL}_layer-{LAYER}"
+# the run's configuration as used (rule effective_config), next to the results
+EFFECTIVE_CONFIG = f"{RESULTS}/config/desc-effective_config.yaml"
+# the paper's summary table computed from this run (rule paper_comparison)
+PAPER_COMPARISON = f"{RESULTS}/tables/desc-paper_comparison.tsv"
 
 wildcard_constraints:
     subject=r"sub-[0-9]+",
@@ -90,7 +94,8 @@ FIGURE_FILES = {
 
 
 def all_outputs():
-    outs = [f"{RESULTS}/report.html", f"{GROUP}/group_desc-scores.npz",
+    outs = [f"{RESULTS}/report.html", EFFECTIVE_CONFIG, PAPER_COMPARISON,
+            f"{GROUP}/group_desc-scores.npz",
             f"{GROUP}/group_desc-regions_stats.tsv"]
     for analysis in ANALYSES:
         outs += list(analysis_group_outputs(analysis).values())

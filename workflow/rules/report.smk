@@ -5,6 +5,51 @@
 report: "../report/workflow.rst"
 
 
+rule effective_config:
+    output:
+        EFFECTIVE_CONFIG,
+    params:
+        config=config,
+    conda:
+        "../envs/brainpred.yaml"
+    log:
+        "logs/effective_config.log",
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=2,
+    script:
+        "../scripts/effective_config.py"
+
+
+rule paper_comparison:
+    input:
+        npz=f"{GROUP}/group_desc-scores.npz",
+        scores=f"{GROUP}/group_desc-regions_scores.tsv",
+        stats=f"{GROUP}/group_desc-regions_stats.tsv",
+        **{
+            f"analysis_{a}": analysis_group_outputs(a)["regions"]
+            for a in ANALYSES
+            if a in ("layers", "syntax", "finetune")
+        },
+    output:
+        PAPER_COMPARISON,
+    params:
+        config=config_for("model", "features", "forecast", "stats", "noise_ceiling",
+                          "layers", "syntax", "finetune", "report"),
+    conda:
+        "../envs/brainpred.yaml"
+    log:
+        f"logs/paper_comparison/model-{MODEL}_layer-{LAYER}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    script:
+        "../scripts/paper_comparison.py"
+
+
 rule figures:
     input:
         npz=f"{GROUP}/group_desc-scores.npz",
@@ -42,6 +87,8 @@ rule report:
         analysis_regions=[analysis_group_outputs(a)["regions_stats"] for a in ANALYSES],
         table=f"{RESULTS}/tables/desc-runs_table.tsv",
         regions=f"{GROUP}/group_desc-regions_stats.tsv",
+        config=EFFECTIVE_CONFIG,
+        comparison=PAPER_COMPARISON,
     output:
         report(
             f"{RESULTS}/report.html",
@@ -49,7 +96,7 @@ rule report:
             caption="../report/report_html.rst",
         ),
     params:
-        config=config,
+        config=config_for("dataset", "report"),
     conda:
         "../envs/brainpred.yaml"
     log:

@@ -19,7 +19,7 @@ ATLAS_INPUTS = {
     "surface": _hemi_paths(ROOT, _SURFACE) if _LABELS else [],
 }
 _GROUP_MAPS = {"brain": "brainscore", "brain_fdr": "brainscorefdr", "dstar": "dstar",
-               "gain": "gain"}
+               "gain": "gain", "gain_maxd": "gainmaxd"}
 if NOISE_CEILING:
     _GROUP_MAPS.update(ceiling="noiseceiling", pct_ceiling="pctceiling")
 GROUP_OUTPUTS = {

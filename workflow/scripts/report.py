@@ -1,6 +1,6 @@
 """Rule report: the self-contained HTML report."""
 from brainpred.analyses import FIGURE_CAPTIONS as ANALYSIS_CAPTIONS
-from brainpred.pipeline import FIGURE_CAPTIONS, make_report
+from brainpred.pipeline import FIGURE_CAPTIONS, PAPER_COMPARISON_CAPTION, make_report
 from brainpred.workflow import setup_logging
 
 setup_logging(snakemake.log[0])
@@ -17,4 +17,6 @@ for path in snakemake.input.analysis_regions:
                          "layer, distance or width; mean across subjects, 95% CI, Wilcoxon p, "
                          "BH q)"))
 make_report([snakemake.input[k] for k in keys], [captions[k] for k in keys],
-            snakemake.params.config, snakemake.output[0], tables=tables)
+            snakemake.params.config, snakemake.output[0], tables=tables,
+            config_file=snakemake.input.config,
+            summary=(snakemake.input.comparison, PAPER_COMPARISON_CAPTION))

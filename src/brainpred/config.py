@@ -1,0 +1,168 @@
+"""The workflow configuration: schema defaults, types, cross-key checks, the effective config.
+
+Defaults live in one place, ``workflow/schemas/config.schema.yaml``. A run's configuration is
+one file (``config/config.yaml``, the demo, when no ``--configfile`` is given; otherwise only
+the ``--configfile`` files) plus ``--config`` overrides; every key the files leave out takes its
+schema default (:func:`apply_defaults`), never a value of another config file. The result, the
+*effective config*, is written next to the results (rule ``effective_config``) and shown in the
+report.
+
+:func:`prepare_config` is what the Snakefile calls once, when the workflow starts: it types the
+``--config`` strings, validates against the schema, fills the defaults and runs the cross-key
+checks (:func:`check_config`) that a schema cannot express, so that a wrong value stops the run
+before the first job instead of inside one.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError
+from .workflow import coerce_config
+
+__all__ = ["SCHEMA_PATH", "load_schema", "schema_defaults", "apply_defaults", "check_config",
+           "prepare_config", "dump_config"]
+
+#: The config schema of the workflow (``workflow/schemas/config.schema.yaml``).
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def load_schema(path=None):
+    """The config schema as a dict (``path`` defaults to :data:`SCHEMA_PATH`)."""
+    path = Path(path or SCHEMA_PATH)
+    if not path.exists():
+        raise ConfigError(f"{path}: the config schema is missing; reinstall brainpred from its "
+                          "repository (pip install -e .).")
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def _has_default(schema):
+    if "default" in schema:
+        return True
+    return any(_has_default(s) for s in (schema.get("properties") or {}).values())
+
+
+def schema_defaults(schema):
+    """The nested dict of every default the schema declares (objects without any left out)."""
+    out = {}
+    for key, sub in (schema.get("properties") or {}).items():
+        if "default" in sub:
+            out[key] = copy.deepcopy(sub["default"])
+        elif sub.get("type") == "object" and _has_default(sub):
+            out[key] = schema_defaults(sub)
+    return out
+
+
+def apply_defaults(config, schema):
+    """Fill every key the config leaves out with its schema default, in place.
+
+    A missing section (``finetune``, say) becomes its defaults, so an analysis a config does
+    not mention is off (``enabled: false``) rather than inherited from another file. Values the
+    config states are never changed.
+
+    Parameters
+    ----------
+    config : dict
+    schema : dict
+        The JSON schema (:func:`load_schema`).
+
+    Returns
+    -------
+    dict
+        ``config``.
+    """
+    for key, sub in (schema.get("properties") or {}).items():
+        if key not in config:
+            if "default" in sub:
+                config[key] = copy.deepcopy(sub["default"])
+            elif sub.get("type") == "object" and _has_default(sub):
+                config[key] = {}
+        if isinstance(config.get(key), dict) and sub.get("properties"):
+            apply_defaults(config[key], sub)
+    return config
+
+
+def _distances(config):
+    return [int(d) for d in config["forecast"]["distances"]]
+
+
+def check_config(config):
+    """Cross-key checks that the schema cannot express; raise :class:`ConfigError`.
+
+    Parameters
+    ----------
+    config : dict
+        A validated config with its defaults filled (:func:`apply_defaults`).
+
+    Raises
+    ------
+    ConfigError
+        Naming the key and the fix, for: ``stats.dstar_reference`` not two different distances
+        of ``forecast.distances``; fine-tuning on the stimulus transcripts
+        (``finetune.corpus: stories``) of real data without ``finetune.allow_stimulus_corpus``.
+    """
+    distances = _distances(config)
+    ref = [int(d) for d in config["stats"]["dstar_reference"]]
+    missing = [d for d in ref if d not in distances]
+    if missing:
+        raise ConfigError(
+            f"stats.dstar_reference = {ref}: {missing} not in forecast.distances {distances}. "
+            "Use two of the fitted distances (paper: [0, 8]) or add them to forecast.distances.")
+    if ref[0] == ref[1]:
+        raise ConfigError(
+            f"stats.dstar_reference = {ref}: the two distances must differ (the d* map is shown "
+            "where F(d1) - F(d0) is reliably above 0; paper: [0, 8]).")
+    ft = config.get("finetune") or {}
+    if (ft.get("enabled") and ft.get("corpus") == "stories"
+            and config["dataset"]["source"] != "synthetic"
+            and not ft.get("allow_stimulus_corpus")):
+        raise ConfigError(
+            "finetune.corpus = stories with real data: the model would be fine-tuned on the "
+            "very transcripts it is then scored on, so the 'fine-tuning gain' would measure "
+            "memorisation of the stimuli, not a better model of language. Use a training "
+            "corpus (the paper: Wikipedia, e.g. finetune.corpus: {hf_dataset: wikitext, "
+            "config: wikitext-103-raw-v1}, or a list of text files), or set "
+            "finetune.allow_stimulus_corpus: true to do it deliberately.")
+    return config
+
+
+def prepare_config(config, schema=None):
+    """Type, validate, complete and check the workflow config, in place (Snakefile entry).
+
+    Parameters
+    ----------
+    config : dict
+        The merged config files and ``--config`` overrides.
+    schema : dict, optional
+        The schema (default: :func:`load_schema`).
+
+    Returns
+    -------
+    dict
+        ``config``, now the effective config.
+    """
+    import jsonschema
+
+    schema = schema or load_schema()
+    coerce_config(config, schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for e in errors[:10]:
+            key = ".".join(str(p) for p in e.absolute_path) or "(top level)"
+            lines.append(f"  {key}: {e.message}")
+        raise ConfigError("the configuration does not match workflow/schemas/"
+                          "config.schema.yaml (keys and values: config/README.md):\n"
+                          + "\n".join(lines))
+    apply_defaults(config, schema)
+    return check_config(config)
+
+
+def dump_config(config):
+    """The config as YAML text, keys in the schema's order (for the effective-config file)."""
+    return yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=100)

@@ -1,0 +1,9 @@
+"""Rule paper_comparison: the paper's summary table computed from the group outputs."""
+from brainpred.pipeline import make_paper_comparison
+from brainpred.workflow import setup_logging
+
+setup_logging(snakemake.log[0])
+analyses = {k[len("analysis_"):]: v for k, v in snakemake.input.items()
+            if k.startswith("analysis_")}
+make_paper_comparison(snakemake.input.npz, snakemake.input.scores, snakemake.input.stats,
+                      analyses, snakemake.params.config, snakemake.output[0])
