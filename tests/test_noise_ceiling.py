@@ -1,10 +1,19 @@
-"""Noise ceiling on planted data: shared signal -> high ceiling, independent noise -> about 0."""
+"""Noise ceiling on planted data: shared signal -> high ceiling, independent noise -> about 0;
+listeners pooled per audio file (all its conditions), on the real Narratives metadata too."""
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from brainpred import noise_ceiling as nc
+from brainpred.errors import DataError
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "narratives"
+needs_shared = pytest.mark.skipif(
+    not (SHARED / "participants.tsv").exists(),
+    reason=f"real Narratives metadata not found at {SHARED} (clone shared/ beside the repo)")
 
 
 def _subjects(n_subjects=5, n_trs=120, V=40, shared=20, seed=0):
@@ -97,7 +106,9 @@ def test_listener_sums_give_the_same_leave_one_out_mean(tmp_path):
     bold["sub-003_task-a"][5:9, 2] = np.nan           # missing values are counted out
     load = lambda b, n: bold[b][:n]                   # noqa: E731
     sums = nc.listener_sums(runs, load)
-    total, count, members = sums[("a", "")]
+    # keyed by (task, audio) since the ceiling pools the listeners of one audio (was (task,
+    # condition)); without story / stim_file columns the audio is the task
+    total, count, members = sums[("a", "a")]
     assert members["subject"].tolist() == [f"sub-{s:03d}" for s in range(1, 6)]
     assert count[5, 2] == 4 and count[0, 0] == 5
     nc.save_listener_sums(tmp_path / "sums.npz", sums)
@@ -111,8 +122,6 @@ def test_listener_sums_give_the_same_leave_one_out_mean(tmp_path):
 
 
 def test_listener_sums_reject_unequal_lengths_and_missing_story():
-    from brainpred.errors import DataError
-
     runs, bold = _subjects(n_subjects=3, n_trs=40, V=4)
     bad = runs.copy()
     bad.loc[0, "n_trs"] = 30
@@ -120,3 +129,223 @@ def test_listener_sums_reject_unequal_lengths_and_missing_story():
         nc.listener_sums(bad, lambda b, n: bold[b][:n])
     with pytest.raises(DataError, match="no listener sum"):
         nc.other_subjects_mean("sub-001", runs, lambda b, n: bold[b][:n], sums={})
+
+
+# --------------------------------------------------------------------------------------------
+# listeners pooled per audio file
+# --------------------------------------------------------------------------------------------
+
+def _table(groups, n_trs=30, V=3, seed=0):
+    """Run table rows of one task: ``groups`` is [(condition, story, n_subjects), ...]."""
+    rng = np.random.default_rng(seed)
+    rows, bold, s = [], {}, 0
+    for task, cond, story, n in groups:
+        for _ in range(n):
+            s += 1
+            sub = f"sub-{s:03d}"
+            base = f"{sub}_task-{task}"
+            bold[base] = rng.standard_normal((n_trs, V)).astype(np.float32)
+            rows.append({"subject": sub, "task": task, "story": story, "run": "",
+                         "condition": cond, "audio_onset": 0.0, "tr": 1.5, "n_trs": n_trs,
+                         "kept": True, "reason": "", "stim_file": f"{story}_audio.wav",
+                         "basename": base})
+    return pd.DataFrame(rows), bold
+
+
+def test_two_conditions_of_one_audio_are_pooled(tmp_path):
+    """prettymouth-like: the affair and paranoia listeners heard one audio, so a subject's
+    ceiling averages all the other listeners (was: only those of its own condition)."""
+    table, bold = _table([("pm", "affair", "pm", 3), ("pm", "paranoia", "pm", 4)])
+    runs = nc.runs_frame(table)
+    load = lambda b, n: bold[b][:n]                   # noqa: E731
+    assert nc.other_subjects_mean("sub-001", runs, load)[3] == [6]   # 2 others of "affair"
+    sums = nc.listener_sums(runs, load)
+    assert list(sums) == [("pm", "pm")] and len(sums[("pm", "pm")][2]) == 7
+    for with_sums in (None, sums):
+        Y, P, lengths, n_others, used = nc.other_subjects_mean("sub-001", runs, load,
+                                                               sums=with_sums, return_runs=True)
+        assert n_others == [6] and used["n_listeners"].tolist() == [7]
+        assert used["audio"].tolist() == ["pm"]
+        others = np.mean([bold[b] for b in bold if not b.startswith("sub-001")], axis=0)
+        np.testing.assert_allclose(P, others, rtol=1e-5, atol=1e-5)
+    t = nc.listener_table(runs)
+    assert t[["condition", "n_condition", "n_listeners"]].values.tolist() == [
+        ["affair", 3, 7], ["paranoia", 4, 7]]
+
+
+def test_milkyway_versions_stay_apart():
+    """The milkyway versions are different audio files: their listeners are not pooled."""
+    table, bold = _table([("milkyway", "original", "milkywayoriginal", 3),
+                          ("milkyway", "vodka", "milkywayvodka", 2)])
+    runs = nc.runs_frame(table)
+    load = lambda b, n: bold[b][:n]                   # noqa: E731
+    sums = nc.listener_sums(runs, load)
+    assert {k: len(m) for k, (_, _, m) in sums.items()} == {
+        ("milkyway", "milkywayoriginal"): 3, ("milkyway", "milkywayvodka"): 2}
+    assert nc.other_subjects_mean("sub-001", runs, load, sums=sums)[3] == [2]
+    assert nc.other_subjects_mean("sub-004", runs, load)[3] == [1]
+    t = nc.listener_table(runs)
+    assert t[["audio", "n_listeners"]].values.tolist() == [["milkywayoriginal", 3],
+                                                          ["milkywayvodka", 2]]
+
+
+def test_audio_of_story_stim_file_and_fallbacks():
+    """The audio is the file holding the story (slumlord / reach -> slumlordreach), else the
+    stim_file stem, else the task (an empty stim_file, no story)."""
+    assert nc.audio_of({"task": "milkyway", "story": "milkywayvodka",
+                        "stim_file": "milkywayvodka_audio.wav"}) == "milkywayvodka"
+    assert nc.audio_of({"task": "slumlordreach", "story": "reach",
+                        "stim_file": "slumlordreach_audio.wav"}) == "slumlordreach"
+    assert nc.audio_of({"task": "t", "stim_file": "stimuli/x_audio.wav"}) == "x"
+    assert nc.audio_of({"task": "t", "story": np.nan, "stim_file": np.nan}) == "t"
+    assert nc.audio_of({"task": "t", "stim_file": ""}) == "t"
+    # the two story rows of one slumlordreach run are one listener
+    table, bold = _table([("slumlordreach", "", "slumlord", 3)])
+    table = pd.concat([table, table.assign(story="reach")], ignore_index=True)
+    table["stim_file"] = "slumlordreach_audio.wav"
+    runs = nc.runs_frame(table)
+    t = nc.listener_table(runs)
+    assert t[["audio", "n_listeners"]].values.tolist() == [["slumlordreach", 3]]
+    Y, P, lengths, n_others = nc.other_subjects_mean("sub-002", runs, lambda b, n: bold[b][:n])
+    assert lengths == [30] and n_others == [2]
+
+
+def test_listeners_on_different_grids_are_refused():
+    """Two conditions of one audio with different audio onsets (or TRs) cannot be averaged TR
+    by TR: refused with the onsets of each condition, not silently misaligned."""
+    table, bold = _table([("pm", "affair", "pm", 2), ("pm", "paranoia", "pm", 2)])
+    load = lambda b, n: bold[b][:n]                   # noqa: E731
+    late = table.assign(audio_onset=np.where(table["condition"] == "paranoia", 3.0, 0.0))
+    for bad, what in ((late, "audio onsets"),
+                      (table.assign(tr=[1.5, 1.5, 1.5, 1.52]), "TRs")):
+        runs = nc.runs_frame(bad)
+        with pytest.raises(DataError, match=what):
+            nc.listener_sums(runs, load)
+        with pytest.raises(DataError, match=what):
+            nc.listener_table(runs)
+        with pytest.raises(DataError, match=what):
+            nc.other_subjects_mean("sub-001", runs, load)
+
+
+def test_audio_heard_in_two_tasks_is_refused():
+    table, _ = _table([("a", "", "x", 2), ("b", "", "x", 2)])
+    with pytest.raises(DataError, match="heard in tasks"):
+        nc.runs_frame(table)
+
+
+def test_old_listener_sums_are_refused(tmp_path):
+    from brainpred.io import save_npz
+
+    save_npz(tmp_path / "old.npz", keys_json=np.array(
+        '[{"task": "a", "condition": "", "subject": ["sub-001"], "basename": ["b"]}]'),
+        s0__total=np.zeros((2, 2)), s0__count=np.zeros((2, 2), dtype=np.int32))
+    with pytest.raises(DataError, match="delete it"):
+        nc.load_listener_sums([tmp_path / "old.npz"])
+
+
+def test_pipeline_writes_listener_counts(tmp_path):
+    """make_listener_sums writes the listeners table; the ceiling npz says how many listeners
+    were pooled for each run."""
+    from brainpred import io
+    from brainpred.pipeline import make_listener_sums, make_noise_ceiling
+
+    table, bold = _table([("pm", "affair", "pm", 2), ("pm", "paranoia", "pm", 2)], n_trs=60,
+                         V=4)
+    table.loc[len(table)] = {**table.iloc[0].to_dict(), "subject": "sub-009",
+                             "basename": "sub-009_task-pm", "kept": False,
+                             "reason": "scan_exclude"}
+    paths = {}
+    for b, y in bold.items():
+        paths[b] = tmp_path / f"{b}.npy"
+        np.save(paths[b], y)
+    io.write_tsv(tmp_path / "runs.tsv", table)
+    cfg = {"mapping": {"delays": [0, 1], "alphas": {"start": 0, "stop": 1, "num": 2}, "n_folds": 2,
+                       "n_inner_folds": 2}, "noise_ceiling": {"batch": 8}}
+    make_listener_sums("pm", tmp_path / "runs.tsv", paths, cfg, tmp_path / "sums.npz",
+                       out_tsv=tmp_path / "listeners.tsv")
+    t = io.read_tsv(tmp_path / "listeners.tsv")
+    assert t.columns.tolist()[:5] == ["task", "audio", "condition", "n_condition", "n_listeners"]
+    assert t[["condition", "n_condition", "n_listeners"]].values.tolist() == [
+        ["affair", 2, 4], ["paranoia", 2, 4]]
+    outs = {"npz": tmp_path / "c.npz", "ceiling_L": tmp_path / "L.func.gii",
+            "ceiling_R": tmp_path / "R.func.gii"}
+    make_noise_ceiling("sub-003", tmp_path / "runs.tsv", {"sub-003_task-pm": paths[
+        "sub-003_task-pm"]}, cfg, outs, sums_paths=[tmp_path / "sums.npz"])
+    z = io.load_npz(outs["npz"])
+    assert z["n_listeners"].tolist() == [4] and z["n_others"].tolist() == [3]
+    assert z["audio"].tolist() == ["pm"] and z["basenames"].tolist() == ["sub-003_task-pm"]
+
+
+# --------------------------------------------------------------------------------------------
+# real Narratives metadata
+# --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def real_runs():
+    if not (SHARED / "participants.tsv").exists():
+        pytest.skip(f"real Narratives metadata not found at {SHARED} (clone shared/ beside "
+                    "the repo)")
+    from brainpred.narratives import build_run_table, split_story_rows
+    from brainpred.workflow import run_basename
+
+    table = split_story_rows(build_run_table(SHARED))
+    table["basename"] = [run_basename(s, t, r) for s, t, r in
+                         zip(table["subject"], table["task"], table["run"])]
+    table["n_trs"] = 5                  # no BOLD in shared/: any common length
+    return nc.runs_frame(table)
+
+
+@needs_shared
+@pytest.mark.shared
+def test_real_listeners_of_one_audio_share_one_grid(real_runs):
+    """On the release, every kept run of an audio has the same audio onset and TR whatever its
+    condition (listener_table would refuse otherwise); the milkyway versions are 3 audio."""
+    t = nc.listener_table(real_runs)
+    per_audio = t.drop_duplicates(["task", "audio"])
+    assert set(t.loc[t["task"] == "milkyway", "audio"]) == {
+        "milkywayoriginal", "milkywaysynonyms", "milkywayvodka"}
+    assert (per_audio.groupby("audio")["task"].nunique() == 1).all()
+    pm = t[t["audio"] == "prettymouth"]
+    assert pm["condition"].tolist() == ["affair", "paranoia"]
+    assert set(pm["audio_onset"]) == {0.0} and set(pm["tr"]) == {1.5}
+    syn = t[t["audio"] == "milkywaysynonyms"]
+    assert set(syn["tr"]) == {1.52}
+
+
+@needs_shared
+@pytest.mark.shared
+def test_real_pooled_listener_counts(real_runs):
+    """Each subject's ceiling averages every other kept listener of its audio, all conditions
+    pooled: kept runs of that audio minus one (release 1.1.4 counts)."""
+    from brainpred.narratives import story_folder
+
+    expected = {"prettymouth": 38, "merlin": 35, "sherlock": 36, "notthefallintact": 54,
+                "shapesphysical": 59, "milkywayoriginal": 17, "milkywaysynonyms": 16,
+                "milkywayvodka": 17}
+    audio = real_runs["story"].map(story_folder)
+    rng = np.random.default_rng(0)
+    for name, n in expected.items():
+        runs = real_runs[audio == name]
+        assert runs.drop_duplicates("basename")["subject"].nunique() == n, name
+        bold = {b: rng.standard_normal((5, 2)).astype(np.float32)
+                for b in runs["basename"].unique()}
+        load = lambda b, n: bold[b][:n]               # noqa: E731
+        sums = nc.listener_sums(runs, load)
+        conds = runs.drop_duplicates("condition")
+        assert len(conds) >= (2 if name in {"prettymouth", "merlin", "sherlock"} else 1)
+        for subject in conds["subject"]:    # one subject of each condition
+            assert nc.other_subjects_mean(subject, runs, load, sums=sums)[3] == [n - 1], (
+                name, subject)
+            assert nc.other_subjects_mean(subject, runs, load)[3] == [n - 1], (name, subject)
+    t = nc.listener_table(real_runs[audio.isin(set(expected))])
+    assert t.drop_duplicates("audio").set_index("audio")["n_listeners"].to_dict() == expected
+    # with all the audio of a subject: the counts of each audio
+    sub = real_runs[real_runs["subject"] == "sub-023"]            # prettymouth and others
+    runs = real_runs[audio.isin(set(audio[sub.index]))]
+    counts = runs.drop_duplicates("basename").groupby(audio[runs.index])["subject"].nunique()
+    bold = {b: np.ones((5, 2), np.float32) for b in runs["basename"].unique()}
+    _, _, _, n_others, used = nc.other_subjects_mean("sub-023", runs, lambda b, n: bold[b],
+                                                     return_runs=True)
+    assert len(used) > 1 and "prettymouth" in set(used["audio"])
+    assert dict(zip(used["audio"], used["n_listeners"])) == counts[used["audio"]].to_dict()
+    assert n_others == (used["n_listeners"] - 1).tolist()

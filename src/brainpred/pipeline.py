@@ -926,10 +926,11 @@ FIGURE_CAPTIONS = {
              "The map restricted to FDR-significant vertices (two-sided Wilcoxon across "
              "subjects, Benjamini-Hochberg at stats.fdr_q) is the desc-brainscorefdr GIfTI.",
     "ceiling": "Noise ceiling: per subject, the mean BOLD of the other subjects who heard the "
-               "same story, at the same vertex with the same FIR delays, predicts the subject's "
-               "BOLD (ridge, contiguous folds, Pearson r, as the brain score); mean across "
-               "subjects. The brain score as % of the ceiling is the desc-pctceiling GIfTI and "
-               "the brainscore_pct_ceiling rows of the region tables.",
+               "same audio (all its conditions pooled, e.g. both prettymouth contexts; the "
+               "milkyway versions are different audio), at the same vertex with the same FIR "
+               "delays, predicts the subject's BOLD (ridge, contiguous folds, Pearson r, as the "
+               "brain score); mean across subjects. The brain score as % of the ceiling is the "
+               "desc-pctceiling GIfTI and the brainscore_pct_ceiling rows of the region tables.",
     "curves": "Forecast score F(d) = R(X + W_d) - R(X) per region as a function of the forecast "
               "distance d (words): mean across subjects with the 95% CI across subjects. The "
               "dashed line marks the planted distance when the data are synthetic.",
@@ -951,12 +952,14 @@ FIGURE_CAPTIONS = {
 # Noise ceiling
 # --------------------------------------------------------------------------------------------
 
-def make_listener_sums(task, run_table_tsv, bold_paths, config, out_npz):
-    """Rule ``listener_sums``: the sum of every listener's BOLD of one task, per story.
+def make_listener_sums(task, run_table_tsv, bold_paths, config, out_npz, out_tsv=None):
+    """Rule ``listener_sums``: the sum of every listener's BOLD of one task, per audio file.
 
-    Each run is read once; the per-subject noise ceilings then subtract their own run from the
-    sum (:func:`brainpred.noise_ceiling.listener_sums`) instead of re-reading every other
-    listener (a cost quadratic in the listeners of a story).
+    The listeners of one audio are pooled whatever their condition (the prettymouth, merlin,
+    sherlock, notthefallintact and shapes conditions play the same audio; the milkyway versions
+    are different audio files): :func:`brainpred.noise_ceiling.listener_sums`. Each run is read
+    once; the per-subject noise ceilings then subtract their own run from the sum instead of
+    re-reading every other listener (a cost quadratic in the listeners of an audio).
 
     Parameters
     ----------
@@ -967,6 +970,10 @@ def make_listener_sums(task, run_table_tsv, bold_paths, config, out_npz):
     config : dict
         ``mapping.zscore_runs``.
     out_npz : path
+    out_tsv : path, optional
+        :func:`brainpred.noise_ceiling.listener_table` of the task: one row per (task, audio,
+        condition) with ``n_condition``, ``n_listeners`` (pooled over the audio's conditions),
+        ``n_trs``, ``audio_onset``, ``tr``.
     """
     from . import noise_ceiling as nc
 
@@ -975,16 +982,21 @@ def make_listener_sums(task, run_table_tsv, bold_paths, config, out_npz):
     runs = runs[runs["task"] == task]
     if runs.empty:
         raise DataError(f"{run_table_tsv}: no kept run of task {task}.")
+    listeners = nc.listener_table(runs)      # checks the TR grid before any BOLD is read
     zscore = config["mapping"].get("zscore_runs", True)
     sums = nc.listener_sums(runs, lambda b, n: load_run_bold(bold_paths[b], n, zscore))
     for key, (_, _, members) in sums.items():
-        log.info("%s%s: summed %d listeners", key[0], f" ({key[1]})" if key[1] else "",
-                 len(members))
+        conds = sorted(set(members["condition"]) - {""})
+        log.info("%s (task %s): summed %d listeners%s", key[1], key[0], len(members),
+                 f" of conditions {', '.join(conds)}" if conds else "")
     nc.save_listener_sums(out_npz, sums)
+    if out_tsv is not None:
+        io.write_tsv(out_tsv, listeners)
 
 
 def make_noise_ceiling(subject, run_table_tsv, bold_paths, config, outputs, sums_paths=None):
-    """Rule ``noise_ceiling``: how well the other subjects' mean BOLD predicts this subject.
+    """Rule ``noise_ceiling``: how well the mean BOLD of the other listeners of the same audio
+    predicts this subject.
 
     Parameters
     ----------
@@ -992,11 +1004,13 @@ def make_noise_ceiling(subject, run_table_tsv, bold_paths, config, outputs, sums
     run_table_tsv : path
     bold_paths : dict
         ``basename -> BOLD .npy``: the subject's runs (with ``sums_paths``), or its runs and
-        every other kept run of the same stories (without).
+        every other kept run of the same audio files (without).
     config : dict
         ``mapping`` (delays, alphas, folds, z-scoring) and ``noise_ceiling`` (``batch``).
     outputs : dict
-        ``npz`` (``subject``, ``noise_ceiling`` (V,), ``n_others``), ``ceiling_L``,
+        ``npz`` (``subject``, ``noise_ceiling`` (V,) and, per run used, ``basenames``,
+        ``audio``, ``n_listeners`` (listeners of the run's audio, all its conditions, the
+        subject included) and ``n_others`` (= ``n_listeners - 1``, averaged)), ``ceiling_L``,
         ``ceiling_R`` (GIfTI).
     sums_paths : list of path, optional
         :func:`make_listener_sums` files of the subject's tasks: the others' mean is the sum
@@ -1006,8 +1020,9 @@ def make_noise_ceiling(subject, run_table_tsv, bold_paths, config, outputs, sums
     -----
     See :mod:`brainpred.noise_ceiling`: per vertex, the others' mean at that vertex (with the
     encoding model's FIR delays) predicts the subject's BOLD by ridge, alpha by inner CV, on the
-    same contiguous outer folds; the score is the mean test Pearson r. Runs nobody else heard are
-    left out; a subject sharing no story with anyone gets an all-NaN ceiling.
+    same contiguous outer folds; the score is the mean test Pearson r. The others are every other
+    listener of the run's audio file, whatever their condition. Runs whose audio nobody else
+    heard are left out; a subject sharing no audio with anyone gets an all-NaN ceiling.
     """
     from . import noise_ceiling as nc
 
@@ -1024,12 +1039,13 @@ def make_noise_ceiling(subject, run_table_tsv, bold_paths, config, outputs, sums
         return load_run_bold(bold_paths[basename], n, zscore)
 
     sums = nc.load_listener_sums(sums_paths) if sums_paths else None
-    Y, P, lengths, n_others = nc.other_subjects_mean(subject, runs, load, sums=sums)
+    Y, P, lengths, n_others, used = nc.other_subjects_mean(subject, runs, load, sums=sums,
+                                                            return_runs=True)
     if Y is None:
         first = mine.iloc[0]
         n_vertices = load(first["basename"], int(first["n_trs"])).shape[1]
         r = np.full(n_vertices, np.nan, dtype=np.float32)
-        log.warning("%s: no other subject heard the same stories; noise ceiling is NaN", subject)
+        log.warning("%s: no other subject heard the same audio; noise ceiling is NaN", subject)
     else:
         groups = np.repeat(np.arange(len(lengths)), lengths)
         r = nc.ceiling_scores(
@@ -1038,9 +1054,12 @@ def make_noise_ceiling(subject, run_table_tsv, bold_paths, config, outputs, sums
             groups=groups if mc.get("group_folds_by_story", False) else None,
             n_inner_folds=int(mc.get("n_inner_folds", 5)),
             batch=int((config.get("noise_ceiling", {}) or {}).get("batch", 4096)))
-        log.info("%s: noise ceiling from %s other subjects per run, %d TRs; peak r %.3f",
-                 subject, n_others, Y.shape[0], float(np.nanmax(r)) if np.isfinite(r).any()
-                 else np.nan)
+        log.info("%s: noise ceiling from %s other listeners of %s, %d TRs; peak r %.3f",
+                 subject, n_others, list(used["audio"]), Y.shape[0],
+                 float(np.nanmax(r)) if np.isfinite(r).any() else np.nan)
     io.save_npz(outputs["npz"], subject=np.array(subject), noise_ceiling=r,
-                n_others=np.array(n_others, dtype=np.int64))
+                n_others=np.array(n_others, dtype=np.int64),
+                n_listeners=used["n_listeners"].to_numpy(dtype=np.int64),
+                audio=used["audio"].to_numpy(dtype=str),
+                basenames=used["basename"].to_numpy(dtype=str))
     write_surface_maps(outputs["ceiling_L"], outputs["ceiling_R"], r[None], ["noise ceiling"])

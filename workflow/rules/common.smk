@@ -103,6 +103,8 @@ def all_outputs():
         outs += list(subject_outputs(s).values())
         if (config.get("noise_ceiling", {}) or {}).get("enabled", False):
             outs += [f"{RESULTS}/noiseceiling/{s}/{s}_desc-noiseceiling.npz"]
+    if (config.get("noise_ceiling", {}) or {}).get("enabled", False):
+        outs += [listener_table_file(t) for t in sorted(PLAN["task"].unique())]
     return outs
 
 
@@ -114,6 +116,11 @@ def bold_file(subject, basename):
 def listener_sum_file(task):
     """The sum of a task's listeners' BOLD (rule listener_sums, noise ceiling)."""
     return f"{RESULTS}/noiseceiling/tasks/task-{task}_space-{SPACE}_desc-listenersum_bold.npz"
+
+
+def listener_table_file(task):
+    """How many listeners the ceiling pools per audio of a task (rule listener_sums)."""
+    return f"{RESULTS}/noiseceiling/tasks/task-{task}_desc-listeners_table.tsv"
 
 
 def fit_runs(fit):

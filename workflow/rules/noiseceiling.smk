@@ -1,8 +1,9 @@
 # Noise ceiling (method.md §1.7): per subject, the mean BOLD of the other subjects who heard the
-# same stories predicts this subject's BOLD (per vertex, same FIR delays, ridge, folds and r as the
-# brain score). Switch: noise_ceiling.enabled (config). listener_sums adds up every listener of a
-# task once; each noise_ceiling job subtracts its own run from the sum (linear, not quadratic, in
-# the listeners of a story) and reads no other subject's BOLD.
+# same audio (all its conditions pooled) predicts this subject's BOLD (per vertex, same FIR delays,
+# ridge, folds and r as the brain score). Switch: noise_ceiling.enabled (config). listener_sums
+# adds up every listener of a task once, per audio file, and writes how many it pooled
+# (desc-listeners_table.tsv); each noise_ceiling job subtracts its own run from the sum (linear,
+# not quadratic, in the listeners of an audio) and reads no other subject's BOLD.
 
 NOISE_CEILING = bool((config.get("noise_ceiling", {}) or {}).get("enabled", False))
 CEILING = f"{RESULTS}/noiseceiling"
@@ -23,7 +24,8 @@ rule listener_sums:
             bold_file(s, b) for s, b in zip(TASK_RUNS[w.task]["subject"], TASK_RUNS[w.task]["basename"])
         ],
     output:
-        listener_sum_file("{task}"),
+        sums=listener_sum_file("{task}"),
+        table=listener_table_file("{task}"),
     params:
         config=config_for("mapping", "noise_ceiling"),
         basenames=lambda w: list(TASK_RUNS[w.task]["basename"]),

@@ -1,4 +1,4 @@
-"""Rule listener_sums: the sum of every listener's BOLD of one task (noise ceiling)."""
+"""Rule listener_sums: the sum of every listener's BOLD of one task, per audio (noise ceiling)."""
 from brainpred.pipeline import make_listener_sums
 from brainpred.workflow import limit_threads, setup_logging
 
@@ -6,4 +6,5 @@ setup_logging(snakemake.log[0])
 limit_threads(snakemake.threads)
 make_listener_sums(snakemake.wildcards.task, snakemake.input.table,
                    dict(zip(snakemake.params.basenames, snakemake.input.bold)),
-                   snakemake.params.config, snakemake.output[0])
+                   snakemake.params.config, snakemake.output.sums,
+                   out_tsv=snakemake.output.table)
