@@ -96,7 +96,7 @@ def test_every_workflow_figure_is_drawn_and_in_the_report(tmp_path):
     distances = np.array([0, 4, 8])
     bs = rng.normal(0.05, 0.02, V)
     save_npz(tmp_path / "group.npz", brain_score=bs, dstar=rng.choice(distances, V) * 1.0,
-             gain=rng.normal(10, 5, V), distances=distances,
+             gain=rng.normal(10, 5, V), gain_dstar=np.float64(8), distances=distances,
              subjects=np.array(["sub-001", "sub-002", "sub-003"]),
              noise_ceiling=np.abs(rng.normal(0.3, 0.1, V)), percent_ceiling=np.full(V, 20.0))
     rows = [(f"sub-00{s}", level, region, "forecastscore", d, rng.normal(0.01 * d, 0.01))
@@ -107,7 +107,8 @@ def test_every_workflow_figure_is_drawn_and_in_the_report(tmp_path):
     write_tsv(tmp_path / "regions.tsv", pd.DataFrame(
         rows, columns=["subject", "level", "region", "measure", "distance", "value"]))
     cfg = {"dataset": {"source": "synthetic", "root": str(tmp_path / "none")},
-           "regions": {"key": ["IFG", "absent"]}}
+           "regions": {"key": ["IFG", "absent"]}, "stats": {"dstar_mask": "ci"},
+           "report": {"title": "brainpred report"}}
     keys = ["brain", "ceiling", "curves", "dstar", "gain", "distribution"]
     outputs = {k: tmp_path / f"{k}.png" for k in keys}
     pipeline.make_figures(tmp_path / "group.npz", tmp_path / "regions.tsv", cfg, outputs)

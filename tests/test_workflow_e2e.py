@@ -253,3 +253,111 @@ def test_finetune_stage_outputs(demo8):
     assert g["gain__step-3__x"].tolist() == [0.5]
     (gl,) = (res / "analyses").rglob("group_space-fsaverage5_hemi-L_desc-finetunegain.func.gii")
     assert len(nib.load(gl).darrays) == 1
+
+
+def _tsv(workdir, pattern):
+    (path,) = (workdir / "results").rglob(pattern)
+    return pd.read_csv(path, sep="\t")
+
+
+def _t_ci(values):
+    from scipy import stats as sps
+
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    half = sps.t.ppf(0.975, len(v) - 1) * sps.sem(v)
+    return v.mean(), v.mean() - half, v.mean() + half
+
+
+def test_paper_comparison_rows_recomputed_from_the_outputs(demo8):
+    """Every row of desc-paper_comparison.tsv, recomputed here from the subjects' score files
+    and the region tables with plain numpy / pandas / scipy (no brainpred code)."""
+    res = demo8 / "results"
+    cfg = yaml.safe_load((res / "config" / "desc-effective_config.yaml").read_text())
+    names = cfg["report"]["paper_regions"]
+    table = pd.read_csv(res / "tables" / "desc-paper_comparison.tsv", sep="\t")
+    rows = table.set_index("quantity")
+    assert len(table) == 10 and (table["status"] == "computed").sum() == 9
+    assert rows.loc["brain score at the peak, % of noise ceiling", "status"].startswith(
+        "not computed: noise_ceiling.enabled is false")
+
+    # peak brain score: the bilateral region with the highest mean
+    stats_t = _tsv(demo8, "group_desc-regions_stats.tsv")
+    bs = stats_t[(stats_t["measure"] == "brainscore") & (stats_t["level"] == "bilateral")]
+    peak = bs.loc[bs["mean"].idxmax()]
+    assert peak["region"] in rows.loc["peak brain score", "regions"]
+    np.testing.assert_allclose(rows.loc["peak brain score", ["value", "ci_low", "ci_high"]]
+                               .to_numpy(float), peak[["mean", "ci_low", "ci_high"]]
+                               .to_numpy(float), rtol=1e-6)
+
+    # gain and d*: from the subjects' score maps, over vertices whose brain-score CI is > 0
+    subs = sorted(res.rglob("sub-*_desc-scores.npz"))
+    R = np.stack([np.load(p)["brain_score"] for p in subs]).astype(float)
+    F = np.stack([np.load(p)["forecast_score"] for p in subs]).astype(float)
+    distances = np.load(subs[0])["distances"]
+    with np.errstate(invalid="ignore"):
+        from scipy import stats as sps
+        m, se = np.nanmean(R, 0), sps.sem(R, axis=0)
+        low = m - sps.t.ppf(0.975, len(R) - 1) * se
+    mask = np.nan_to_num(low, nan=-1) > 0
+    assert cfg["stats"]["dstar_mask"] == "ci_best" and mask.sum() > 100
+    Fs, Rs = F[:, :, mask].mean(2), R[:, mask].mean(1)
+    i = int(np.argmax(Fs.mean(0)))
+    dstar = distances[i]
+    assert dstar == _truth(demo8)["d_true"]          # the planted distance
+    row = rows.loc["forecast distance d*"]
+    assert row["value"] == dstar and row["ci_low"] <= dstar <= row["ci_high"]
+    mean, lo, hi = _t_ci(100 * Fs[:, i] / Rs)
+    np.testing.assert_allclose(rows.loc["forecast gain F(d*) / R(X)",
+                                        ["value", "ci_low", "ci_high"]].to_numpy(float),
+                               [mean, lo, hi], rtol=1e-4)
+    assert f"d* = {dstar:g}" in rows.loc["forecast gain F(d*) / R(X)", "settings"]
+
+    def region(t, name):
+        for level in ("key", "bilateral"):
+            r = t[(t["level"] == level) & (t["region"] == name)]
+            if len(r):
+                return r
+        raise AssertionError(name)
+
+    def argmax_diff(t, x, a, b):
+        best = {}
+        for name in (a, b):
+            r = region(t, name)
+            best[name] = r.loc[r.groupby("subject")["value"].idxmax()].set_index("subject")[x]
+        return _t_ci((best[a] - best[b]).to_numpy(float))
+
+    main = _tsv(demo8, "group_desc-regions_scores.tsv")
+    np.testing.assert_allclose(
+        rows.loc["d'(IFG) - d'(aSTS)", ["value", "ci_low", "ci_high"]].to_numpy(float),
+        argmax_diff(main[main["measure"] == "forecastscore"], "distance", names["IFG"],
+                    names["aSTS"]), rtol=1e-6)
+    layers = _tsv(demo8, "group_desc-layersregions_scores.tsv")
+    layers = layers[(layers["measure"] == "forecastscore") & (layers["series"] == "layer")]
+    np.testing.assert_allclose(
+        rows.loc["k*(angular) - k*(Heschl)", ["value", "ci_low", "ci_high"]].to_numpy(float),
+        argmax_diff(layers, "x", names["angular"], names["Heschl"]), rtol=1e-6)
+    syntax = _tsv(demo8, "group_desc-syntaxregions_scores.tsv")
+    for part in ("syntactic", "semantic"):
+        t = syntax[(syntax["measure"] == "forecastscore") & (syntax["series"] == part)
+                   & (syntax["region"] == "whole cortex")]
+        curve = t.groupby("x")["value"].mean()
+        row = rows.loc[f"{part} d*"]
+        assert row["value"] == curve.idxmax() and row["ci_low"] <= row["value"] <= row["ci_high"]
+    ft = _tsv(demo8, "group_desc-finetuneregions_scores.tsv")
+    step = max(int(s.split("-")[1]) for s in ft["series"].unique() if s.startswith("step-"))
+    for quantity, regs in [("fine-tuning gain, IFG", [names["IFG"]]),
+                           ("fine-tuning gain, angular + supramarginal",
+                            [names["angular"], names["supramarginal"]])]:
+        gain = pd.concat([region(ft[(ft["measure"] == "gain") & (ft["x"] == 0.5)
+                                    & (ft["series"] == f"step-{step}")], r)
+                          .set_index("subject")["value"] for r in regs], axis=1).mean(1)
+        base = pd.concat([region(ft[(ft["measure"] == "brainscore") & (ft["x"] == 0.0)
+                                    & (ft["series"] == f"step-{step}")], r)
+                          .set_index("subject")["value"] for r in regs], axis=1).mean(1)
+        np.testing.assert_allclose(rows.loc[quantity, ["value", "ci_low", "ci_high"]]
+                                   .to_numpy(float), _t_ci(100 * gain / base), rtol=1e-6)
+    # the report opens with the table
+    html = (res / "report.html").read_text()
+    assert html.index("The paper&#x27;s figures and this run&#x27;s") < html.index("<h2>Figures")
+    assert "desc-effective_config.yaml" in html

@@ -748,7 +748,7 @@ def group_analysis(fit_npzs, analysis, config):
             responsive = np.nan_to_num(bl, nan=-np.inf).max(0) > 0
         if responsive is not None:
             out["responsive"] = responsive
-        mode = sc.get("dstar_mask", "ci_best")
+        mode = sc["dstar_mask"]
         for name, key in ARGMAX_MAPS.get(analysis, {}).items():
             if key not in per:
                 continue

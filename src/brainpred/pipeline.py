@@ -822,7 +822,7 @@ def make_figures(group_npz, regions_tsv, config, outputs):
                              synthetic=synthetic, cmap="hot", vmin=0, cbar_label="r")
     figures.plot_surface(g["dstar"], outputs["dstar"],
                          title="Forecast distance d* (words), mask: stats.dstar_mask = "
-                               f"{(config.get('stats') or {}).get('dstar_mask', 'ci_best')}",
+                               f"{config['stats']['dstar_mask']}",
                          synthetic=synthetic, cmap="viridis",
                          vmin=float(np.min(g["distances"])), vmax=float(np.max(g["distances"])))
     figures.plot_surface(g["gain"], outputs["gain"],
