@@ -340,7 +340,7 @@ def test_paper_comparison_rows_recomputed_from_the_outputs(demo8):
     syntax = _tsv(demo8, "group_desc-syntaxregions_scores.tsv")
     for part in ("syntactic", "semantic"):
         t = syntax[(syntax["measure"] == "forecastscore") & (syntax["series"] == part)
-                   & (syntax["region"] == "whole cortex")]
+                   & (syntax["level"] == "responsive")]
         curve = t.groupby("x")["value"].mean()
         row = rows.loc[f"{part} d*"]
         assert row["value"] == curve.idxmax() and row["ci_low"] <= row["value"] <= row["ci_high"]

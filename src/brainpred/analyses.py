@@ -833,7 +833,11 @@ def make_analysis_group(fit_npzs, analysis, config, outputs, labels_paths=None,
                                 "re-run snakemake.")
             write_surface_maps(outputs[f"{name}_L"], outputs[f"{name}_R"], g[name][None],
                                [ARGMAX_TITLES[name]])
-    levels = atlas_from_config(labels_paths, surface_paths, config)
+    levels = dict(atlas_from_config(labels_paths, surface_paths, config) or {})
+    if "responsive" in g:
+        # the vertices with a reliable brain score (CI above 0) as one more "region": the
+        # paper comparison reads the syntactic / semantic d* of their mean curves
+        levels[RESPONSIVE_LEVEL] = (g["responsive"].astype(int), {1: RESPONSIVE_REGION})
     scores, group = region_curves(per, subjects, levels, config)
     io.write_tsv(outputs["regions"], scores)
     io.write_tsv(outputs["regions_stats"], group)
@@ -847,6 +851,8 @@ def make_analysis_group(fit_npzs, analysis, config, outputs, labels_paths=None,
 # --------------------------------------------------------------------------------------------
 
 LEVEL_RANK = {"whole": 0, "key": 1, "bilateral": 2}
+#: Region level / name of the vertices with a reliable brain score in the analysis tables.
+RESPONSIVE_LEVEL, RESPONSIVE_REGION = "responsive", "reliable brain score"
 
 
 def one_level(table, keys):

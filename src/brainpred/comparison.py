@@ -18,8 +18,8 @@ Definitions (all across subjects; CI = Student-t 95% CI of the mean, as ``stats.
 - *d'(IFG) - d'(aSTS)*: per subject, the argmax over d of the region-mean F(d) in each region,
   their difference; mean and CI. *k*(angular) - k*(Heschl)*: likewise over the layers of the
   layer sweep (F_k at ``layers.distance``).
-- *syntactic / semantic d**: as d*, on the whole-cortex F_syn(d) / F_sem(d) curves of the syntax
-  analysis.
+- *syntactic / semantic d**: as d*, on the F_syn(d) / F_sem(d) curves of the syntax analysis
+  averaged over the vertices whose brain score's CI is above 0 (its ``responsive`` level).
 - *fine-tuning gain*: per subject, ``100 * (R(alpha) - R(0)) / R(0)`` of the last checkpoint at
   the loss mix nearest 0.5, in IFG and in angular + supramarginal (the two regions' means).
 
@@ -36,7 +36,8 @@ from . import stats
 
 __all__ = ["PAPER", "COLUMNS", "paper_comparison"]
 
-WHOLE = "whole cortex"
+#: The analyses' region of the vertices with a reliable brain score (level "responsive").
+RESPONSIVE = "reliable brain score"
 #: Region levels searched for a region name, first match wins.
 LEVELS = ("key", "bilateral", "whole")
 
@@ -78,9 +79,9 @@ def _ci(values, level):
     return float(mean[0]), float(low[0]), float(high[0]), int(v.size)
 
 
-def _region_rows(table, region):
-    """Rows of ``region`` at the first level of :data:`LEVELS` that has it."""
-    for level in LEVELS:
+def _region_rows(table, region, levels=LEVELS):
+    """Rows of ``region`` at the first of ``levels`` that has it."""
+    for level in levels:
         rows = table[(table["level"] == level) & (table["region"] == region)]
         if len(rows):
             return rows
@@ -109,9 +110,9 @@ def _difference_row(quantity, table, x_col, a, b, level, unit, settings):
                 f"{a} vs {b}", settings)
 
 
-def _curve_best(table, measure, series, region, level, seed, x_col="x"):
+def _curve_best(table, measure, series, region, level, seed, x_col="x", levels=LEVELS):
     rows = table[(table["measure"] == measure) & (table["series"] == series)]
-    rows = _region_rows(rows, region)
+    rows = _region_rows(rows, region, levels)
     wide = rows.pivot_table(index="subject", columns=x_col, values="value", aggfunc="first")
     if wide.empty:
         return np.nan, np.nan, np.nan, 0
@@ -219,10 +220,17 @@ def paper_comparison(group, scores, region_stats, config, analyses=None):
         if "syntax" not in analyses:
             rows.append(_off(quantity, "syntax.enabled is false"))
             continue
-        best, low, high, n = _curve_best(analyses["syntax"], "forecastscore", part, WHOLE,
-                                         level, seed=0)
+        t = analyses["syntax"]
+        t = t[(t["level"] == "responsive") & (t["region"] == RESPONSIVE)]
+        if t.empty:
+            rows.append(_off(quantity, "no vertex has a reliable brain score in the syntax "
+                                       "analysis"))
+            continue
+        best, low, high, n = _curve_best(t, "forecastscore", part, RESPONSIVE, level, seed=0,
+                                         levels=("responsive",))
         rows.append(_row(quantity, best, low, high,
-                         f"{level:.0%} bootstrap interval over subjects (words)", n, WHOLE,
+                         f"{level:.0%} bootstrap interval over subjects (words)", n,
+                         "vertices whose brain-score CI is above 0",
                          f"argmax of the mean F_{part[:3]}(d); syntax.n_futures = "
                          f"{config['syntax']['n_futures']}, context = "
                          f"{config['syntax'].get('context', 'story')}"))

@@ -519,15 +519,21 @@ def download(config, jobs=None):
 
 
 def _load_config(paths, root=None):
+    """The effective config of the given files, as the workflow builds it (schema defaults
+    for every key they leave out; :func:`brainpred.config.prepare_config`)."""
     import yaml
+
+    from .config import prepare_config
 
     config = {}
     for p in paths:
+        if not Path(p).is_file():
+            raise ConfigError(f"--configfile {p}: no such file.")
         with open(p, encoding="utf-8") as f:
             _merge(config, yaml.safe_load(f) or {})
     if root:
         config.setdefault("dataset", {})["root"] = root
-    return config
+    return prepare_config(config)
 
 
 def _merge(base, new):
