@@ -359,5 +359,5 @@ def test_paper_comparison_rows_recomputed_from_the_outputs(demo8):
                                    .to_numpy(float), _t_ci(100 * gain / base), rtol=1e-6)
     # the report opens with the table
     html = (res / "report.html").read_text()
-    assert html.index("The paper&#x27;s figures and this run&#x27;s") < html.index("<h2>Figures")
+    assert html.index("The paper's figures and this run's") < html.index("<h2>Figures")
     assert "desc-effective_config.yaml" in html
