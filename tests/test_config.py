@@ -142,8 +142,12 @@ def test_schema_errors_name_the_key_first():
     cfg["features"]["layr"] = 3
     with pytest.raises(ConfigError) as err:
         prepare_config(cfg)
-    first = str(err.value).splitlines()[1]
-    assert "features" in first and "layr" in first
+    first = str(err.value).splitlines()[0]
+    assert "features" in first and "layr" in first and "config/README.md" in first
+    cfg = _load("config.yaml")
+    cfg["modle"] = {"name": "gpt2"}                             # unknown top-level key
+    with pytest.raises(ConfigError, match=r"^config \(top level\): .*'modle' was unexpected"):
+        prepare_config(cfg)
 
 
 def test_readme_defaults_are_the_schema_defaults():

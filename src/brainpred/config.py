@@ -155,10 +155,11 @@ def prepare_config(config, schema=None):
         lines = []
         for e in errors[:10]:
             key = ".".join(str(p) for p in e.absolute_path) or "(top level)"
-            lines.append(f"  {key}: {e.message}")
-        raise ConfigError("the configuration does not match workflow/schemas/"
-                          "config.schema.yaml (keys and values: config/README.md):\n"
-                          + "\n".join(lines))
+            lines.append(f"{key}: {e.message}")
+        more = f"\n  (and {len(errors) - 10} more)" if len(errors) > 10 else ""
+        raise ConfigError(f"config {lines[0]} (every key and value: config/README.md; "
+                          "checked against workflow/schemas/config.schema.yaml)"
+                          + "".join(f"\n  {line}" for line in lines[1:]) + more)
     apply_defaults(config, schema)
     return check_config(config)
 

@@ -121,7 +121,28 @@ def setup_logging(log_path=None, level=logging.INFO):
     logging.basicConfig(level=level, handlers=handlers, force=True,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     logging.captureWarnings(True)
+    sys.excepthook = _log_exception
     return log
+
+
+def _log_exception(exc_type, exc, tb):
+    """A rule script's uncaught exception, where the user looks: the brainpred message first,
+    in the rule's log and on the console; the traceback only for unexpected errors (and in the
+    log file for every error)."""
+    import traceback
+
+    from .errors import BrainpredError
+
+    text = "".join(traceback.format_exception(exc_type, exc, tb))
+    if issubclass(exc_type, BrainpredError):
+        log.error("%s", exc)
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.stream.write(f"\n(traceback, for a bug report)\n{text}\n")
+                handler.flush()
+    else:
+        log.error("unexpected error (a bug: please report it with this log): %s: %s\n%s",
+                  exc_type.__name__, exc, text)
 
 
 def limit_threads(n):
