@@ -54,8 +54,12 @@ def make_run_table(root, config, out_tsv):
     table["run"] = table["run"].fillna("").astype(str)
     table["basename"] = [run_basename(s, t, r) for s, t, r in
                          zip(table["subject"], table["task"], table["run"])]
-    # crop the runs of a task to their common length (runs of a task differ by a few TRs)
-    crop = narratives.crop_lengths(table)
+    # crop the runs of a task to their common length (runs of a task differ by a few TRs),
+    # over every subject's kept runs, so that the subject selection changes no run's crop
+    crop = narratives.task_crop_lengths(root, tasks=set(table.loc[table["kept"], "task"]),
+                                        space=ds["space"],
+                                        keep_scrambled=ds.get("keep_scrambled", False),
+                                        keep_schema=ds.get("keep_schema", False))
     table["n_trs_file"] = table["n_trs"]
     kept_known = table["kept"] & (table["n_trs"] > 0)
     table.loc[kept_known, "n_trs"] = table.loc[kept_known, "task"].map(crop).astype(int)
