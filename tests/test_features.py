@@ -148,19 +148,67 @@ def test_word_token_index_hand_cases(tok):
     ids, last = F.word_token_index(text, cs, ce, tok)
     toks = tok.convert_ids_to_tokens(ids.tolist())
     got = [toks[t] for t in last]
-    # punctuation attached to a word: the word's last token is the punctuation
-    assert got[0] == "Hello" and got[1] == ","
-    assert got[3] == "'t"            # don't = Ġdon + 't
-    assert got[4] == "."             # know.
+    # punctuation attached to a word (issue 15, item 6b): the word is read at its own last
+    # token, not at the punctuation token that follows it
+    assert got[0] == "Hello" and got[1] == "Ġworld"   # world, = Ġworld + ,
+    assert got[3] == "'t"            # don't = Ġdon + 't (the apostrophe is inside the word)
+    assert got[4] == "Ġknow"         # know. = Ġknow + .
     assert got[6] == "st"            # 91st = Ġ91 + st
-    assert got[7] == ">"             # <unk> = Ġ< + unk + >
-    assert got[-1] == "?)"           # (Really?) ends with the merged "?)" token
+    assert got[7] == "unk"           # <unk> = Ġ< + unk + >
+    assert got[8] == "s"             # time—it’s = ... + it + ’ + s
+    assert got[9] == "fine"          # “fine”. = Ġ“ + fine + ” + .
+    assert got[-1] == "Really"       # (Really?) = Ġ( + Really + ?)
     # spans of words without their punctuation: the word's own last token
     text2 = "Hello world, I don't know."
     spans = [(m.start(), m.end()) for m in re.finditer(r"[\w']+", text2)]
     ids2, last2 = F.word_token_index(text2, [s for s, _ in spans], [e for _, e in spans], tok)
     toks2 = tok.convert_ids_to_tokens(ids2.tolist())
     assert [toks2[t] for t in last2] == ["Hello", "Ġworld", "ĠI", "'t", "Ġknow"]
+
+
+def test_word_token_index_skips_trailing_punctuation(tok):
+    """A punctuated transcript's word spans end with the chunk's punctuation (narratives
+    story_words: ``"said,"``); the word is read at the last token of its letters, the
+    punctuation stays in the token sequence (the next word's context), and a word that is only
+    punctuation is read at its own last token. Today's code (before issue 15, item 6b) read
+    ``","``, ``'."'``, ``"'"``, ``"..."``, ``"."`` and ``"!?"`` here."""
+    text = 'He said, "Go home." Then \u2014 goin\' on... U.S. ok!?'
+    cs, ce = chunk_spans(text)
+    ids, last = F.word_token_index(text, cs, ce, tok)
+    assert ids.tolist() == tok(text)["input_ids"]          # punctuation still read by the model
+    toks = tok.convert_ids_to_tokens(ids.tolist())
+    assert [toks[t] for t in last] == ["He", "Ġsaid", "Go", "Ġhome", "ĠThen", "ĠâĢĶ", "in",
+                                       "Ġon", "S", "Ġok"]
+    assert '."' in toks and "!?" in toks                    # the merged punctuation tokens
+    # the same as reading the bare words
+    bare = [(m.start(), m.end()) for m in re.finditer(r"\w(?:[\w.']*\w)?|\u2014", text)]
+    _, last_bare = F.word_token_index(text, [a for a, _ in bare], [b for _, b in bare], tok)
+    np.testing.assert_array_equal(last, last_bare)
+
+
+@pytest.mark.shared
+def test_word_token_index_punctuated_real_words(tok):
+    """Real pieman words in a punctuated text built like a transcript (a comma, a period,
+    quotes), spans from narratives' transcript matcher: every word is read at a token of
+    its own letters, and the tokens up to it spell the word (punctuation before it)."""
+    from brainpred.narratives import _word_spans
+
+    words = read_align("pieman")["word"].tolist()[:400]
+    marks = [",", ".", '."', "?", ""]
+    parts = []
+    for i, w in enumerate(words):
+        parts.append(('"' if i % 11 == 0 else "") + w + marks[i % 5] * (i % 3 == 0))
+    text = " ".join(parts)
+    cs, ce = _word_spans(words, text, "transcript.txt", "align.csv")
+    assert sum(not text[e - 1].isalnum() for e in ce) > 100   # spans end with punctuation
+    ids, last = F.word_token_index(text, cs, ce, tok)
+    toks = tok.convert_ids_to_tokens(ids.tolist())
+    assert not any(set(toks[t]) <= set('.,?"') for t in last)
+    prev = -1
+    for w, t in zip(words, last):
+        spelled = tok.decode(ids[prev + 1: t + 1]).lstrip('.,?" ')
+        assert spelled == w, (w, spelled)
+        prev = t
 
 
 def test_word_token_index_both_offset_conventions(cache_dir):

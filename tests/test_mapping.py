@@ -38,11 +38,15 @@ def _sk_design(blocks, train, n_components, delays, segments):
     return D
 
 
-def _sk_reference(blocks, Y, segments, n_components, delays, n_folds=5, n_inner=5, loo=False):
-    """The whole pipeline with scikit-learn only."""
+def _sk_reference(blocks, Y, segments, n_components, delays, n_folds=5, n_inner=5, loo=False,
+                  gap=0):
+    """The whole pipeline with scikit-learn only (``gap``: training rows within ``gap`` rows
+    of the test fold removed, written out here independently of contiguous_folds)."""
     n = Y.shape[0]
     scores = []
-    for train, test in contiguous_folds(n, n_folds):
+    for _, test in contiguous_folds(n, n_folds):
+        lo, hi = test.min() - gap, test.max() + gap
+        train = np.array([i for i in range(n) if i < lo or i > hi])
         D = _sk_design(blocks, train, n_components, delays, segments)
         Dtr, Dte, Ytr = D[train].astype(np.float64), D[test].astype(np.float64), Y[train]
         if loo:
@@ -324,3 +328,89 @@ def test_loo_alpha_choice_exact_between_near_tied_large_alphas(form):
     _, best = mapping._ridge_cv_predict(X, Y, X[:5], ALPHAS, inner_cv="loo", form=form)
     ref = _loo_errors_float64(X, Y)
     np.testing.assert_array_equal(best, ALPHAS[ref.argmin(0)])
+
+
+# ------------------------------------------------------------- gap between train and test folds
+# (issue 15, item 6c: mapping.gap_trs)
+
+@pytest.mark.parametrize("n, n_folds, gap, grouped", [
+    (11, 3, 0, False), (11, 3, 1, False), (100, 5, 5, False), (97, 4, 13, False),
+    (120, 3, 4, True)])
+def test_contiguous_folds_gap(n, n_folds, gap, grouped):
+    groups = np.repeat(np.arange(6), [30, 10, 25, 20, 15, 20])[:n] if grouped else None
+    plain = contiguous_folds(n, n_folds, groups=groups)
+    folds = contiguous_folds(n, n_folds, groups=groups, gap_trs=gap)
+    for (train0, test0), (train, test) in zip(plain, folds):
+        np.testing.assert_array_equal(test, test0)            # the gap never moves a test row
+        dist = np.abs(train[:, None] - test[None, :]).min(1)
+        assert (dist > gap).all()                             # no training row within gap
+        # ... and only those rows are dropped
+        np.testing.assert_array_equal(train, train0[np.abs(train0[:, None] - test[None, :])
+                                                    .min(1) > gap])
+        assert len(train0) - len(train) <= 2 * gap
+    if gap == 0:
+        for (a, _), (b, _) in zip(plain, folds):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_contiguous_folds_gap_errors():
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(ConfigError, match="gap_trs"):
+            contiguous_folds(20, 2, gap_trs=bad)
+    contiguous_folds(20, 2, gap_trs=np.int64(3))
+    with pytest.raises(ConfigError, match="leaves no training sample"):
+        contiguous_folds(20, 2, gap_trs=10)
+
+
+def test_encoding_with_gap_matches_sklearn():
+    """The engine's folds with a gap equal the scikit-learn pipeline with the gap written out:
+    an engine that ignored gap_trs (or dropped other rows) fails here."""
+    X1, X2, Y = _data(seed=21, n=150, v=6)
+    got = encoding_scores([X1, X2], Y, [90, 60], gap_trs=6, **KW)
+    ref = _sk_reference([X1, X2], Y, [90, 60], 5, DELAYS, gap=6)
+    np.testing.assert_allclose(got, ref, atol=2e-4)
+    assert not np.allclose(got, encoding_scores([X1, X2], Y, [90, 60], **KW), atol=1e-3)
+    # the same keyword through the shared and design scorers
+    r_x, _ = forecast_scores(X1, {3: X2}, Y, [90, 60], gap_trs=6, **KW)
+    np.testing.assert_allclose(r_x, encoding_scores([X1], Y, [90, 60], gap_trs=6, **KW),
+                               atol=1e-5)
+
+
+def _ar1(rng, n, d, phi):
+    e = rng.standard_normal((n, d))
+    x = np.empty_like(e)
+    x[0] = e[0]
+    for t in range(1, n):
+        x[t] = phi * x[t - 1] + np.sqrt(1 - phi ** 2) * e[t]
+    return x.astype(np.float32)
+
+
+def test_gap_removes_the_autocorrelation_leak():
+    """Targets and features are independent AR(1) noises (phi = 0.97, as slow as BOLD drifts
+    and smoothed features): nothing generalises, yet without a gap the ridge interpolates the
+    targets' noise across the fold boundaries (the FIR-delayed design rows beside a test fold
+    resemble its first and last rows) and the mean r is clearly positive. Dropping 40 TRs on
+    each side of the test fold (about the noise's correlation length, 1 / (1 - phi)) brings it
+    back to about 0. Measured: 0.175 (gap 0), 0.135 (5), 0.097 (10), 0.048 (20), 0.011 (40)."""
+    rng = np.random.default_rng(0)
+    Y = _ar1(rng, 400, 200, 0.97)
+    X = _ar1(rng, 400, 50, 0.97)
+    kw = dict(n_components=20, delays=range(6), n_folds=5)
+    r = {g: float(encoding_scores([X], Y, gap_trs=g, **kw).mean()) for g in (0, 10, 40)}
+    assert r[0] > 0.1
+    assert r[0] > r[10] > r[40]
+    assert abs(r[40]) < 0.03
+
+
+def test_noise_ceiling_uses_the_gap():
+    from brainpred.noise_ceiling import ceiling_scores
+
+    rng = np.random.default_rng(3)
+    P = _ar1(rng, 200, 8, 0.9)
+    Y = 0.5 * P + _ar1(rng, 200, 8, 0.9)
+    kw = dict(delays=range(3), alphas=ALPHAS, n_folds=4)
+    r0, r5 = ceiling_scores(P, Y, **kw), ceiling_scores(P, Y, gap_trs=5, **kw)
+    np.testing.assert_array_equal(r0, ceiling_scores(P, Y, gap_trs=0, **kw))
+    assert np.isfinite(r5).all() and not np.allclose(r0, r5)
+    with pytest.raises(ConfigError, match="gap_trs"):
+        ceiling_scores(P, Y, gap_trs=200, **kw)

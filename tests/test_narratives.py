@@ -487,6 +487,148 @@ def test_bad_sidecar_and_events(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
+# crop to a common length per task: independent of the subject selection (issue 15, item 6a)
+# --------------------------------------------------------------------------------------------
+
+def _stub_gifti(path, n_trs):
+    """A GIfTI header only: build_run_table reads NumberOfDataArrays, never the data."""
+    _write(path, f'<?xml version="1.0" encoding="UTF-8"?>\n<GIFTI Version="1.0" '
+                 f'NumberOfDataArrays="{n_trs}">\n</GIFTI>\n')
+
+
+def _cropped_n_trs(root, tmp_path, subjects, tasks="all", space="fsaverage6"):
+    """n_trs of every kept run in the run table the workflow writes for this selection."""
+    from brainpred.pipeline import make_run_table
+
+    cfg = {"dataset": {"source": "local", "root": str(root), "subjects": subjects,
+                       "tasks": tasks, "space": space, "keep_scrambled": False,
+                       "keep_schema": False}}
+    out = Path(tmp_path) / f"run_table_{len(list(tmp_path.glob('run_table_*')))}.tsv"
+    make_run_table(root, cfg, out)
+    t = pd.read_csv(out, sep="\t", dtype={"run": str}, keep_default_na=False)
+    t = t[t["kept"].astype(str) == "True"]
+    return {(r.subject, r.task, r.run): int(r.n_trs) for r in t.itertuples()}
+
+
+def _crop_dataset(tmp_path):
+    """pieman of 4 subjects with lengths 10, 8, 12 (sub-C has a shorter run-1 that
+    scan_exclude excludes) and 11 (sub-D has a shorter run-1 dropped as duplicate_run)."""
+    participants = {s: [("pieman", None)] for s in ("sub-A", "sub-B", "sub-C", "sub-D")}
+    runs = [dict(subject="sub-A", task="pieman", n_trs=10),
+            dict(subject="sub-B", task="pieman", n_trs=8),
+            dict(subject="sub-C", task="pieman", run="1", n_trs=5),
+            dict(subject="sub-C", task="pieman", run="2", n_trs=12),
+            dict(subject="sub-D", task="pieman", run="1", n_trs=6),
+            dict(subject="sub-D", task="pieman", run="2", n_trs=11)]
+    return _make_dataset(tmp_path, participants, runs,
+                         {"pieman": {"sub-C": ["sub-C_task-pieman_run-1"]}})
+
+
+def test_crop_does_not_depend_on_the_subject_selection(tmp_path):
+    root = _crop_dataset(tmp_path)
+    # the file lengths stay in build_run_table's n_trs; only the crop is dataset-wide
+    t = nar.build_run_table(root, subjects=["sub-A"])
+    assert t.set_index("subject").loc["sub-A", "n_trs"] == 10
+    assert nar.crop_lengths(t).to_dict() == {"pieman": 10}   # over the table given
+    assert nar.task_crop_lengths(root).to_dict() == {"pieman": 8}  # excluded/duplicate skipped
+    assert nar.task_crop_lengths(root, pieman_run="first").to_dict() == {"pieman": 6}
+    assert nar.task_crop_lengths(root, tasks=["tunnel"]).empty
+    a = ("sub-A", "pieman", "")
+    got = [_cropped_n_trs(root, tmp_path, sel) for sel in
+           (["sub-A"], ["sub-A", "sub-C"], ["sub-A", "sub-B"], "all")]
+    assert [g[a] for g in got] == [8, 8, 8, 8]
+    assert got[3][("sub-C", "pieman", "2")] == 8
+    assert got[3][("sub-D", "pieman", "2")] == 8
+
+
+def test_crop_with_other_subjects_not_fetched(tmp_path):
+    """A partial DataLad clone: another subject's events, sidecar and BOLD are dangling
+    links. The selected run table reads nothing of theirs; the crop skips their unknown
+    length with a warning that says so."""
+    root = _crop_dataset(tmp_path)
+    for f in (root / "sub-B" / "func").iterdir():
+        f.unlink()
+        f.symlink_to(root / "annex" / f.name)   # dangling
+    for hemi in "LR":
+        p = root / nar._bold_rel("sub-B", "pieman", "", "fsaverage6", hemi)
+        p.unlink()
+        p.symlink_to(root / "annex" / p.name)
+    t = nar.build_run_table(root, subjects=["sub-A"])
+    assert t.kept.all()
+    with pytest.warns(UserWarning, match=r"pieman \(3 of 4 kept runs known\)"):
+        assert nar.task_crop_lengths(root).to_dict() == {"pieman": 10}
+    with pytest.raises(DataError, match="not fetched"):
+        nar.build_run_table(root, subjects=["sub-B"])
+
+
+@needs_shared
+@pytest.mark.shared
+def test_real_crop_is_the_same_for_any_subject_selection(tmp_path):
+    """The real metadata (participants, scan_exclude, every subject's events and sidecars)
+    with stub GIfTI headers: each pieman and tunnel run gets its own length, the excluded and
+    duplicate runs the shortest. A run's crop is the same whether the selection is one
+    subject, two or all of them."""
+    root = tmp_path / "narratives"
+    root.mkdir()
+    for item in SHARED.iterdir():
+        if item.name.startswith("sub-") or item.name in ("participants.tsv", "code"):
+            (root / item.name).symlink_to(item)
+    full = nar.build_run_table(SHARED, tasks=["pieman", "tunnel"])
+    lengths = {}
+    for i, r in enumerate(full[full.reason != "no_files"].itertuples()):
+        base = {"pieman": 300, "tunnel": 1040}[r.task]
+        n = base + 1 + (i * 7) % 23 if r.kept else base - 50
+        lengths[(r.subject, r.task, r.run)] = n
+        for hemi in "LR":
+            _stub_gifti(root / nar._bold_rel(r.subject, r.task, r.run, "fsaverage6", hemi), n)
+    kept = full[full.kept]
+    want = {t: min(lengths[(r.subject, r.task, r.run)] for r in g.itertuples())
+            for t, g in kept.groupby("task")}
+    assert nar.task_crop_lengths(root, tasks=["pieman", "tunnel"]).to_dict() == want
+    # the subject with the longest kept pieman run, alone, then with another
+    pie = kept[kept.task == "pieman"]
+    a = max(pie.itertuples(), key=lambda r: lengths[(r.subject, r.task, r.run)])
+    b = pie[pie.subject != a.subject].iloc[-1].subject
+    key = (a.subject, "pieman", a.run)
+    alone = _cropped_n_trs(root, tmp_path, [a.subject], tasks=["pieman"])
+    pair = _cropped_n_trs(root, tmp_path, [a.subject, b], tasks=["pieman"])
+    every = _cropped_n_trs(root, tmp_path, "all", tasks=["pieman", "tunnel"])
+    assert alone[key] == pair[key] == every[key] == want["pieman"] < lengths[key]
+    assert {n for (s, t, r), n in every.items() if t == "tunnel"} == {want["tunnel"]}
+    # before the fix the crop was the minimum over the selected subjects' runs
+    sel = nar.build_run_table(root, subjects=[a.subject], tasks=["pieman"])
+    assert nar.crop_lengths(sel)["pieman"] == lengths[key] != want["pieman"]
+
+
+def test_synthetic_crop_is_the_same_for_any_subject_selection(tmp_path):
+    """The synthetic plan gives every run of a story one length, and the generated dataset
+    goes through the same run table code: the crop of sub-001 does not move with the
+    selection either."""
+    from brainpred import synthetic
+
+    cfg = {"synthetic": {"n_subjects": 3, "n_stories": 2, "stories_per_subject": 1,
+                         "speech_duration": 40.0, "seed": 3},
+           "model": {"name": "tiny-gpt2", "seed": 0}, "features": {"tr_offset": 1},
+           "mapping": {"delays": [0, 1, 2, 3, 4, 5]}}
+    plan = synthetic.plan(cfg)
+    assert (plan.groupby("task")["n_trs"].nunique() == 1).all()
+    root = tmp_path / "synthetic"
+    synthetic.generate(root, cfg, progress=False)
+    from brainpred.pipeline import make_run_table
+
+    got = []
+    for sel in (["sub-001"], ["sub-001", "sub-002"], "all"):
+        cfg["dataset"] = {"source": "synthetic", "root": str(root), "subjects": sel,
+                          "tasks": "all", "space": "fsaverage5"}
+        out = tmp_path / f"rt_{len(got)}.tsv"
+        make_run_table(root, cfg, out)
+        t = pd.read_csv(out, sep="\t", dtype={"run": str}, keep_default_na=False)
+        got.append(t.set_index("subject").loc["sub-001", "n_trs"])
+    want = plan.set_index("subject").loc["sub-001", "n_trs"]
+    assert got == [want] * 3
+
+
+# --------------------------------------------------------------------------------------------
 # tiny files: alignments, transcripts
 # --------------------------------------------------------------------------------------------
 

@@ -260,7 +260,7 @@ def test_pipeline_writes_listener_counts(tmp_path):
         np.save(paths[b], y)
     io.write_tsv(tmp_path / "runs.tsv", table)
     cfg = {"mapping": {"delays": [0, 1], "alphas": {"start": 0, "stop": 1, "num": 2}, "n_folds": 2,
-                       "n_inner_folds": 2}, "noise_ceiling": {"batch": 8}}
+                       "n_inner_folds": 2, "gap_trs": 0}, "noise_ceiling": {"batch": 8}}
     make_listener_sums("pm", tmp_path / "runs.tsv", paths, cfg, tmp_path / "sums.npz",
                        out_tsv=tmp_path / "listeners.tsv")
     t = io.read_tsv(tmp_path / "listeners.tsv")

@@ -10,8 +10,11 @@ Pipeline for one story::
 Conventions
 -----------
 - The story is tokenised **once** (fast tokenizer, ``return_offsets_mapping=True``); a word's
-  token is the **last** token whose character span overlaps the word's span
-  ``[char_start, char_end)``. Words are never re-tokenised one by one.
+  token is the **last** token whose character span overlaps the word's own characters: its
+  span ``[char_start, char_end)`` without the trailing characters that are neither letters nor
+  digits (the punctuation a punctuated transcript restores: ``"said,"`` is read at ``" said"``,
+  not at ``","``; the punctuation stays in the text, so the next word's context holds it).
+  Words are never re-tokenised one by one.
 - A word's vector is the hidden state at its last token, computed with **past-only** context:
   at most ``context_tokens`` tokens ending at (and including) that token, never a future token.
 - Layer 0 is the token embedding **without** the position embedding
@@ -260,11 +263,15 @@ def word_token_index(text, char_start, char_end, tokenizer):
     -------
     input_ids : ndarray of int64, shape (n_tokens,)
     last_token : ndarray of int64, shape (n_words,)
-        Index into ``input_ids`` of the last token whose character span overlaps the word's span.
-        GPT-2 tokens carry the preceding space (``" hello"`` spans ``(5, 11)`` or ``(6, 11)``
-        depending on ``trim_offsets``); a span overlaps the word if ``tok_start < char_end`` and
-        ``tok_end > char_start``, so both conventions give the same answer. Zero-width tokens
-        (special tokens) are never chosen. Several words may share a token.
+        Index into ``input_ids`` of the last token whose character span overlaps the word's
+        own characters: the span up to its last letter or digit (``str.isalnum``), so that
+        trailing punctuation in the span (``"said,"``, ``"end.”"``, ``"goin'"``) is not where
+        the word is read; a span without any letter or digit (``"—"``) is read at the last
+        token overlapping the whole span. GPT-2 tokens carry the preceding space
+        (``" hello"`` spans ``(5, 11)`` or ``(6, 11)`` depending on ``trim_offsets``); a span
+        overlaps the word if ``tok_start < end`` and ``tok_end > char_start``, so both
+        conventions give the same answer. Zero-width tokens (special tokens) are never chosen.
+        Several words may share a token (a token holding letters of two words).
 
     Raises
     ------
@@ -286,6 +293,7 @@ def word_token_index(text, char_start, char_end, tokenizer):
     if not getattr(tokenizer, "is_fast", False):
         raise ConfigError("model.name: the tokenizer is not a fast tokenizer, so it has no "
                           "character offsets; load it with use_fast=True.")
+    end = _letters_end(text, cs, ce)   # the word's own characters, not its punctuation
     enc = tokenizer(text, return_offsets_mapping=True, verbose=False)
     input_ids = np.asarray(enc["input_ids"], dtype=np.int64).reshape(-1)
     offsets = np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
@@ -295,7 +303,7 @@ def word_token_index(text, char_start, char_end, tokenizer):
     ts, te = offsets[tok_idx, 0], offsets[tok_idx, 1]
     if np.all(np.diff(ts) >= 0):
         # last valid token starting before the word's end ...
-        k = np.searchsorted(ts, ce, side="left") - 1
+        k = np.searchsorted(ts, end, side="left") - 1
         ok = k >= 0
         # ... overlaps the word iff it ends after the word's start
         ok[ok] = te[k[ok]] > cs[ok]
@@ -303,7 +311,7 @@ def word_token_index(text, char_start, char_end, tokenizer):
     else:  # pragma: no cover - no known fast tokenizer yields unsorted offsets
         last = np.full(cs.size, -1, dtype=np.int64)
         for w in range(cs.size):
-            hit = np.flatnonzero((ts < ce[w]) & (te > cs[w]))
+            hit = np.flatnonzero((ts < end[w]) & (te > cs[w]))
             if hit.size:
                 last[w] = tok_idx[hit[-1]]
     missing = np.flatnonzero(last < 0)
@@ -312,6 +320,17 @@ def word_token_index(text, char_start, char_end, tokenizer):
         raise DataError(f"word {i} ({text[cs[i]:ce[i]]!r}, span [{cs[i]}, {ce[i]})) overlaps no "
                         f"token; {missing.size} word(s) without a token. Check the word spans.")
     return input_ids, last.astype(np.int64)
+
+
+def _letters_end(text, cs, ce):
+    """End of each span ``[cs, ce)`` after its last letter or digit (``ce`` when it has none)."""
+    if cs.size == 0:
+        return ce
+    alnum = np.fromiter((c.isalnum() for c in text), dtype=bool, count=len(text))
+    last = np.where(alnum, np.arange(len(text)), -1)
+    np.maximum.accumulate(last, out=last)        # last[i]: last letter/digit at or before i
+    end = last[ce - 1] + 1
+    return np.where(end > cs, end, ce).astype(np.int64)
 
 
 # --------------------------------------------------------------------------------------------

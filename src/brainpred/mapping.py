@@ -12,6 +12,14 @@ For each outer fold of contiguous TRs, everything is fitted on the training fold
    products on the himalaya backend's device (:func:`_ridge_batch_scores`);
 4. Pearson r per target on the test fold.
 
+The targets are centred on the training rows of each fold (the test rows on their own mean,
+which Pearson r ignores); they are not scaled there: a per-target scale changes neither the
+alpha the inner CV picks (every alpha's error is scaled alike) nor r. Per-run z-scoring of the
+BOLD over all its TRs (``mapping.zscore_runs``, the paper) happens before the folds, in
+:func:`brainpred.pipeline.subject_bold`. ``gap_trs`` drops training rows next to every outer
+test fold (:func:`contiguous_folds`); the inner folds have no gap. Effect of both on the demo:
+``docs/validation_choices.md``.
+
 Subjects who heard the same stimulus sequence are fitted together, their vertices stacked as
 targets (:func:`forecast_scores_shared`). Measured speed and memory: ``docs/performance.md``.
 
@@ -79,7 +87,7 @@ def _himalaya_backend(name):
         set_backend(previous, on_error="warn")
 
 
-def contiguous_folds(n_samples, n_folds=5, groups=None):
+def contiguous_folds(n_samples, n_folds=5, groups=None, gap_trs=0):
     """Contiguous, unshuffled cross-validation folds.
 
     Parameters
@@ -90,17 +98,33 @@ def contiguous_folds(n_samples, n_folds=5, groups=None):
         Group label (story) of each sample. If given, every fold is made of whole groups: the
         groups, in order of first appearance, are cut into ``n_folds`` consecutive runs of groups
         of about equal numbers of samples.
+    gap_trs : int
+        Samples dropped from the training set on each side of the test set: no training index
+        lies within ``gap_trs`` of a test index (``|i - j| <= gap_trs``). BOLD is
+        autocorrelated and the FIR design spans several TRs, so the training rows next to the
+        test fold carry part of its signal and noise; 0 (the paper) drops none. The distance
+        is counted in the concatenated index, across story boundaries too.
 
     Returns
     -------
     folds : list of (train_idx, test_idx)
         ``n_folds`` pairs of sorted int arrays; the test sets partition ``range(n_samples)``.
         Without groups the test sets are ``np.array_split(range(n_samples), n_folds)`` (as
-        ``sklearn.model_selection.KFold(n_folds)``).
+        ``sklearn.model_selection.KFold(n_folds)``). With ``gap_trs = 0`` the training set is
+        the complement of the test set.
+
+    Raises
+    ------
+    ConfigError
+        Fewer than 2 folds, too few samples or groups, ``gap_trs`` not an integer >= 0, or a
+        gap that leaves a fold without training samples.
     """
     n_samples, n_folds = int(n_samples), int(n_folds)
     if n_folds < 2:
         raise ConfigError(f"the number of folds must be >= 2, got {n_folds}.")
+    if isinstance(gap_trs, bool) or not isinstance(gap_trs, (int, np.integer)) or gap_trs < 0:
+        raise ConfigError(f"mapping gap_trs must be an integer >= 0, got {gap_trs!r}.")
+    gap_trs = int(gap_trs)
     all_idx = np.arange(n_samples)
     if groups is None:
         if n_samples < n_folds:
@@ -130,7 +154,23 @@ def contiguous_folds(n_samples, n_folds=5, groups=None):
         fold_of_group = np.searchsorted(bounds, np.arange(n_groups), side="right") - 1
         fold_of_sample = fold_of_group[rank[inverse]]
         tests = [np.flatnonzero(fold_of_sample == k) for k in range(n_folds)]
-    return [(np.setdiff1d(all_idx, test, assume_unique=True), test) for test in tests]
+    folds = []
+    for test in tests:
+        if gap_trs == 0:
+            train = np.setdiff1d(all_idx, test, assume_unique=True)
+        else:
+            # distance of every sample to the nearest test sample (test is sorted, non-empty)
+            pos = np.searchsorted(test, all_idx)
+            right = test[np.minimum(pos, len(test) - 1)]
+            left = test[np.maximum(pos - 1, 0)]
+            near = np.minimum(np.abs(all_idx - right), np.abs(all_idx - left))
+            train = all_idx[near > gap_trs]
+        if train.size == 0:
+            raise ConfigError(f"mapping gap_trs = {gap_trs} leaves no training sample in a "
+                              f"fold of {len(test)} test samples out of {n_samples}; lower "
+                              "gap_trs or n_folds.")
+        folds.append((train, test))
+    return folds
 
 
 def pearson_r(y_true, y_pred):
@@ -648,7 +688,7 @@ def _ridge_cv_predict(X_train, Y_train, X_test, alphas=DEFAULT_ALPHAS, inner_cv=
 # --------------------------------------------------------------------------------------------
 # public scores
 # --------------------------------------------------------------------------------------------
-def _segments_and_folds(n, segment_lengths, n_folds, groups):
+def _segments_and_folds(n, segment_lengths, n_folds, groups, gap_trs=0):
     if segment_lengths is None:
         segment_lengths = [n]
     segment_lengths = np.asarray(segment_lengths, dtype=np.int64).reshape(-1)
@@ -658,7 +698,7 @@ def _segments_and_folds(n, segment_lengths, n_folds, groups):
         if groups != "segments":
             raise ConfigError(f"groups must be None, 'segments' or an array, got {groups!r}.")
         groups = np.repeat(np.arange(len(segment_lengths)), segment_lengths)
-    return segment_lengths, contiguous_folds(n, n_folds, groups)
+    return segment_lengths, contiguous_folds(n, n_folds, groups, gap_trs=gap_trs)
 
 
 def _check_targets(Y, n=None):
@@ -740,7 +780,7 @@ class _Targets:
 
 def _engine(blocks, designs, Y_list, segment_lengths, *, n_components=20, delays=range(6),
             alphas=DEFAULT_ALPHAS, n_folds=5, inner_cv="contiguous", n_inner_folds=5,
-            backend="numpy", target_batch=None, groups=None, form="auto"):
+            backend="numpy", target_batch=None, groups=None, form="auto", gap_trs=0):
     """Fold scores of several designs (tuples of block indices) for several subjects.
 
     Returns
@@ -750,7 +790,8 @@ def _engine(blocks, designs, Y_list, segment_lengths, *, n_components=20, delays
     if inner_cv not in ("contiguous", "loo"):
         raise ConfigError(f"mapping inner_cv must be 'contiguous' or 'loo', got {inner_cv!r}.")
     n = Y_list[0].shape[0]
-    segment_lengths, folds = _segments_and_folds(n, segment_lengths, n_folds, groups)
+    segment_lengths, folds = _segments_and_folds(n, segment_lengths, n_folds, groups,
+                                                 gap_trs=gap_trs)
     blocks = [_check_block(X, n) for X in blocks]
     targets = _Targets(Y_list)
     flat = np.full((len(designs), len(folds), targets.n_valid), np.nan, dtype=np.float32)
@@ -805,7 +846,8 @@ def _mean_scores(fold_scores):
 
 def encoding_scores(X_blocks, Y, segment_lengths=None, *, n_components=20, delays=range(6),
                     alphas=DEFAULT_ALPHAS, n_folds=5, inner_cv="contiguous", n_inner_folds=5,
-                    backend="numpy", target_batch=None, groups=None, return_folds=False):
+                    backend="numpy", target_batch=None, groups=None, return_folds=False,
+                    gap_trs=0):
     """Cross-validated brain score of a (multi-block) feature space.
 
     Parameters
@@ -839,6 +881,9 @@ def encoding_scores(X_blocks, Y, segment_lengths=None, *, n_components=20, delay
         If given, outer folds are made of whole groups ("segments": whole stories).
     return_folds : bool
         Also return the per-fold scores.
+    gap_trs : int
+        TRs dropped from the training set on each side of every outer test fold
+        (:func:`contiguous_folds`); 0 = the paper. The inner folds have no gap.
 
     Returns
     -------
@@ -853,13 +898,13 @@ def encoding_scores(X_blocks, Y, segment_lengths=None, *, n_components=20, delay
     fold = _engine(list(X_blocks), [tuple(range(len(X_blocks)))], [Y], segment_lengths,
                    n_components=n_components, delays=delays, alphas=alphas, n_folds=n_folds,
                    inner_cv=inner_cv, n_inner_folds=n_inner_folds, backend=backend,
-                   target_batch=target_batch, groups=groups)[0][0]
+                   target_batch=target_batch, groups=groups, gap_trs=gap_trs)[0][0]
     scores = _fold_mean(fold)
     return (scores, fold) if return_folds else scores
 
 
 _FORECAST_KW = ("n_components", "delays", "alphas", "n_folds", "inner_cv", "n_inner_folds",
-                "backend", "target_batch", "groups")
+                "backend", "target_batch", "groups", "gap_trs")
 
 
 def _engine_kwargs(kwargs, caller):
@@ -963,7 +1008,8 @@ def forecast_scores(X, windows, Y, segment_lengths=None, **kwargs):
     segment_lengths : sequence of int or None
     **kwargs
         As :func:`encoding_scores` (``n_components``, ``delays``, ``alphas``, ``n_folds``,
-        ``inner_cv``, ``n_inner_folds``, ``backend``, ``target_batch``, ``groups``).
+        ``inner_cv``, ``n_inner_folds``, ``backend``, ``target_batch``, ``groups``,
+        ``gap_trs``).
 
     Returns
     -------

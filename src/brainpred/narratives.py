@@ -57,6 +57,7 @@ __all__ = [
     "read_scan_exclude",
     "build_run_table",
     "crop_lengths",
+    "task_crop_lengths",
     "story_parts",
     "story_folder",
     "split_story_rows",
@@ -444,21 +445,7 @@ def build_run_table(root, tasks="all", subjects="all", space="fsaverage6",
     root = Path(root)
     if pieman_run not in ("last", "first", "all"):
         raise ConfigError(f"pieman_run: expected 'last', 'first' or 'all', got {pieman_run!r}.")
-    if scan_exclude is None:
-        path = root / "code" / "scan_exclude.json"
-        if path.exists():
-            exclude = read_scan_exclude(root)
-        else:
-            warnings.warn(f"{path} not found: no run is excluded by scan_exclude.",
-                          stacklevel=2)
-            exclude = {}
-    elif isinstance(scan_exclude, dict):
-        _check_exclude(scan_exclude, "scan_exclude")
-        exclude = scan_exclude
-    else:
-        from .io import read_json
-        exclude = read_json(scan_exclude)
-        _check_exclude(exclude, scan_exclude)
+    exclude = _load_exclude(root, scan_exclude)
 
     if (root / "participants.tsv").exists():
         parts = read_participants(root)
@@ -469,18 +456,11 @@ def build_run_table(root, tasks="all", subjects="all", space="fsaverage6",
     condition = {(s, t): c for s, t, c in zip(parts.subject, parts.task, parts.condition)}
 
     # Subjects are filtered before any file is read (a subject's runs never affect another's),
-    # so a partial DataLad clone need not hold the other subjects' events and sidecars.
+    # so a partial DataLad clone need not hold the other subjects' events and sidecars. (The
+    # crop to a common length per task is computed over every subject: task_crop_lengths.)
     sel_t, sel_s = _as_set(tasks, "tasks"), _as_set(subjects, "subjects")
-    found, all_subjects = {}, set(parts.subject)
-    for f in sorted(root.glob("sub-*/func/sub-*_task-*")):
-        m = _FUNC_RE.match(f.name)
-        if not m or m["subject"] != f.parent.parent.name:
-            continue
-        all_subjects.add(m["subject"])
-        if sel_s is not None and m["subject"] not in sel_s:
-            continue
-        key = (m["subject"], m["task"], m["run"] or "")
-        found.setdefault(key, {})[m["suffix"]] = f
+    found, all_subjects = _find_runs(root, sel_s)
+    all_subjects |= set(parts.subject)
 
     rows = []
     for (subject, task, run), files in found.items():
@@ -506,18 +486,7 @@ def build_run_table(root, tasks="all", subjects="all", space="fsaverage6",
         if present and "bold.json" in files:
             _check_time_step(present[0], tr, files["bold.json"])
         n_trs = min(counts) if counts else -1
-        name = next(iter(files.values())).name
-        reason = ""
-        if "events.tsv" not in files:
-            reason = "no_events"
-        elif "bold.json" not in files:
-            reason = "no_sidecar"
-        elif _excluded(exclude, task, subject, name):
-            reason = "scan_exclude"
-        elif task in SCRAMBLED_TASKS and not keep_scrambled:
-            reason = "scrambled"
-        elif task == SCHEMA_TASK and not keep_schema:
-            reason = "schema"
+        reason = _reason(files, exclude, subject, task, keep_scrambled, keep_schema)
         rows.append(dict(subject=subject, task=task, story=story, run=run, condition=cond,
                          audio_onset=onset, tr=tr, n_trs=n_trs, bold_L=bold_l, bold_R=bold_r,
                          kept=reason == "", reason=reason,
@@ -532,21 +501,7 @@ def build_run_table(root, tasks="all", subjects="all", space="fsaverage6",
             rows.append(dict(subject=subject, task=task, story=story, run="", condition=cond,
                              audio_onset=math.nan, tr=math.nan, n_trs=-1, bold_L="",
                              bold_R="", kept=False, reason="no_files", stim_file=""))
-    table = pd.DataFrame(rows, columns=RUN_TABLE_COLUMNS)
-    if len(table):
-        table["_runnum"] = pd.to_numeric(table["run"], errors="coerce").fillna(0)
-        table = table.sort_values(["subject", "task", "_runnum"]).drop(columns="_runnum")
-        table = table.reset_index(drop=True)
-
-    # one run per subject and task among the runs still kept
-    if pieman_run != "all" and len(table):
-        kept = table[table.kept]
-        for _, idx in kept.groupby(["subject", "task"]).groups.items():
-            if len(idx) > 1:
-                keep = idx[-1] if pieman_run == "last" else idx[0]
-                drop = [i for i in idx if i != keep]
-                table.loc[drop, "kept"] = False
-                table.loc[drop, "reason"] = "duplicate_run"
+    table = _keep_one_run(pd.DataFrame(rows, columns=RUN_TABLE_COLUMNS), pieman_run)
 
     if sel_s is not None:
         unknown = sel_s - all_subjects
@@ -570,13 +525,152 @@ def build_run_table(root, tasks="all", subjects="all", space="fsaverage6",
     return table
 
 
+def _load_exclude(root, scan_exclude, warn=True):
+    """The ``{task: {subject: [prefix]}}`` exclusion dict of ``build_run_table``'s argument."""
+    if scan_exclude is None:
+        path = root / "code" / "scan_exclude.json"
+        if path.exists():
+            return read_scan_exclude(root)
+        if warn:
+            warnings.warn(f"{path} not found: no run is excluded by scan_exclude.",
+                          stacklevel=3)
+        return {}
+    if isinstance(scan_exclude, dict):
+        _check_exclude(scan_exclude, "scan_exclude")
+        return scan_exclude
+    from .io import read_json
+    exclude = read_json(scan_exclude)
+    _check_exclude(exclude, scan_exclude)
+    return exclude
+
+
+def _find_runs(root, sel_s=None, tasks=None):
+    """``{(subject, task, run): {"events.tsv": path, "bold.json": path}}`` of the func files
+    (names only: a dangling DataLad link counts), and the set of every subject seen."""
+    found, all_subjects = {}, set()
+    for f in sorted(root.glob("sub-*/func/sub-*_task-*")):
+        m = _FUNC_RE.match(f.name)
+        if not m or m["subject"] != f.parent.parent.name:
+            continue
+        all_subjects.add(m["subject"])
+        if sel_s is not None and m["subject"] not in sel_s:
+            continue
+        if tasks is not None and m["task"] not in tasks:
+            continue
+        key = (m["subject"], m["task"], m["run"] or "")
+        found.setdefault(key, {})[m["suffix"]] = f
+    return found, all_subjects
+
+
+def _reason(files, exclude, subject, task, keep_scrambled, keep_schema):
+    """Exclusion reason of a run from its file names and task alone (``""``: kept)."""
+    name = next(iter(files.values())).name
+    if "events.tsv" not in files:
+        return "no_events"
+    if "bold.json" not in files:
+        return "no_sidecar"
+    if _excluded(exclude, task, subject, name):
+        return "scan_exclude"
+    if task in SCRAMBLED_TASKS and not keep_scrambled:
+        return "scrambled"
+    if task == SCHEMA_TASK and not keep_schema:
+        return "schema"
+    return ""
+
+
+def _keep_one_run(table, pieman_run):
+    """Sort by subject, task, run; keep one run per subject and task among the kept runs."""
+    if not len(table):
+        return table
+    table["_runnum"] = pd.to_numeric(table["run"], errors="coerce").fillna(0)
+    table = table.sort_values(["subject", "task", "_runnum"]).drop(columns="_runnum")
+    table = table.reset_index(drop=True)
+    if pieman_run != "all":
+        kept = table[table.kept]
+        for _, idx in kept.groupby(["subject", "task"]).groups.items():
+            if len(idx) > 1:
+                keep = idx[-1] if pieman_run == "last" else idx[0]
+                drop = [i for i in idx if i != keep]
+                table.loc[drop, "kept"] = False
+                table.loc[drop, "reason"] = "duplicate_run"
+    return table
+
+
+def task_crop_lengths(root, tasks=None, space="fsaverage6", keep_scrambled=False,
+                      keep_schema=False, pieman_run="last", scan_exclude=None) -> pd.Series:
+    """Common length (TRs) of each task over **every** subject's kept runs of the dataset.
+
+    The crop of a run must not depend on which subjects an analysis selects (adding a subject
+    must not change another subject's scores), so it is not computed over the selected
+    subjects' run table (:func:`crop_lengths`) but over all the runs of the dataset that the
+    selection rules of :func:`build_run_table` keep (same ``space``, ``keep_*``,
+    ``pieman_run`` and ``scan_exclude``; the ``tasks`` / ``subjects`` selection plays no
+    part). Only file names and GIfTI headers are read: the other subjects' events and sidecars
+    need not be here, and a run whose BOLD files are absent (not fetched) or unreadable has an
+    unknown length and does not count; a warning names the tasks where that happened, since
+    fetching those runs could shorten the crop.
+
+    Parameters
+    ----------
+    root : str or Path
+        Dataset root.
+    tasks : None or collection of str
+        Task names (not stories) to compute; None = every task of the dataset.
+    space, keep_scrambled, keep_schema, pieman_run, scan_exclude
+        As :func:`build_run_table`.
+
+    Returns
+    -------
+    Series of int, indexed by task (sorted), name ``"n_trs"``
+        As :func:`crop_lengths`: the minimum ``n_trs`` over the kept runs of the task whose
+        length is known; -1 when none is known; tasks without a kept run are absent.
+    """
+    root = Path(root)
+    if pieman_run not in ("last", "first", "all"):
+        raise ConfigError(f"pieman_run: expected 'last', 'first' or 'all', got {pieman_run!r}.")
+    exclude = _load_exclude(root, scan_exclude, warn=False)
+    found, _ = _find_runs(root, None, None if tasks is None else set(tasks))
+    rows = []
+    for (subject, task, run), files in found.items():
+        reason = _reason(files, exclude, subject, task, keep_scrambled, keep_schema)
+        counts = []
+        if reason == "":
+            for hemi in "LR":
+                path = root / _bold_rel(subject, task, run, space, hemi)
+                if path.exists():
+                    try:
+                        counts.append(gifti_n_trs(path))
+                    except DataError:  # another subject's broken file: length unknown
+                        counts = []
+                        break
+        rows.append(dict(subject=subject, task=task, run=run,
+                         n_trs=min(counts) if counts else -1, kept=reason == "",
+                         reason=reason))
+    table = _keep_one_run(pd.DataFrame(rows, columns=["subject", "task", "run", "n_trs",
+                                                      "kept", "reason"]), pieman_run)
+    kept = table[table["kept"].astype(bool)] if len(table) else table
+    unknown = kept[kept["n_trs"].astype(int) < 0].groupby("task").size() if len(kept) else {}
+    if len(unknown):
+        total = kept.groupby("task").size()
+        warnings.warn(
+            "common length per task computed without the runs whose BOLD is not here: "
+            + ", ".join(f"{t} ({total[t] - n} of {total[t]} kept runs known)"
+                        for t, n in unknown.items())
+            + ". Fetching the other runs' BOLD may shorten a task's crop (and change every "
+            "score of that task).", stacklevel=2)
+    return crop_lengths(table)
+
+
 def crop_lengths(run_table) -> pd.Series:
-    """Common length (TRs) per task: the minimum ``n_trs`` over the kept runs of the task.
+    """Common length (TRs) per task: the minimum ``n_trs`` over the kept runs of the table.
+
+    Over the rows given: on a table restricted to some subjects the answer depends on that
+    selection. The analysis crops with :func:`task_crop_lengths` (every subject's kept runs).
 
     Parameters
     ----------
     run_table : DataFrame
-        Output of :func:`build_run_table`.
+        Output of :func:`build_run_table` (columns ``task``, ``n_trs``, ``kept``).
 
     Returns
     -------

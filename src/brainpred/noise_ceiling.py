@@ -398,7 +398,7 @@ def _fit_predict(D, y, train, test, alphas, n_inner_folds):
 
 
 def ceiling_scores(P, Y, segment_lengths=None, *, delays=range(6), alphas=DEFAULT_ALPHAS,
-                   n_folds=5, groups=None, n_inner_folds=5, batch=4096):
+                   n_folds=5, groups=None, n_inner_folds=5, batch=4096, gap_trs=0):
     """Per-vertex cross-validated prediction of ``Y[:, v]`` from ``P[:, v]`` (with FIR delays).
 
     Parameters
@@ -420,6 +420,9 @@ def ceiling_scores(P, Y, segment_lengths=None, *, delays=range(6), alphas=DEFAUL
     n_inner_folds : int
     batch : int
         Vertices per batch (memory: about ``n_trs * len(delays) * batch * 8`` bytes x 3).
+    gap_trs : int
+        TRs dropped from the training set on each side of every outer test fold, as the
+        encoding model (:func:`brainpred.mapping.contiguous_folds`).
 
     Returns
     -------
@@ -437,7 +440,7 @@ def ceiling_scores(P, Y, segment_lengths=None, *, delays=range(6), alphas=DEFAUL
     ok = (np.isfinite(Y).all(0) & (np.ptp(Y, axis=0) > 0) & np.isfinite(P).all(0)
           & (np.ptp(P, axis=0) > 0))
     out = np.full(V, np.nan)
-    folds = contiguous_folds(n, n_folds, groups=groups)
+    folds = contiguous_folds(n, n_folds, groups=groups, gap_trs=gap_trs)
     cols = np.flatnonzero(ok)
     for start in range(0, cols.size, batch):
         c = cols[start:start + batch]

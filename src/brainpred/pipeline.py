@@ -54,8 +54,12 @@ def make_run_table(root, config, out_tsv):
     table["run"] = table["run"].fillna("").astype(str)
     table["basename"] = [run_basename(s, t, r) for s, t, r in
                          zip(table["subject"], table["task"], table["run"])]
-    # crop the runs of a task to their common length (runs of a task differ by a few TRs)
-    crop = narratives.crop_lengths(table)
+    # crop the runs of a task to their common length (runs of a task differ by a few TRs),
+    # over every subject's kept runs, so that the subject selection changes no run's crop
+    crop = narratives.task_crop_lengths(root, tasks=set(table.loc[table["kept"], "task"]),
+                                        space=ds["space"],
+                                        keep_scrambled=ds.get("keep_scrambled", False),
+                                        keep_schema=ds.get("keep_schema", False))
     table["n_trs_file"] = table["n_trs"]
     kept_known = table["kept"] & (table["n_trs"] > 0)
     table.loc[kept_known, "n_trs"] = table.loc[kept_known, "task"].map(crop).astype(int)
@@ -207,6 +211,11 @@ def subject_bold(runs, bold_paths, zscore=True):
         Kept rows of the subject (``basename``, ``n_trs``).
     bold_paths : dict
         ``basename -> .npy path``.
+    zscore : bool
+        ``mapping.zscore_runs``: z-score each vertex of each run over **all** its TRs (the
+        paper), before and independently of the cross-validation folds, so the test TRs take
+        part in their run's mean and scale (measured in ``docs/validation_choices.md``). False:
+        raw BOLD (the mapping centres the targets on each fold's training rows).
 
     Returns
     -------
@@ -218,7 +227,8 @@ def subject_bold(runs, bold_paths, zscore=True):
 
 
 def load_run_bold(path, n_trs, zscore=True):
-    """One run's cached BOLD (``.npy``), cropped to ``n_trs`` and optionally z-scored.
+    """One run's cached BOLD (``.npy``), cropped to ``n_trs`` and optionally z-scored over
+    all its TRs (see :func:`subject_bold`).
 
     Returns
     -------
@@ -274,7 +284,7 @@ def _mapping_kwargs(config, groups):
         groups=groups if mc.get("group_folds_by_story", False) else None,
         inner_cv=mc.get("inner_cv", "contiguous"), n_inner_folds=int(mc.get("n_inner_folds", 5)),
         backend=mapping.resolve_backend(mc.get("backend", "auto")),
-        target_batch=int(mc.get("target_batch", 20000)))
+        target_batch=int(mc.get("target_batch", 20000)), gap_trs=mc.get("gap_trs", 0))
 
 
 def make_fit_scores(subjects, run_table_tsv, feature_paths, bold_paths, config, out_npz):
@@ -1053,7 +1063,8 @@ def make_noise_ceiling(subject, run_table_tsv, bold_paths, config, outputs, sums
             alphas=alphas_from_config(mc), n_folds=int(mc.get("n_folds", 5)),
             groups=groups if mc.get("group_folds_by_story", False) else None,
             n_inner_folds=int(mc.get("n_inner_folds", 5)),
-            batch=int((config.get("noise_ceiling", {}) or {}).get("batch", 4096)))
+            batch=int((config.get("noise_ceiling", {}) or {}).get("batch", 4096)),
+            gap_trs=int(mc["gap_trs"]))
         log.info("%s: noise ceiling from %s other listeners of %s, %d TRs; peak r %.3f",
                  subject, n_others, list(used["audio"]), Y.shape[0],
                  float(np.nanmax(r)) if np.isfinite(r).any() else np.nan)
