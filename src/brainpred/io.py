@@ -8,6 +8,8 @@ resumes from the last complete output.
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import json
 import os
 import tempfile
@@ -19,9 +21,32 @@ import pandas as pd
 from .errors import DataError
 
 
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT,
+                 errno.EFBIG}
+
+
+def _umask_mode():
+    """The mode a new file gets under the process umask (``0o666 & ~umask``)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _write_error(path, exc):
+    return DataError(
+        f"{path}: cannot be written ({exc.strerror or exc}). Free disk space or check that the "
+        "folder is writable (results/ and its subfolders), then run snakemake again: what was "
+        "already computed is kept.")
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path next to ``path``; move it onto ``path`` on success.
+
+    Temporary files left by an earlier write of the same path that was killed (SIGKILL, power
+    loss) are removed first. The final file gets the mode the umask allows (``mkstemp`` alone
+    would make it 0600, unreadable by collaborators on a shared filesystem). A write that fails
+    for lack of space or permission raises :class:`DataError` naming ``path``.
 
     Parameters
     ----------
@@ -35,17 +60,27 @@ def atomic_path(path):
         nibabel, choose the format from it). It is removed if the block raises.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes),
-                               dir=path.parent)
-    os.close(fd)
+    suffix = ".tmp" + "".join(path.suffixes)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.*{glob.escape(suffix)}"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
     tmp = Path(tmp)
     try:
         yield tmp
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(exc, OSError) and not isinstance(exc, DataError) \
+                and exc.errno in _WRITE_ERRNOS:
+            raise _write_error(path, exc) from exc
         raise
 
 

@@ -1,0 +1,92 @@
+"""What a user meets when things go wrong: errors where they look, files a team can share.
+
+Each case states the situation, what brainpred must do, and checks it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from brainpred.errors import DataError
+from brainpred.io import atomic_write, save_npz
+
+
+def test_outputs_get_the_mode_the_umask_allows(tmp_path):
+    """mkstemp makes 0600 files: collaborators on a shared filesystem could not read them."""
+    old = os.umask(0o022)
+    try:
+        save_npz(tmp_path / "a.npz", x=np.zeros(3))
+        assert os.stat(tmp_path / "a.npz").st_mode & 0o777 == 0o644
+        os.umask(0o002)
+        with atomic_write(tmp_path / "b.tsv") as f:
+            f.write("x\n")
+        assert os.stat(tmp_path / "b.tsv").st_mode & 0o777 == 0o664
+    finally:
+        os.umask(old)
+
+
+def test_a_killed_write_leaves_no_temporary_file_behind_after_the_next_run(tmp_path):
+    stale = tmp_path / ".scores.npz.k1ll3d.tmp.npz"               # what SIGKILL left behind
+    stale.write_bytes(b"half")
+    other = tmp_path / ".other.npz.k1ll3d.tmp.npz"                # another output's: kept
+    other.write_bytes(b"half")
+    save_npz(tmp_path / "scores.npz", x=np.ones(2))
+    assert not stale.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.npz.k1ll3d.tmp.npz",
+                                                          "scores.npz"]
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
+def test_disk_full_or_read_only_is_a_data_error_naming_the_file(tmp_path, monkeypatch, code):
+    target = tmp_path / "res" / "table.tsv"
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(DataError, match=rf"{target}: cannot be written .*run snakemake again"):
+        with atomic_write(target) as f:
+            f.write("x")
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert list((tmp_path / "res").iterdir()) == []               # no temporary file left
+
+
+def test_other_errors_inside_a_write_are_not_disguised(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        with atomic_write(tmp_path / "x.tsv"):
+            open(tmp_path / "missing-input.tsv")
+
+
+def _script(tmp_path, body):
+    log = tmp_path / "rule.log"
+    code = ("from brainpred.workflow import setup_logging\n"
+            "from brainpred.errors import DataError\n"
+            f"setup_logging({str(log)!r})\n" + body)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    return proc, log.read_text()
+
+
+def test_a_rule_scripts_error_is_in_its_log_message_first(tmp_path):
+    proc, log = _script(tmp_path, "raise DataError('sub-001.func.gii: truncated (3 of 300 "
+                                  "TRs). Delete it and re-run snakemake.')\n")
+    assert proc.returncode == 1
+    first = log.splitlines()[0]
+    assert "ERROR" in first and "sub-001.func.gii: truncated" in first
+    assert "Traceback" in log                                     # for a bug report
+    assert "Traceback" not in proc.stderr                         # the console: the message
+    assert "sub-001.func.gii: truncated" in proc.stderr
+
+
+def test_an_unexpected_error_keeps_its_traceback_everywhere(tmp_path):
+    proc, log = _script(tmp_path, "1 / 0\n")
+    assert proc.returncode == 1
+    assert "unexpected error" in log.splitlines()[0] and "ZeroDivisionError" in log
+    assert "Traceback" in proc.stderr
