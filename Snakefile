@@ -38,4 +38,5 @@ include: "workflow/rules/report.smk"
 rule all:
     input:
         all_outputs(),
+        GROUP_OUTPUTS.values(),
     default_target: True

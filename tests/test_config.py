@@ -65,7 +65,11 @@ def _repo_copy(tmp_path, with_metadata=False):
 
 
 def _snakemake(root, *args, check=True, timeout=300):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+    # no job here loads a model: without HF_HUB_OFFLINE an uncached 'gpt2' (real-data configs)
+    # is left to the features job instead of stopping the workflow at start
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env["MPLBACKEND"] = "Agg"
     proc = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=root, env=env,
                           capture_output=True, text=True, timeout=timeout)
     if check:
@@ -227,3 +231,44 @@ def test_stimulus_finetuning_on_real_data_stops_the_workflow_at_start(tmp_path):
                       "finetune={corpus: stories}", check=False)
     assert proc.returncode != 0
     assert "finetune.allow_stimulus_corpus: true" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda c: c["features"].update(layer=99), r"features.layer = \[99\]: \[99\] outside the "
+                                               r"layers 0..12 of model.name = 'tiny-gpt2'"),
+    (lambda c: c["layers"].update(layers=[0, 99]), r"layers.layers = \[0, 99\]: \[99\]"),
+    (lambda c: c["mapping"].update(n_components=500), r"mapping.n_components = 500: more than "
+                                                      r"the 64 units"),
+    (lambda c: c["model"].update(name="/no/such/model"), r"model.name = '/no/such/model': no "
+                                                         r"such folder"),
+])
+def test_model_dependent_keys_are_checked_at_start(edit, match):
+    cfg = _load("config.yaml")
+    edit(cfg)
+    with pytest.raises(ConfigError, match=match):
+        prepare_config(cfg)
+
+
+def test_model_dims_from_a_local_folder_and_the_offline_cache(tmp_path, monkeypatch):
+    import json
+
+    from brainpred.config import model_dims
+
+    folder = tmp_path / "my_model"
+    folder.mkdir()
+    with pytest.raises(ConfigError, match="no config.json"):
+        model_dims(str(folder))
+    (folder / "config.json").write_text(json.dumps({"num_hidden_layers": 6, "hidden_size": 32}))
+    assert model_dims(str(folder)) == (6, 32)
+    cfg = _load("config.yaml")
+    cfg["model"]["name"] = str(folder)
+    with pytest.raises(ConfigError, match=r"features.layer = \[8\]: \[8\] outside the layers "
+                                          r"0..6"):
+        prepare_config(cfg)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
+    with pytest.raises(ConfigError, match=r"not in the local HuggingFace cache.*hf download "
+                                          r"no-such-org/model"):
+        model_dims("no-such-org/model")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert model_dims("no-such-org/model") is None              # left to the features job

@@ -8,6 +8,7 @@ read the BOLD of more than one subject (group, figures and report read none).
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -28,7 +29,11 @@ BOLD_GII = re.compile(r"afni-nosmooth/(sub-[0-9]+)/func/[^,\s]+\.func\.gii")
 def _snakemake(*args, cwd):
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), *args]
     t = time.time()
-    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=120)
+    # a dry run loads no model: without HF_HUB_OFFLINE, an uncached 'gpt2' is left to the
+    # features job instead of stopping the workflow at start
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out.stdout + out.stderr, time.time() - t
 

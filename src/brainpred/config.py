@@ -24,7 +24,7 @@ from .errors import ConfigError
 from .workflow import coerce_config
 
 __all__ = ["SCHEMA_PATH", "load_schema", "schema_defaults", "apply_defaults", "check_config",
-           "prepare_config", "dump_config"]
+           "model_dims", "check_model_config", "prepare_config", "dump_config"]
 
 #: The config schema of the workflow (``workflow/schemas/config.schema.yaml``).
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -130,7 +130,102 @@ def check_config(config):
     return config
 
 
-def prepare_config(config, schema=None):
+def _offline():
+    import os
+
+    return any(os.environ.get(v, "") not in ("", "0", "false", "False")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def model_dims(name):
+    """``(n_layers, hidden_size)`` of a model from its config alone (no weights loaded).
+
+    ``tiny-gpt2``: its fixed config; a local folder: its ``config.json``; a hub id: the
+    ``config.json`` in the local HuggingFace cache. ``None`` when a hub id is not cached and the
+    hub may be reached (the download happens in the features job).
+
+    Raises
+    ------
+    ConfigError
+        ``model.name`` is a local path that does not exist or has no ``config.json``, or a hub id
+        that is not cached while HF_HUB_OFFLINE is set.
+    """
+    import json
+
+    from .features import _TINY_CONFIG, TINY_GPT2
+
+    if name == TINY_GPT2:
+        return int(_TINY_CONFIG["n_layer"]), int(_TINY_CONFIG["n_embd"])
+    path = Path(name).expanduser()
+    looks_local = name.startswith((".", "/", "~")) or path.exists()
+    cfg_file = None
+    if looks_local:
+        if not path.is_dir():
+            raise ConfigError(f"model.name = {name!r}: no such folder. Give a local model "
+                              "folder (save_pretrained layout), a HuggingFace hub id such as "
+                              "'gpt2', or 'tiny-gpt2' (offline test model).")
+        cfg_file = path / "config.json"
+        if not cfg_file.is_file():
+            raise ConfigError(f"model.name = {name!r}: the folder has no config.json, so it is "
+                              "not a saved HuggingFace model (model.save_pretrained(folder)).")
+    else:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            hit = try_to_load_from_cache(name, "config.json")
+        except Exception:  # noqa: BLE001 - an unusual id: let the features job say why
+            hit = None
+        if isinstance(hit, str):
+            cfg_file = Path(hit)
+        elif _offline():
+            raise ConfigError(
+                f"model.name = {name!r}: not in the local HuggingFace cache, and HF_HUB_OFFLINE "
+                f"is set. Download it on a machine with internet (`hf download {name}`, then "
+                "copy the cache), point model.name to a local model folder, or unset "
+                "HF_HUB_OFFLINE.")
+        else:
+            return None
+    with open(cfg_file, encoding="utf-8") as f:
+        mc = json.load(f)
+    n_layers = mc.get("n_layer", mc.get("num_hidden_layers"))
+    hidden = mc.get("n_embd", mc.get("hidden_size"))
+    if n_layers is None or hidden is None:
+        return None
+    return int(n_layers), int(hidden)
+
+
+def check_model_config(config, dims):
+    """Layers and PCA sizes against the model's ``dims = (n_layers, hidden)``; raise
+    :class:`ConfigError` naming the key (activations have layers 0..n_layers)."""
+    if dims is None:
+        return config
+    n_layers, hidden = dims
+    name = config["model"]["name"]
+    checks = [("features.layer", [config["features"]["layer"]])]
+    if config["layers"]["enabled"] and config["layers"]["layers"] != "all":
+        checks.append(("layers.layers", config["layers"]["layers"]))
+    ft = config["finetune"]
+    if ft["enabled"]:
+        checks += [("finetune.target_layer", [ft["target_layer"]]),
+                   ("finetune.eval_layers", ft["eval_layers"]),
+                   ("finetune.train_layers", ft["train_layers"])]
+    if config["dataset"]["source"] == "synthetic":
+        syn = config.get("synthetic") or {}
+        checks += [(f"synthetic.{k}", [syn[k]]) for k in ("layer", "depth_layer") if k in syn]
+    for key, values in checks:
+        bad = [int(v) for v in values if not 0 <= int(v) <= n_layers]
+        if bad:
+            raise ConfigError(f"{key} = {values}: {bad} outside the layers 0..{n_layers} of "
+                              f"model.name = {name!r} (0 = token embedding).")
+    n_comp = int(config["mapping"]["n_components"])
+    if n_comp > hidden:
+        raise ConfigError(f"mapping.n_components = {n_comp}: more than the {hidden} units of "
+                          f"{name!r}'s activations; PCA would silently keep {hidden}. Use at "
+                          f"most {hidden} (paper: 20).")
+    return config
+
+
+def prepare_config(config, schema=None, check_model=True):
     """Type, validate, complete and check the workflow config, in place (Snakefile entry).
 
     Parameters
@@ -139,6 +234,9 @@ def prepare_config(config, schema=None):
         The merged config files and ``--config`` overrides.
     schema : dict, optional
         The schema (default: :func:`load_schema`).
+    check_model : bool
+        Also check the layer keys and PCA size against the model's config
+        (:func:`model_dims`, :func:`check_model_config`).
 
     Returns
     -------
@@ -161,7 +259,10 @@ def prepare_config(config, schema=None):
                           "checked against workflow/schemas/config.schema.yaml)"
                           + "".join(f"\n  {line}" for line in lines[1:]) + more)
     apply_defaults(config, schema)
-    return check_config(config)
+    check_config(config)
+    if check_model:
+        check_model_config(config, model_dims(config["model"]["name"]))
+    return config
 
 
 def dump_config(config):

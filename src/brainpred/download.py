@@ -533,7 +533,7 @@ def _load_config(paths, root=None):
             _merge(config, yaml.safe_load(f) or {})
     if root:
         config.setdefault("dataset", {})["root"] = root
-    return prepare_config(config)
+    return prepare_config(config, check_model=False)   # the download loads no model
 
 
 def _merge(base, new):

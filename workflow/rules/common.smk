@@ -97,7 +97,6 @@ def all_outputs():
     outs = [f"{RESULTS}/report.html", EFFECTIVE_CONFIG, PAPER_COMPARISON,
             f"{GROUP}/group_desc-scores.npz",
             f"{GROUP}/group_desc-regions_stats.tsv"]
-    outs += list(GROUP_OUTPUTS.values())     # rule group (stats.smk): every group map
     for analysis in ANALYSES:
         outs += list(analysis_group_outputs(analysis).values())
     for s in SUBJECTS:
