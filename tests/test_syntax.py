@@ -48,14 +48,19 @@ def _table(chunks):
     return text, words
 
 
-def _story(n_sentences, seed):
-    """A story of ``n_sentences`` sentences of the synthetic dataset's grammar: (text, word
-    table)."""
+def _chunks(n_sentences, seed):
+    """The chunks of ``n_sentences`` sentences of the synthetic dataset's grammar."""
     rng = np.random.default_rng(seed)
     chunks = []
     for _ in range(n_sentences):
         chunks += synthetic_sentence(rng)
-    return _table(chunks)
+    return chunks
+
+
+def _story(n_sentences, seed):
+    """A story of ``n_sentences`` sentences of the synthetic dataset's grammar: (text, word
+    table)."""
+    return _table(_chunks(n_sentences, seed))
 
 
 @pytest.fixture(scope="module")
@@ -215,11 +220,12 @@ def test_word_and_corpus_classes(nlp, tmp_path, story):
 
 # ------------------------------------------------------------------------------------ futures
 
-def test_futures_keep_the_tag_sequence(nlp, story):
+@pytest.mark.parametrize("context", ["story", "true_past"])
+def test_futures_keep_the_tag_sequence(nlp, story, context):
     text, words, tagged, classes = story
     for thr in (0.8, 1.0):
         spans = S.syntactic_futures(tagged, words, text, classes, nlp, n_futures=4, seed=1,
-                                    min_similarity=thr)
+                                    min_similarity=thr, context=context)
         accepted = np.concatenate([sp.accepted for sp in spans])
         assert accepted.mean() >= (0.85 if thr < 1 else 0.6)
         for sp in spans[:8]:
@@ -241,7 +247,8 @@ def test_futures_keep_the_tag_sequence(nlp, story):
 
 def test_futures_change_the_words_and_keep_punctuation(nlp, story):
     text, words, tagged, classes = story
-    spans = S.syntactic_futures(tagged, words, text, classes, nlp, n_futures=5, seed=0)
+    spans = S.syntactic_futures(tagged, words, text, classes, nlp, n_futures=5, seed=0,
+                                context="true_past")
     assert np.array_equal(np.concatenate([sp.words for sp in spans]), np.arange(len(words)))
     form = tagged["form"].tolist()
     key = tagged["key"].tolist()
@@ -272,9 +279,50 @@ def test_futures_change_the_words_and_keep_punctuation(nlp, story):
     assert n_changed / n_words > 0.75  # most words changed
 
 
-def test_futures_are_deterministic(nlp, story):
+def test_story_futures_are_whole_sentences_drawn_from_the_whole_class(nlp, story):
+    """context="story": one span per sentence; every changeable word gets a form of its
+    class drawn with the true one included (so the draw does not depend on the true word);
+    future f of all spans is one alternative story with the true punctuation."""
     text, words, tagged, classes = story
-    kw = dict(n_futures=3, max_tries=5)
+    spans = S.syntactic_futures(tagged, words, text, classes, nlp, n_futures=6, seed=0,
+                                max_span=3)  # max_span does not cut sentences here
+    sentence = tagged["sentence"].to_numpy()
+    assert len(spans) == len(np.unique(sentence))
+    for sp in spans:
+        assert np.unique(sentence[sp.words]).size == 1
+        assert sp.words.size == np.sum(sentence == sentence[sp.words[0]])
+    key, form = tagged["key"].tolist(), tagged["form"].tolist()
+    n_true = n_changeable = 0
+    for sp in spans:
+        for f in range(6):
+            for j, w in enumerate(sp.words):
+                if tagged["replaceable"].iloc[w] and classes.n_forms(key[w]):
+                    new = sp.futures[f][j]
+                    assert new in classes.forms(key[w]) or new.lower() in classes.forms(key[w])
+                    if classes.n_forms(key[w]) > 1:
+                        n_changeable += 1
+                        n_true += new.lower() == form[w].lower()
+    # the true form may be drawn (about its share of its class)
+    assert 0 < n_true / n_changeable < 0.4
+    changed = np.concatenate([sp.changed().ravel() for sp in spans])
+    assert changed.mean() > 0.6  # (0.68 here; 0.89 with true_past, which never draws it)
+    skeleton = re.sub(r"[A-Za-z0-9']+", "W", text)
+    for f in range(6):
+        alt, a, b = S.alternative_story(spans, text, f)
+        assert re.sub(r"[A-Za-z0-9']+", "W", alt) == skeleton
+        cores = [c for sp in spans for c in sp.futures[f]]
+        assert [alt[x:y] for x, y in zip(a, b)] == [
+            text[cs:ce].replace(core, new, 1)
+            for cs, ce, core, new in zip(words["char_start"], words["char_end"],
+                                         tagged["core"], cores)]
+    with pytest.raises(ConfigError, match="syntax.context"):
+        S.syntactic_futures(tagged, words, text, classes, nlp, n_futures=1, context="past")
+
+
+@pytest.mark.parametrize("context", ["story", "true_past"])
+def test_futures_are_deterministic(nlp, story, context):
+    text, words, tagged, classes = story
+    kw = dict(n_futures=3, max_tries=5, context=context)
     a = S.syntactic_futures(tagged, words, text, classes, nlp, seed=7, **kw)
     b = S.syntactic_futures(tagged, words, text, classes, nlp, seed=7, **kw)
     c = S.syntactic_futures(tagged, words, text, classes, nlp, seed=8, **kw)
@@ -299,28 +347,142 @@ def test_decompose_adds_up():
         S.decompose(X, Xs[:, :-1])
 
 
-def test_xsyn_equals_x_when_no_word_can_change(tiny, nlp, story):
+@pytest.mark.parametrize("context", ["story", "true_past"])
+def test_xsyn_equals_x_when_no_word_can_change(tiny, nlp, story, context):
     text, words, tagged, _ = story
     model, tok = tiny
     X = F.story_features(words, text, model, tok)
     Xs, spans = S.syntactic_activations(words, text, model, tok, nlp, S.WordClasses({}),
-                                        n_futures=3, tagged=tagged, return_futures=True)
+                                        n_futures=3, tagged=tagged, return_futures=True,
+                                        context=context)
     assert Xs.shape == X.shape and Xs.dtype == np.float32
     assert all(sp.accepted.all() and not sp.changed().any() for sp in spans)
     np.testing.assert_allclose(Xs, X, atol=1e-5, rtol=0)
     # decompose_story: the semantic part vanishes
     syn, sem = S.decompose_story(words, text, model, tok, nlp, S.WordClasses({}), X=X,
-                                 n_futures=2)
+                                 n_futures=2, context=context)
     assert np.abs(sem).max() < 1e-5
+    if context == "story":  # the alternative stories are read like the true one, any mode
+        kw = dict(context_tokens=48, mode="strided", min_context=16)
+        syn, sem = S.decompose_story(words, text, model, tok, nlp, S.WordClasses({}),
+                                     n_futures=2, **kw)
+        np.testing.assert_allclose(syn, F.story_features(words, text, model, tok, **kw),
+                                   atol=1e-5, rtol=0)
+        assert np.abs(sem).max() < 1e-5
+
+
+def _alternative_text(text, tagged, words, cores):
+    """The story with the core of every word replaced by ``cores`` (one per word), built
+    from the true text and the word table: (text, word table)."""
+    pieces, rows, pos, n = [], [], 0, 0
+    for w, core in enumerate(cores):
+        cs, ce = int(words["char_start"].iloc[w]), int(words["char_end"].iloc[w])
+        a, b = int(tagged["core_start"].iloc[w]), int(tagged["core_end"].iloc[w])
+        word = text[cs:a] + core + text[b:ce]
+        pieces += [text[pos:cs], word]
+        n += cs - pos
+        rows.append((n, n + len(word)))
+        n += len(word)
+        pos = ce
+    pieces.append(text[pos:])
+    return "".join(pieces), pd.DataFrame(rows, columns=["char_start", "char_end"])
+
+
+@pytest.mark.parametrize("mode", ["exact", "strided"])
+def test_story_xsyn_is_the_mean_over_alternative_stories(tiny, nlp, story, mode):
+    """context="story": X_syn is the mean over the futures f of story_features of the story
+    whose every word is replaced by its form in future f (read like the true story: exact or
+    strided, here with a context shorter than the story)."""
+    text, words, tagged, classes = story
+    model, tok = tiny
+    kw = dict(context_tokens=48, mode=mode, min_context=16)
+    X = F.story_features(words, text, model, tok, **kw)
+    Xs, spans = S.syntactic_activations(words, text, model, tok, nlp, classes, n_futures=3,
+                                        seed=2, batch_size=3, tagged=tagged,
+                                        return_futures=True, **kw)
+    assert len(tok(text)["input_ids"]) > 3 * 48  # the context is cut for most words
+    acc = 0.0
+    for f in range(3):
+        alt, wt = _alternative_text(text, tagged, words, [c for sp in spans
+                                                          for c in sp.futures[f]])
+        assert alt == S.alternative_story(spans, text, f)[0]
+        acc = acc + F.story_features(wt, alt, model, tok, **kw)
+    np.testing.assert_allclose(Xs, acc / 3, atol=1e-5, rtol=0)
+    changed = np.concatenate([sp.changed().any(axis=0) for sp in spans])
+    assert changed.mean() > 0.75
+    assert np.all(np.abs(Xs - X).max(axis=(0, 2))[changed] > 1e-3)
+    with pytest.raises(ConfigError, match="model.mode"):
+        S.syntactic_activations(words, text, model, tok, nlp, classes, n_futures=1,
+                                tagged=tagged, mode="fast")
+
+
+def _same_key_replacement(nlp, chunks, tagged, classes):
+    """A story of ``chunks`` with one word (in its second third, lower case, changeable) replaced
+    by another form of its class, such that the re-tagged story has the same keys, heads,
+    sentences and replaceable words: (word index, text, word table)."""
+    cols = ["key", "head", "sentence", "replaceable"]
+    found = [(c, m) for c, chunk in enumerate(chunks)  # the words, as _table finds them
+             for m in re.finditer(r"[A-Za-z0-9']+", chunk)]
+    assert len(found) == len(tagged)
+    for w, (c, m) in enumerate(found):
+        form, key = tagged["form"].iloc[w], tagged["key"].iloc[w]
+        if w < len(found) // 3 or not tagged["replaceable"].iloc[w] or not form.islower():
+            continue
+        for other in classes.forms(key):
+            if other == form or not other.islower():
+                continue
+            new = list(chunks)
+            new[c] = chunks[c][:m.start()] + other + chunks[c][m.end():]
+            text, words = _table(new)
+            if all((S.tag_words(words, text, nlp)[k] == tagged[k]).all() for k in cols):
+                return w, text, words
+    raise AssertionError("no same-key replacement found")
+
+
+def test_story_xsyn_never_sees_the_true_words(tiny, nlp):
+    """Replacing a true word by another of the same part of speech and dependency (same
+    classes and seed) leaves X_syn unchanged at every word with context="story"; with
+    "true_past" the alternative spans read the true past, so X_syn changes after it."""
+    model, tok = tiny
+    chunks = _chunks(12, seed=3)
+    text, words = _table(chunks)
+    tagged = S.tag_words(words, text, nlp)
+    classes = S.word_classes([tagged])
+    w, text2, words2 = _same_key_replacement(nlp, chunks, tagged, classes)
+    assert text2 != text
+    kw = dict(n_futures=4, seed=1, context_tokens=64)  # the context is cut after 64 tokens
+    a, sa = S.syntactic_activations(words, text, model, tok, nlp, classes, return_futures=True,
+                                    **kw)
+    b, sb = S.syntactic_activations(words2, text2, model, tok, nlp, classes,
+                                    return_futures=True, **kw)
+    for f in range(4):
+        assert S.alternative_story(sa, text, f)[0] == S.alternative_story(sb, text2, f)[0]
+    np.testing.assert_allclose(b, a, atol=1e-6, rtol=0)
+    # the true words do change the activations of the word and those that read it
+    X = F.story_features(words, text, model, tok, context_tokens=64)
+    X2 = F.story_features(words2, text2, model, tok, context_tokens=64)
+    assert np.abs(X2 - X)[:, w:w + 8].max(axis=(0, 2)).min() > 1e-4
+    # true_past: every span after the replaced word reads it in its (uncut) context
+    kw = dict(kw, context="true_past", context_tokens=1024)
+    a, sa = S.syntactic_activations(words, text, model, tok, nlp, classes, return_futures=True,
+                                    **kw)
+    b = S.syntactic_activations(words2, text2, model, tok, nlp, classes, **kw)
+    span = next(i for i, sp in enumerate(sa) if w in sp.words)
+    after = np.concatenate([sp.words for sp in sa[span + 1:]])
+    diff = np.abs(b - a).max(axis=(0, 2))
+    assert np.all(diff[:sa[span].words[0]] == 0)  # the spans before are unchanged
+    assert after.size > 20 and diff[after].min() > 1e-4
 
 
 def test_xsyn_matches_a_one_by_one_reference(tiny, nlp, story):
+    """context="true_past": each span's futures read after the true story before the span
+    (the previous definition, reproduced exactly)."""
     text, words, tagged, classes = story
     model, tok = tiny
     X = F.story_features(words, text, model, tok)
     Xs, spans = S.syntactic_activations(words, text, model, tok, nlp, classes, n_futures=4,
                                         seed=2, batch_size=3, tagged=tagged,
-                                        return_futures=True)
+                                        return_futures=True, context="true_past")
     wte = model.get_input_embeddings().weight.detach().numpy()
     for sp in (spans[0], spans[len(spans) // 2], spans[-1]):
         acc = 0.0
@@ -353,7 +515,7 @@ def test_xsyn_with_a_short_context_window(tiny, nlp, story):
     C = 48
     Xs, spans = S.syntactic_activations(words, text, model, tok, nlp, classes, n_futures=2,
                                         seed=4, context_tokens=C, tagged=tagged,
-                                        return_futures=True)
+                                        return_futures=True, context="true_past")
     for sp in spans[-3:]:
         assert len(tok(text[:sp.start])["input_ids"]) > C  # the context was cut
         acc = 0.0
@@ -365,15 +527,16 @@ def test_xsyn_with_a_short_context_window(tiny, nlp, story):
         np.testing.assert_allclose(Xs[:, sp.words[-1]], acc / 2, atol=1e-4, rtol=0)
     with pytest.raises(ConfigError, match="context_tokens"):
         S.syntactic_activations(words, text, model, tok, nlp, classes, n_futures=1,
-                                context_tokens=4, tagged=tagged)
+                                context_tokens=4, tagged=tagged, context="true_past")
 
 
-def test_xsyn_hf_forward_and_batching_agree(tiny, nlp, story, monkeypatch):
+@pytest.mark.parametrize("context", ["story", "true_past"])
+def test_xsyn_hf_forward_and_batching_agree(tiny, nlp, story, monkeypatch, context):
     """The HuggingFace forward (used for non-GPT-2 models) and any batch size give the same
     X_syn as the fast GPT-2 path."""
     text, words, tagged, classes = story
     model, tok = tiny
-    kw = dict(n_futures=3, seed=5, tagged=tagged)
+    kw = dict(n_futures=3, seed=5, tagged=tagged, context=context)
     fast = S.syntactic_activations(words, text, model, tok, nlp, classes, batch_size=8, **kw)
     one = S.syntactic_activations(words, text, model, tok, nlp, classes, batch_size=1,
                                   progress=True, **kw)
@@ -382,9 +545,9 @@ def test_xsyn_hf_forward_and_batching_agree(tiny, nlp, story, monkeypatch):
     hf = S.syntactic_activations(words, text, model, tok, nlp, classes, batch_size=5, **kw)
     np.testing.assert_allclose(hf, fast, atol=1e-4, rtol=0)
     summary = S.futures_summary(S.syntactic_futures(tagged, words, text, classes, nlp,
-                                                    n_futures=3, seed=5))
+                                                    n_futures=3, seed=5, context=context))
     assert summary["n_futures"] == 3 and 0.85 <= summary["accepted"] <= 1.0
-    assert summary["changed"] > 0.75
+    assert summary["changed"] > (0.6 if context == "story" else 0.75)
 
 
 # ------------------------------------------------------------------------------ shared context
@@ -397,7 +560,8 @@ def test_shared_context_equals_one_pass_per_future(tiny, nlp, story, monkeypatch
     for any batch size; other models keep the full passes."""
     text, words, tagged, classes = story
     model, tok = tiny
-    kw = dict(n_futures=4, seed=0, tagged=tagged, context_tokens=context_tokens)
+    kw = dict(n_futures=4, seed=0, tagged=tagged, context_tokens=context_tokens,
+              context="true_past")
     ref, spans = S.syntactic_activations(words, text, model, tok, nlp, classes, batch_size=8,
                                          reuse_context=False, return_futures=True, **kw)
     units = S._shared_units(spans, S._span_sequences(spans, text, tok, context_tokens))

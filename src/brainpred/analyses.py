@@ -1098,7 +1098,7 @@ def syntax_settings(syntax_cfg):
     return dict(n_futures=int(s.get("n_futures", 10)), seed=int(s.get("seed", 0)),
                 max_span=int(s.get("max_span", 20)),
                 min_similarity=float(s.get("min_similarity", 0.8)),
-                max_tries=int(s.get("max_tries", 20)))
+                max_tries=int(s.get("max_tries", 20)), context=s.get("context", "story"))
 
 
 def syntax_word_classes(syntax_cfg, corpus_words, corpus_text, nlp):
@@ -1133,15 +1133,17 @@ def make_story_syntax(words_tsv, text_txt, model_cfg, syntax_cfg, corpus_words, 
     model, tokenizer = features.load_model(model_cfg["name"], seed=model_cfg.get("seed", 0),
                                            device=model_cfg.get("device", "auto"),
                                            dtype=model_cfg.get("dtype", "float32"))
+    settings = syntax_settings(syntax_cfg)
     acts, spans = syntax.syntactic_activations(
         words, text, model, tokenizer, nlp, classes,
         context_tokens=int(model_cfg.get("context_tokens", 1024)),
         batch_size=int(model_cfg.get("batch_size", 8)), progress=True, return_futures=True,
-        **syntax_settings(syntax_cfg))
+        mode=model_cfg.get("mode", "exact"), min_context=int(model_cfg.get("min_context", 512)),
+        **settings)
     summary = syntax.futures_summary(spans)
     log.info("syntax: %s", summary)
     meta = {"model": model_cfg["name"], "seed": model_cfg.get("seed", 0),
-            "syntax": dict(syntax_cfg or {}), "futures": summary}
+            "syntax": dict(syntax_cfg or {}, context=settings["context"]), "futures": summary}
     features.save_features(out_npz, acts, words, meta)
 
 

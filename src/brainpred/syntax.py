@@ -1,13 +1,15 @@
 """Syntactic and semantic parts of language-model activations (method section 1, item 5).
 
 The paper splits a model's activations ``X`` into a *syntactic* part, the mean activation over
-alternative texts with the same part-of-speech and dependency tags but other words, and a
-*semantic* part, ``X - X_syn``. This module implements that split for one story::
+alternative versions of the whole story with the same part-of-speech and dependency tags but
+other words, and a *semantic* part, ``X - X_syn``. This module implements that split for one
+story::
 
     nlp = load_spacy()                                   # spaCy en_core_web_sm
     tagged = tag_words(words, text, nlp)                 # key, sentence, head, ... per word
     classes = word_classes([tagged])                     # key -> word forms with counts
-    spans = syntactic_futures(tagged, words, text, classes, nlp)      # alternative spans
+    spans = syntactic_futures(tagged, words, text, classes, nlp)      # alternative sentences
+    alt_text, a, b = alternative_story(spans, text, 0)   # the first alternative story
     X_syn = syntactic_activations(words, text, model, tokenizer, nlp, classes)
     X_syn, X_sem = decompose(X, X_syn)                   # X from features.story_features
 
@@ -38,31 +40,59 @@ are lower-cased unless the key holds a proper-noun tag (``NNP`` / ``NNPS``) or t
 or starts with "I'"; a drawn form gets an upper-case first letter when the word it replaces
 opens its sentence or is capitalised while its form is not ("His" -> "Her", but "I" -> "she"
 inside a sentence). A replacement is drawn with probability proportional to the form's count
-among the forms other than the true word's (the true form is never drawn when another form
-exists).
+among all the forms of its class (``"story"``) or among the forms other than the true word's
+(``"true_past"``: the true form is never drawn when another form exists).
 
-**Spans.** The words are cut into spans: consecutive words of one spaCy sentence; a sentence of
-more than ``max_span`` words is cut into ``ceil(n / max_span)`` consecutive chunks of near-equal
-length. The *segment* of a span is the text from the end of the previous word (the start of the
-text for the first word) to the end of the span's last word; its *true context* is the text
-before the segment.
+**Context** (config key ``syntax.context``, argument ``context``). ``"story"`` (the default,
+the paper's definition): the syntactic part of a word is its mean activation over
+``n_futures`` alternative versions of the *whole story*, every sentence (the word's own and all
+the context before it) replaced by one with the same structure, so an alternative never sees
+the true words. ``"true_past"`` (the earlier variant): each span's alternatives are read after
+the *true* preceding story, so the context of the syntactic part carries the true words'
+meaning.
+
+**Spans.** The words are cut into spans: consecutive words of one spaCy sentence. With
+``"story"`` a span is a whole sentence. With ``"true_past"`` a sentence of more than
+``max_span`` words is cut into ``ceil(n / max_span)`` consecutive chunks of near-equal length.
+The *segment* of a span is the text from the end of the previous word (the start of the text
+for the first word) to the end of the span's last word; its *true context* is the text before
+the segment.
 
 **Futures.** A future of a span replaces the core of every replaceable word of the span by a
 form of the same class, drawn independently (span ``s`` uses the generator
 ``numpy.random.default_rng(numpy.random.SeedSequence(seed).spawn(n_spans)[s])``, so the futures
-of a span depend only on ``seed``, ``s`` and the inputs). A drawn future is *re-parsed*: the
-span's whole sentence (its other words true) is parsed alone with spaCy, and its *similarity*
-is the fraction of the span's words whose key and head offset (index of the head word minus
-the word's index; both within the sentence) equal those of the true words in the story's
-parse. A future is accepted when its similarity is ``>= min_similarity``; each future is drawn at
-most ``max_tries`` times; when no draw passes, the best-scoring draw (the first of equal scores)
-is kept, marked ``accepted = False`` and counted in the log. A span in which no word can change
+of a span depend only on ``seed``, ``s`` and the inputs). With ``"true_past"`` the true form is
+never drawn when its class holds another; with ``"story"`` it is drawn like any other form of
+its class (with its share of the counts), so the draws do not depend on which word is true. A
+drawn future is *re-parsed*: the span's whole sentence (with ``"story"`` the span itself; with
+``"true_past"`` its other words true) is parsed alone with spaCy, and its *similarity* is the
+fraction of the span's words whose key and head offset (index of the head word minus the
+word's index; both within the sentence) equal those of the true words in the story's parse. A
+future is accepted when its similarity is ``>= min_similarity``; each future is drawn at most
+``max_tries`` times; when no draw passes, the best-scoring draw (the first of equal scores) is
+kept, marked ``accepted = False`` and counted in the log. A span in which no word can change
 has its true words as every future (similarity 1, accepted). Hence for every accepted future at
 least a fraction ``min_similarity`` of the span's words keep their key when re-parsed.
 
-**Syntactic activations.** For word ``m`` of a span, ``X_syn[:, m]`` is the mean over the
-``n_futures`` futures of the model's hidden states (every layer, same layout and layer
-convention as :func:`brainpred.features.extract_word_activations`) at the last token of the
+So with ``"story"`` the futures are a function of the words' keys, heads, sentences, casing
+and the text between the words (punctuation, spaces), of the classes and of the seed:
+replacing a true word by another with the same key (the parse otherwise unchanged) gives the
+same futures, hence the same ``X_syn`` (tested). Words that cannot be replaced (``SYM`` /
+``X``, or a key absent from the classes) keep their true form in every alternative, and so does
+the text between the words.
+
+**Syntactic activations, "story".** Future ``f`` of every span, in story order, makes the
+``f``-th *alternative story* (:func:`alternative_story`: the segments, then the true text after
+the last word). Each alternative story is tokenised once and read once like the true story,
+by :func:`brainpred.features.extract_word_activations` with the same ``context_tokens``,
+``batch_size``, ``mode`` and ``min_context`` (config keys ``model.*``): every word at its own
+last token, with only the past of its alternative story, up to ``context_tokens`` tokens.
+``X_syn[:, m]`` is the mean over the ``n_futures`` alternative stories of word ``m``'s states
+(every layer, same layout and layer convention as :func:`brainpred.features.story_features`).
+So when no word can change, ``X_syn`` equals ``X``.
+
+**Syntactic activations, "true_past".** For word ``m`` of a span, ``X_syn[:, m]`` is the mean
+over the ``n_futures`` futures of the model's hidden states at the last token of the
 alternative word ``m``, read from ONE causal forward pass over ``[true context tokens +
 alternative segment tokens]``, cut on the left to at most ``context_tokens`` tokens. So word
 ``m`` sees the true story before the span and the alternative span up to itself, never the
@@ -76,12 +106,12 @@ span reads the same window, so word ``m`` sees at least ``context_tokens`` minus
 length (about 20-30 tokens) tokens, where exact-mode ``story_features`` gives each word a full
 ``context_tokens``.
 
-**Shared context** (``reuse_context=True``, plain GPT-2 models). The futures of a span whose
-windows start at the same story token (all of them when the context is not cut) share their
-first tokens: the true context (up to the token that straddles the segment start, if any).
-Those run once, keeping every layer's keys and values; then the rest of each future (its
-alternative segment) runs, the futures of several spans batched together, with attention to
-its own cached context and position ids continuing after it. The states are those of the one
+**Shared context** (``"true_past"``, ``reuse_context=True``, plain GPT-2 models). The futures
+of a span whose windows start at the same story token (all of them when the context is not cut)
+share their first tokens: the true context (up to the token that straddles the segment start,
+if any). Those run once, keeping every layer's keys and values; then the rest of each future
+(its alternative segment) runs, the futures of several spans batched together, with attention
+to its own cached context and position ids continuing after it. The states are those of the one
 pass per future above (same function; equal to float rounding, tested to 1e-4). When the
 context is cut, futures whose segments have different token counts start their window at
 different tokens (hence positions) and share nothing: a cut span costs one context pass per
@@ -96,12 +126,25 @@ Notes
 - About 5% of the sentences of the demo stories parse differently alone than inside the story
   (spaCy's features cross sentence boundaries); for those a future can hardly reach
   ``min_similarity = 1``. With the default 0.8, every future of the demo stories is accepted
-  after 1.1 draws on average, and 89-94% of the words change.
-- Cost without the shared context: ``n_spans x n_futures`` sequences of up to
-  ``context_tokens`` tokens, i.e. about ``n_futures x mean context / mean span length`` times
-  :func:`~brainpred.features.story_features`. With it (GPT-2), about one context per span plus
-  the futures' span tokens: measured on CPU, ``n_futures = 10``, 4x faster for the demo story
-  (tiny-gpt2, one thread: 3.1 s -> 0.8 s) and, for a GPT-2-sized model with
+  after 1.1 draws on average; 89-94% of the words change with ``"true_past"``, fewer with
+  ``"story"`` (about 70% in a 16-sentence story with its own classes), where the true form is
+  drawn with its share of its class (mostly function words: "the", "she").
+- Cost of ``"story"``: ``n_futures`` times :func:`brainpred.features.story_features` of the
+  story in the configured ``model.mode``, whatever the spans. A story within
+  ``context_tokens`` is one forward pass per alternative story (demo stories: 10 passes, where
+  ``"true_past"`` ran one sequence per (span, future)). Beyond ``context_tokens``, exact mode
+  gives each later word its own window, so ``"story"`` then costs ``n_futures`` times the
+  exact-mode features; strided mode is about ``n_futures x n_tokens / (context_tokens -
+  min_context)`` windows. Measured on CPU (tiny-gpt2, one thread, ``n_futures = 10``, a
+  1,063-word story of 1,315 tokens): ``"true_past"`` 10 s (shared context), ``"story"`` 155 s
+  in exact mode (the exact-mode features alone take 15.5 s) and 1.0 s in strided mode; a
+  142-word story: 0.6 s -> 0.5 s. Drawing the futures (spaCy) takes about the same time in
+  both (1.6 s for the long story).
+- Cost of ``"true_past"`` without the shared context: ``n_spans x n_futures`` sequences of up
+  to ``context_tokens`` tokens, i.e. about ``n_futures x mean context / mean span length``
+  times :func:`~brainpred.features.story_features`. With it (GPT-2), about one context per span
+  plus the futures' span tokens: measured on CPU, ``n_futures = 10``, 4x faster for the demo
+  story (tiny-gpt2, one thread: 3.1 s -> 0.8 s) and, for a GPT-2-sized model with
   ``context_tokens = 1024``, 7x for spans after a ~1,000-token uncut context and 5x for spans
   whose context is cut (1.7 window starts per span there).
 """
@@ -122,6 +165,7 @@ from .errors import ConfigError, DataError
 
 __all__ = [
     "DEFAULT_SPACY_MODEL",
+    "CONTEXTS",
     "WordClasses",
     "SyntacticSpan",
     "load_spacy",
@@ -132,6 +176,7 @@ __all__ = [
     "story_spans",
     "syntactic_futures",
     "futures_summary",
+    "alternative_story",
     "syntactic_activations",
     "decompose",
     "decompose_story",
@@ -668,6 +713,18 @@ def _rebuild(text, lo, hi, cs, ce, core_s, core_e, idx, new_cores):
     return "".join(pieces), spans
 
 
+#: Values of ``syntax.context``: what the alternative words read before them.
+CONTEXTS = ("story", "true_past")
+
+
+def _check_context(context):
+    if context not in CONTEXTS:
+        raise ConfigError(f"syntax.context: {context!r} is not 'story' (the alternative "
+                          "stories, the paper's definition) or 'true_past' (alternative spans "
+                          "after the true preceding words).")
+    return context
+
+
 def _check_futures_args(n_futures, max_span, min_similarity, max_tries):
     if int(n_futures) < 1:
         raise ConfigError(f"syntax.n_futures: must be >= 1, got {n_futures}.")
@@ -680,10 +737,12 @@ def _check_futures_args(n_futures, max_span, min_similarity, max_tries):
 
 
 def syntactic_futures(tagged, words, text, classes, nlp, n_futures=10, seed=0, max_span=20,
-                      min_similarity=0.8, max_tries=20, progress=False):
+                      min_similarity=0.8, max_tries=20, progress=False, context="story"):
     """Draw alternative versions of every span with the same syntactic structure.
 
-    See the module docstring for the definition (spans, draws, re-parse, similarity).
+    See the module docstring for the definition (spans, draws, re-parse, similarity). Future
+    ``f`` of every span together make the ``f``-th alternative story
+    (:func:`alternative_story`).
 
     Parameters
     ----------
@@ -701,19 +760,28 @@ def syntactic_futures(tagged, words, text, classes, nlp, n_futures=10, seed=0, m
     seed : int
         Same inputs and seed give the same futures.
     max_span : int
-        Longest span, in words.
+        Longest span, in words (``context="true_past"`` only: with ``"story"`` a span is a
+        whole sentence).
     min_similarity : float in [0, 1]
         Acceptance threshold on the re-parse similarity.
     max_tries : int
         Draws per future at most.
     progress : bool
         tqdm progress bar (unit: spans).
+    context : {"story", "true_past"}
+        Config key ``syntax.context``. ``"story"`` (the paper's definition): spans are whole
+        sentences, re-parsed with all their words replaced, and a form is drawn from its whole
+        class (the true form included), so the futures depend on the words' keys, heads,
+        sentences and casing but not on which words they are. ``"true_past"``: sentences cut
+        into spans of at most ``max_span`` words, each re-parsed with the rest of its sentence
+        true, and the true form is never drawn when its class holds another.
 
     Returns
     -------
     spans : list of SyntacticSpan
         In story order; every word belongs to exactly one span.
     """
+    story = _check_context(context) == "story"
     _check_futures_args(n_futures, max_span, min_similarity, max_tries)
     cs, ce = _spans_of(words, text)
     if len(tagged) != cs.size:
@@ -732,12 +800,14 @@ def syntactic_futures(tagged, words, text, classes, nlp, n_futures=10, seed=0, m
     idx_all = np.arange(cs.size)
     true_off = np.where(head >= 0, head - idx_all, _NO_HEAD)
     run_first, run_end = _runs(tagged)
-    parts = story_spans(tagged, max_span)
+    parts = story_spans(tagged, max(1, cs.size) if story else max_span)  # story: sentences
     seeds = np.random.SeedSequence(int(seed)).spawn(len(parts))
+    # the form a draw may not give: the true one (true_past), none (story)
+    exclude = [None] * cs.size if story else form
 
     spans = []
     for s, (idx, ss) in enumerate(zip(parts, seeds)):
-        changeable = [bool(repl[w]) and classes.draw(key[w], _NoDraw(), exclude=form[w])
+        changeable = [bool(repl[w]) and classes.draw(key[w], _NoDraw(), exclude=exclude[w])
                       is not None for w in idx]
         a, b = int(run_first[idx[0]]), int(run_end[idx[0]])
         spans.append(dict(
@@ -751,7 +821,7 @@ def syntactic_futures(tagged, words, text, classes, nlp, n_futures=10, seed=0, m
         rng = sp["rng"]
         out = []
         for w, ok in zip(sp["idx"], sp["changeable"]):
-            new = classes.draw(key[w], rng, exclude=form[w]) if ok else None
+            new = classes.draw(key[w], rng, exclude=exclude[w]) if ok else None
             out.append(None if new is None
                        else _cased(new, core[w], form[w], w == run_first[w]))
         return tuple(out)
@@ -874,6 +944,52 @@ def futures_summary(spans):
                 similarity=float(np.concatenate([sp.similarity for sp in spans]).mean()),
                 tries=float(np.concatenate([sp.tries for sp in spans]).mean()),
                 changed=float(np.concatenate([sp.changed().ravel() for sp in spans]).mean()))
+
+
+def alternative_story(spans, text, future):
+    """One alternative version of the whole story: future ``future`` of every span.
+
+    Parameters
+    ----------
+    spans : list of SyntacticSpan
+        :func:`syntactic_futures` of ``(words, text)`` (every word in one span, story order,
+        each span's segment starting where the previous one ends).
+    text : str
+        The true text.
+    future : int
+        Which future, ``0 <= future < n_futures``.
+
+    Returns
+    -------
+    alt_text : str
+        The segments of future ``future`` of all spans, in order, then the true text after the
+        last word.
+    char_start, char_end : ndarray of int64, shape (n_words,)
+        Span ``[char_start, char_end)`` of every word in ``alt_text`` (trailing punctuation
+        included, as in the word table).
+
+    Raises
+    ------
+    DataError
+        The spans do not tile the text from its start.
+    """
+    f = int(future)
+    pieces, starts, ends, pos, n = [], [], [], 0, 0
+    for sp in spans:
+        if sp.start != pos:
+            raise DataError(f"span {sp.index}: its segment starts at character {sp.start}, not "
+                            f"{pos} where the previous one ends; draw the spans with "
+                            "syntactic_futures.")
+        seg, ws = sp.segments[f], sp.word_spans[f]
+        starts.append(n + ws[:, 0])
+        ends.append(n + ws[:, 1])
+        pieces.append(seg)
+        n += len(seg)
+        pos = sp.end
+    pieces.append(text[pos:])
+    empty = np.zeros(0, dtype=np.int64)
+    return ("".join(pieces), np.concatenate(starts) if starts else empty,
+            np.concatenate(ends) if ends else empty)
 
 
 class _NoDraw:
@@ -1205,11 +1321,44 @@ def _shared_context_states(model, units, n_words, n_futures, context_tokens, bat
     return result
 
 
+def _story_states(model, tokenizer, spans, text, n_futures, context_tokens, batch_size, mode,
+                  min_context, progress=False):
+    """Mean over the alternative stories of their activations: (L + 1, n_words, dim) float32.
+
+    Each alternative story (:func:`alternative_story`) is tokenised once and read by
+    :func:`brainpred.features.extract_word_activations` (same ``context_tokens``,
+    ``batch_size``, ``mode``, ``min_context`` as the true story's activations), so every word
+    is read at its own last token with only the past of its alternative story.
+    """
+    acc = None
+    futures = range(int(n_futures))
+    if progress:
+        from tqdm.auto import tqdm
+        futures = tqdm(futures, desc="syntactic activations", unit="story")
+    for f in futures:
+        alt, a, b = alternative_story(spans, text, f)
+        ids, last = features.word_token_index(alt, a, b, tokenizer)
+        X = features.extract_word_activations(model, ids, last, context_tokens=context_tokens,
+                                              batch_size=batch_size, mode=mode,
+                                              min_context=min_context)
+        if acc is None:
+            acc = X
+        else:
+            acc += X
+    return acc / np.float32(n_futures)
+
+
 def syntactic_activations(words, text, model, tokenizer, nlp, classes=None, n_futures=10,
                           seed=0, context_tokens=1024, batch_size=8, max_span=20,
                           min_similarity=0.8, max_tries=20, progress=False, tagged=None,
-                          return_futures=False, reuse_context=True):
+                          return_futures=False, reuse_context=True, context="story",
+                          mode="exact", min_context=512):
     """Syntactic part of the activations of every word: the mean over syntactic futures.
+
+    With ``context="story"`` (the paper's definition), the mean over ``n_futures`` alternative
+    stories of the activations of their words, each story read once like the true one; with
+    ``context="true_past"``, the mean over each span's futures read after the true story
+    before the span. See the module docstring.
 
     Parameters
     ----------
@@ -1222,15 +1371,22 @@ def syntactic_activations(words, text, model, tokenizer, nlp, classes=None, n_fu
         From :func:`load_spacy`.
     classes : WordClasses, optional
         Forms to draw from; default: the classes of this story (:func:`word_classes`).
-    n_futures, seed, max_span, min_similarity, max_tries
-        See :func:`syntactic_futures`.
+    n_futures, seed, max_span, min_similarity, max_tries, context
+        See :func:`syntactic_futures` (``context``: config key ``syntax.context``).
     context_tokens : int
-        Longest sequence (true context + alternative span) the model reads.
+        Longest sequence the model reads: past tokens of a word in its alternative story
+        (``"story"``), true context + alternative span (``"true_past"``).
     batch_size : int
-        (span, future) sequences per forward pass; with the shared context, shared contexts
-        per pass, each followed by one pass over their futures' alternative spans (as many per
-        pass as hold ``batch_size x context_tokens`` cached plus new tokens, and at least the
-        futures of one context).
+        ``"story"``: windows per forward pass of
+        :func:`brainpred.features.extract_word_activations`. ``"true_past"``: (span, future)
+        sequences per forward pass; with the shared context, shared contexts per pass, each
+        followed by one pass over their futures' alternative spans (as many per pass as hold
+        ``batch_size x context_tokens`` cached plus new tokens, and at least the futures of one
+        context).
+    mode, min_context
+        ``"story"`` only: how each alternative story is read, as the true story's activations
+        (:func:`brainpred.features.extract_word_activations`; config keys ``model.mode``,
+        ``model.min_context``).
     progress : bool
         tqdm progress bars (futures: unit spans; model: unit sequences).
     tagged : DataFrame, optional
@@ -1238,9 +1394,10 @@ def syntactic_activations(words, text, model, tokenizer, nlp, classes=None, n_fu
     return_futures : bool
         Also return the spans and their futures.
     reuse_context : bool
-        Plain GPT-2 models: run the true context shared by a span's futures once and its
-        alternative spans from its key/value cache (same result up to float rounding, faster).
-        ``False``, or any other model: one full pass per (span, future), the reference.
+        ``"true_past"``, plain GPT-2 models: run the true context shared by a span's futures
+        once and its alternative spans from its key/value cache (same result up to float
+        rounding, faster). ``False``, or any other model: one full pass per (span, future), the
+        reference. Ignored with ``"story"``.
 
     Returns
     -------
@@ -1258,14 +1415,23 @@ def syntactic_activations(words, text, model, tokenizer, nlp, classes=None, n_fu
                           f"positions; set it to at most {max_pos}.")
     if int(batch_size) < 1:
         raise ConfigError(f"features.batch_size: must be >= 1, got {batch_size}.")
+    story = _check_context(context) == "story"
+    if story and mode not in ("exact", "strided"):
+        raise ConfigError(f"model.mode: {mode!r} is not 'exact' or 'strided'.")
+    if story and mode == "strided" and not 0 <= int(min_context) < C:
+        raise ConfigError(f"model.min_context: must satisfy 0 <= min_context < context_tokens "
+                          f"({C}), got {min_context}.")
     if tagged is None:
         tagged = tag_words(words, text, nlp)
     if classes is None:
         classes = word_classes([tagged])
     spans = syntactic_futures(tagged, words, text, classes, nlp, n_futures=n_futures, seed=seed,
                               max_span=max_span, min_similarity=min_similarity,
-                              max_tries=max_tries, progress=progress)
-    if reuse_context and features._FastGPT2.supports(model):
+                              max_tries=max_tries, progress=progress, context=context)
+    if story:
+        X_syn = _story_states(model, tokenizer, spans, text, n_futures, C, int(batch_size),
+                              mode, int(min_context), progress)
+    elif reuse_context and features._FastGPT2.supports(model):
         units = _shared_units(spans, _span_sequences(spans, text, tokenizer, C))
         X_syn = _shared_context_states(model, units, len(words), int(n_futures), C,
                                        batch_size, progress)
@@ -1306,7 +1472,7 @@ def decompose(X, X_syn):
 
 
 def decompose_story(words, text, model, tokenizer, nlp=None, classes=None, X=None,
-                    context_tokens=1024, batch_size=8, **kw):
+                    context_tokens=1024, batch_size=8, mode="exact", min_context=512, **kw):
     """Syntactic and semantic activations of one story in one call.
 
     Parameters
@@ -1318,10 +1484,12 @@ def decompose_story(words, text, model, tokenizer, nlp=None, classes=None, X=Non
     classes : WordClasses, optional
         Default: the classes of this story.
     X : ndarray, shape (n_layers + 1, n_words, dim), optional
-        Ordinary activations; computed with :func:`brainpred.features.story_features` (exact
-        mode, same ``context_tokens`` and ``batch_size``) when not given.
+        Ordinary activations; computed with :func:`brainpred.features.story_features` (same
+        ``context_tokens``, ``batch_size``, ``mode``, ``min_context``) when not given.
+    context_tokens, batch_size, mode, min_context
+        As in :func:`syntactic_activations`.
     **kw
-        Passed to :func:`syntactic_activations` (``n_futures``, ``seed``, ...).
+        Passed to :func:`syntactic_activations` (``n_futures``, ``seed``, ``context``...).
 
     Returns
     -------
@@ -1331,7 +1499,9 @@ def decompose_story(words, text, model, tokenizer, nlp=None, classes=None, X=Non
         nlp = load_spacy()
     if X is None:
         X = features.story_features(words, text, model, tokenizer,
-                                    context_tokens=context_tokens, batch_size=batch_size)
+                                    context_tokens=context_tokens, batch_size=batch_size,
+                                    mode=mode, min_context=min_context)
     X_syn = syntactic_activations(words, text, model, tokenizer, nlp, classes,
-                                  context_tokens=context_tokens, batch_size=batch_size, **kw)
+                                  context_tokens=context_tokens, batch_size=batch_size,
+                                  mode=mode, min_context=min_context, **kw)
     return decompose(X, X_syn)

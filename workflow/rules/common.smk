@@ -225,7 +225,7 @@ SYNTAX_FEATURE_SETTINGS = {
     k: v
     for k, v in _SYNTAX.items()
     if k in ("spacy_model", "n_futures", "corpus", "seed", "max_span", "min_similarity",
-             "max_tries")
+             "max_tries", "context")
 }
 _FINETUNE = config.get("finetune", {}) or {}
 FT_DIR = f"{RESULTS}/finetune/model-{MODEL}"
