@@ -1098,7 +1098,7 @@ def syntax_settings(syntax_cfg):
     return dict(n_futures=int(s.get("n_futures", 10)), seed=int(s.get("seed", 0)),
                 max_span=int(s.get("max_span", 20)),
                 min_similarity=float(s.get("min_similarity", 0.8)),
-                max_tries=int(s.get("max_tries", 20)), context=s.get("context", "story"))
+                max_tries=int(s.get("max_tries", 20)), context=s["context"])
 
 
 def syntax_word_classes(syntax_cfg, corpus_words, corpus_text, nlp):

@@ -233,7 +233,7 @@ def paper_comparison(group, scores, region_stats, config, analyses=None):
                          "vertices whose brain-score CI is above 0",
                          f"argmax of the mean F_{part[:3]}(d); syntax.n_futures = "
                          f"{config['syntax']['n_futures']}, context = "
-                         f"{config['syntax'].get('context', 'story')}"))
+                         f"{config['syntax']['context']}"))
 
     # fine-tuning
     ft_rows = [("fine-tuning gain, IFG", [names["IFG"]]),
