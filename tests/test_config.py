@@ -271,4 +271,5 @@ def test_model_dims_from_a_local_folder_and_the_offline_cache(tmp_path, monkeypa
                                           r"no-such-org/model"):
         model_dims("no-such-org/model")
     monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     assert model_dims("no-such-org/model") is None              # left to the features job

@@ -50,6 +50,25 @@ def gifti(subject, basename, hemi):
             f"{basename}_space-{SPACE}_hemi-{hemi}_desc-clean.func.gii")
 
 
+def run_metadata(subject, basename):
+    """A run's events.tsv and BOLD sidecar (audio onset, TR): inputs of the run table."""
+    return [f"{ROOT}/{subject}/func/{basename}_events.tsv",
+            f"{ROOT}/{subject}/func/{basename}_bold.json"]
+
+
+def transcript_input(story):
+    """The story's punctuated transcript when the dataset has one (the synthetic dataset
+    writes it; a real copy may lack it): an input of story_words, so editing it reruns it."""
+    path = f"{ROOT}/stimuli/gentle/{story_folder(story)}/transcript.txt"
+    return [path] if config["dataset"]["source"] == "synthetic" or os.path.exists(path) else []
+
+
+def model_input():
+    """A local model folder (model.name a path) as an input of the feature rules."""
+    name = config["model"]["name"]
+    return [name] if os.path.isdir(name) else []
+
+
 def dataset_root(path, depth):
     """The dataset root ``depth`` folders above a dataset file (no hard-coded prefix)."""
     return str(Path(path).parents[depth])

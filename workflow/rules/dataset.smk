@@ -37,6 +37,7 @@ rule run_table:
         participants=f"{ROOT}/participants.tsv",
         exclude=f"{ROOT}/code/scan_exclude.json",
         bold=[gifti(r.subject, r.basename, h) for r in RUNS.itertuples() for h in ("L", "R")],
+        metadata=[f for r in RUNS.itertuples() for f in run_metadata(r.subject, r.basename)],
     output:
         f"{RESULTS}/tables/desc-runs_table.tsv",
     params:
@@ -59,6 +60,7 @@ rule run_table:
 rule story_words:
     input:
         align=lambda w: f"{ROOT}/stimuli/gentle/{story_folder(w.story)}/align.csv",
+        transcript=lambda w: transcript_input(w.story),
     output:
         words=f"{RESULTS}/words/story-{{story}}_desc-words_table.tsv",
         text=f"{RESULTS}/words/story-{{story}}_desc-text.txt",

@@ -6,6 +6,7 @@ rule story_features:
     input:
         words=f"{RESULTS}/words/story-{{story}}_desc-words_table.tsv",
         text=f"{RESULTS}/words/story-{{story}}_desc-text.txt",
+        model=model_input(),
     output:
         f"{RESULTS}/features/model-{MODEL}/story-{{story}}_desc-activations.npz",
     params:
