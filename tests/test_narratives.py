@@ -610,6 +610,9 @@ def test_synthetic_crop_is_the_same_for_any_subject_selection(tmp_path):
                          "speech_duration": 40.0, "seed": 3},
            "model": {"name": "tiny-gpt2", "seed": 0}, "features": {"tr_offset": 1},
            "mapping": {"delays": [0, 1, 2, 3, 4, 5]}}
+    from brainpred.config import apply_defaults, load_schema
+
+    apply_defaults(cfg, load_schema())             # every other key at its schema default
     plan = synthetic.plan(cfg)
     assert (plan.groupby("task")["n_trs"].nunique() == 1).all()
     root = tmp_path / "synthetic"

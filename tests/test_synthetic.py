@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from brainpred import narratives, synthetic
+from brainpred.config import apply_defaults, load_schema
 from brainpred.errors import ConfigError
 
 
@@ -15,7 +16,7 @@ def _tiny_config(**synthetic_kw):
                          "speech_duration": 40.0, "seed": 3, **synthetic_kw},
            "model": {"name": "tiny-gpt2", "seed": 0},
            "features": {"tr_offset": 1}, "mapping": {"delays": [0, 1, 2, 3, 4, 5]}}
-    return cfg
+    return apply_defaults(cfg, load_schema())      # every other key at its schema default
 
 
 @pytest.fixture(scope="module")
