@@ -444,14 +444,20 @@ def _write_text_files(root, syn, rng):
     return runs
 
 
+#: Principal directions of the activations mixed into the planted read-outs.
+N_READOUT_PCS = 10
+
+
 def _projections(word_features, seed):
     """Word-level read-out vectors of the planted effects.
 
-    The read-outs are top principal directions of the *word-to-word* variation of the
-    activations, made orthogonal to their mean: a TR sum of read-out values then carries no
-    word-count (speech envelope) component, which the past would predict, and is exactly linear
-    in the pipeline's X and W_d. The forecast effect reads the first direction, the current-word
-    effect a random mix of the second and third.
+    The read-outs are random directions in the span of the top ``N_READOUT_PCS`` principal
+    directions of the *word-to-word* variation of the activations (standardised), made
+    orthogonal to their mean: a TR sum of read-out values then carries no word-count (speech
+    envelope) component, which the past would predict, and is exactly linear in the pipeline's
+    X and W_d. The forecast and current-word read-outs are orthonormal random mixes of those
+    directions (seeded). Not the single top direction: on the random tiny model that direction is
+    nearly the same at every layer, so a planted depth would not be identifiable.
 
     Parameters
     ----------
@@ -472,8 +478,9 @@ def _projections(word_features, seed):
         u = u - (u @ mean) / (mean @ mean) * mean
         return u / np.linalg.norm(u)
 
-    w = np.random.default_rng(seed + 1000).standard_normal(2)
-    return readout(w @ vt[1:3]), readout(vt[0])
+    k = min(N_READOUT_PCS, len(vt))
+    q, _ = np.linalg.qr(np.random.default_rng(seed + 1000).standard_normal((k, 2)))
+    return readout(q[:, 1] @ vt[:k]), readout(q[:, 0] @ vt[:k])
 
 
 def generate(root, cfg, progress=True):
