@@ -361,3 +361,16 @@ def test_paper_comparison_rows_recomputed_from_the_outputs(demo8):
     html = (res / "report.html").read_text()
     assert html.index("The paper's figures and this run's") < html.index("<h2>Figures")
     assert "desc-effective_config.yaml" in html
+
+
+def test_runtime_only_settings_rerun_nothing(demo8):
+    """Batch sizes, device, ridge backend and download jobs change how a job runs, never its
+    result: after a finished run, changing them plans no job."""
+    proc = _snakemake(demo8, "-n", "--config",
+                      "model={batch_size: 3, device: cpu}",
+                      "mapping={backend: numpy, target_batch: 1000}",
+                      "noise_ceiling={batch: 7}")
+    assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
+    # a setting that changes the activations does replan the features
+    proc = _snakemake(demo8, "-n", "--config", "model={context_tokens: 512}")
+    assert "story_features" in proc.stdout

@@ -24,7 +24,8 @@ from .errors import ConfigError
 from .workflow import coerce_config
 
 __all__ = ["SCHEMA_PATH", "load_schema", "schema_defaults", "apply_defaults", "check_config",
-           "model_dims", "check_model_config", "prepare_config", "dump_config"]
+           "model_dims", "check_model_config", "prepare_config", "dump_config", "RUNTIME_KEYS",
+           "result_settings", "with_runtime", "with_runtime_config"]
 
 #: The config schema of the workflow (``workflow/schemas/config.schema.yaml``).
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -263,6 +264,37 @@ def prepare_config(config, schema=None, check_model=True):
     if check_model:
         check_model_config(config, model_dims(config["model"]["name"]))
     return config
+
+
+#: Keys that change how fast or where a job runs, never its results: they are not job params
+#: (Snakemake re-runs a job whose params change), the scripts read them from the full config.
+RUNTIME_KEYS = {
+    "dataset": ("download_jobs",),
+    "model": ("batch_size", "device"),
+    "mapping": ("backend", "target_batch"),
+    "noise_ceiling": ("batch",),
+}
+
+
+def result_settings(section_cfg, section):
+    """``section_cfg`` without its :data:`RUNTIME_KEYS` (what a job's params may hold)."""
+    drop = RUNTIME_KEYS.get(section, ())
+    return {k: v for k, v in (section_cfg or {}).items() if k not in drop}
+
+
+def with_runtime(section_cfg, full_config, section):
+    """``section_cfg`` (from a job's params) with the runtime keys of ``full_config`` added."""
+    out = dict(section_cfg or {})
+    for key in RUNTIME_KEYS.get(section, ()):
+        if key in (full_config.get(section) or {}):
+            out[key] = full_config[section][key]
+    return out
+
+
+def with_runtime_config(params_config, full_config):
+    """A params config of several sections with each section's runtime keys added back."""
+    return {k: with_runtime(v, full_config, k) if isinstance(v, dict) and k in RUNTIME_KEYS
+            else v for k, v in params_config.items()}
 
 
 def dump_config(config):

@@ -10,7 +10,7 @@ rule story_continuations:
     output:
         continuations_file("{story}"),
     params:
-        model=config["model"],
+        model=MODEL_SETTINGS,
         controls={"generated": _CONTROLS.get("generated", {}) or {}},
         layer=LAYER,
         horizon=lambda w: max(
@@ -44,7 +44,7 @@ rule story_syntax:
     output:
         syntax_file("{story}"),
     params:
-        model=config["model"],
+        model=MODEL_SETTINGS,
         syntax=SYNTAX_FEATURE_SETTINGS,
     conda:
         "../envs/brainpred.yaml"
@@ -67,7 +67,7 @@ rule finetune_train:
     output:
         **finetune_outputs("{alpha}"),
     params:
-        model=config["model"],
+        model=MODEL_SETTINGS,
         config=config_for("finetune"),
         work_dir=lambda w: f"{FT_DIR}/alpha-{w.alpha}/train",
         corpus=lambda w, input: list(input.corpus) or _FINETUNE.get("corpus"),
@@ -96,7 +96,7 @@ rule finetune_features:
         [f"{FT_DIR}/features/alpha-{{alpha}}_step-{{step}}/story-{s}_desc-activations.npz"
          for s in STORIES],
     params:
-        model=config["model"],
+        model=MODEL_SETTINGS,
     conda:
         "../envs/brainpred.yaml"
     log:

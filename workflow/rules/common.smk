@@ -4,6 +4,7 @@ import os
 import shutil
 from pathlib import Path
 
+from brainpred.config import result_settings
 from brainpred.narratives import story_folder
 from brainpred.pipeline import fit_groups
 from brainpred.workflow import model_tag, run_plan
@@ -39,10 +40,16 @@ wildcard_constraints:
 def config_for(*sections, **extra):
     """The config sections a rule's jobs read, as its ``params.config``: Snakemake re-runs a job
     when its params change, so a job must see only what it uses (editing the report title
-    must not refit the ridge)."""
-    out = {k: config[k] for k in sections if k in config}
+    must not refit the ridge), and no key that changes only how it runs (batch sizes, device,
+    backend: ``brainpred.config.RUNTIME_KEYS``; the scripts add them back from the config)."""
+    out = {k: result_settings(config[k], k) if isinstance(config[k], dict) else config[k]
+           for k in sections if k in config}
     out.update(extra)
     return out
+
+
+# the model settings that change a result (params of the feature rules; no batch size, device)
+MODEL_SETTINGS = result_settings(config["model"], "model")
 
 
 def gifti(subject, basename, hemi):

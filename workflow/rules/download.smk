@@ -12,8 +12,6 @@ if config["dataset"]["source"] == "datalad":
 
     from brainpred.download import FREESURFER_FILES as _FREESURFER_FILES
 
-    _DOWNLOAD_JOBS = config["dataset"].get("download_jobs", 2)
-
     rule download_bold:
         output:
             left=gifti("{subject}", "{basename}", "L"),
@@ -21,7 +19,6 @@ if config["dataset"]["source"] == "datalad":
         params:
             root=ROOT,
             extra=[],
-            jobs=_DOWNLOAD_JOBS,
         log:
             "logs/download/bold/{subject}/{basename}.log",
         threads: 1
@@ -38,7 +35,6 @@ if config["dataset"]["source"] == "datalad":
         params:
             root=ROOT,
             extra=lambda w: [f"stimuli/gentle/{w.story}/transcript.txt"],
-            jobs=1,
         log:
             "logs/download/story/story-{story}.log",
         threads: 1
@@ -56,7 +52,6 @@ if config["dataset"]["source"] == "datalad":
         params:
             root=ROOT,
             extra=[],
-            jobs=_DOWNLOAD_JOBS,
         log:
             "logs/download/freesurfer.log",
         threads: 1

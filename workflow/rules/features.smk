@@ -1,5 +1,6 @@
 # Language-model activations of every word of a story, for every layer, cached once per
-# (model, story). Changing model.* settings re-runs this rule (they are params).
+# (model, story). Changing a model.* setting that changes the activations re-runs this rule
+# (they are params); batch_size and device do not.
 
 
 rule story_features:
@@ -10,7 +11,7 @@ rule story_features:
     output:
         f"{RESULTS}/features/model-{MODEL}/story-{{story}}_desc-activations.npz",
     params:
-        model=config["model"],
+        model=MODEL_SETTINGS,
     conda:
         "../envs/brainpred.yaml"
     log:

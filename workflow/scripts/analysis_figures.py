@@ -1,8 +1,10 @@
 """Rule analysis_figures_<analysis>: the figures of one analysis."""
 from brainpred.analyses import make_analysis_figures
+from brainpred.config import with_runtime_config
 from brainpred.workflow import setup_logging
 
 setup_logging(snakemake.log[0])
+config = with_runtime_config(snakemake.params.config, snakemake.config)
 make_analysis_figures(snakemake.params.analysis, snakemake.input.npz, snakemake.input.regions,
-                      snakemake.params.config, dict(snakemake.output.items()),
+                      config, dict(snakemake.output.items()),
                       loss_tsvs=list(snakemake.input.loss))

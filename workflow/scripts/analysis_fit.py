@@ -1,8 +1,10 @@
 """Rule analysis_fit: scores of every condition of one analysis for a group of subjects."""
 from brainpred.analyses import make_analysis_fit
+from brainpred.config import with_runtime_config
 from brainpred.workflow import limit_threads, setup_logging
 
 setup_logging(snakemake.log[0])
+config = with_runtime_config(snakemake.params.config, snakemake.config)
 limit_threads(snakemake.threads)
 stories = list(snakemake.params.stories)
 inputs = snakemake.input
@@ -20,7 +22,7 @@ make_analysis_fit(
     inputs.table,
     sources,
     dict(zip(snakemake.params.basenames, inputs.bold)),
-    snakemake.params.config,
+    config,
     snakemake.output[0],
     group_npz=inputs.group if "group" in inputs.keys() else None,
 )

@@ -1,14 +1,16 @@
 """Rule fit_scores: brain and forecast scores of subjects who share a stimulus."""
+from brainpred.config import with_runtime_config
 from brainpred.pipeline import make_fit_scores
 from brainpred.workflow import limit_threads, setup_logging
 
 setup_logging(snakemake.log[0])
+config = with_runtime_config(snakemake.params.config, snakemake.config)
 limit_threads(snakemake.threads)
 make_fit_scores(
     list(snakemake.params.subjects),
     snakemake.input.table,
     dict(zip(snakemake.params.stories, snakemake.input.features)),
     dict(zip(snakemake.params.basenames, snakemake.input.bold)),
-    snakemake.params.config,
+    config,
     snakemake.output[0],
 )

@@ -1,9 +1,11 @@
 """Rule group: group maps, noise ceiling and region tables."""
+from brainpred.config import with_runtime_config
 from brainpred.pipeline import make_group
 from brainpred.workflow import setup_logging
 
 setup_logging(snakemake.log[0])
-make_group(snakemake.input.npz, snakemake.params.config, dict(snakemake.output.items()),
+config = with_runtime_config(snakemake.params.config, snakemake.config)
+make_group(snakemake.input.npz, config, dict(snakemake.output.items()),
            ceiling_npzs=list(snakemake.input.ceiling),
            labels_paths=tuple(snakemake.input.labels) or None,
            surface_paths=tuple(snakemake.input.surface) or None)

@@ -1,10 +1,12 @@
 """Rule listener_sums: the sum of every listener's BOLD of one task, per audio (noise ceiling)."""
+from brainpred.config import with_runtime_config
 from brainpred.pipeline import make_listener_sums
 from brainpred.workflow import limit_threads, setup_logging
 
 setup_logging(snakemake.log[0])
+config = with_runtime_config(snakemake.params.config, snakemake.config)
 limit_threads(snakemake.threads)
 make_listener_sums(snakemake.wildcards.task, snakemake.input.table,
                    dict(zip(snakemake.params.basenames, snakemake.input.bold)),
-                   snakemake.params.config, snakemake.output.sums,
+                   config, snakemake.output.sums,
                    out_tsv=snakemake.output.table)

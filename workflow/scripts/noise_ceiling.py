@@ -1,14 +1,16 @@
 """Rule noise_ceiling: how well the other subjects' mean BOLD predicts one subject."""
+from brainpred.config import with_runtime_config
 from brainpred.pipeline import make_noise_ceiling
 from brainpred.workflow import limit_threads, setup_logging
 
 setup_logging(snakemake.log[0])
+config = with_runtime_config(snakemake.params.config, snakemake.config)
 limit_threads(snakemake.threads)
 make_noise_ceiling(
     snakemake.wildcards.subject,
     snakemake.input.table,
     dict(zip(snakemake.params.basenames, snakemake.input.bold)),
-    snakemake.params.config,
+    config,
     dict(snakemake.output.items()),
     sums_paths=list(snakemake.input.sums),
 )

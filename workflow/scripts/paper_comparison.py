@@ -1,9 +1,11 @@
 """Rule paper_comparison: the paper's summary table computed from the group outputs."""
+from brainpred.config import with_runtime_config
 from brainpred.pipeline import make_paper_comparison
 from brainpred.workflow import setup_logging
 
 setup_logging(snakemake.log[0])
+config = with_runtime_config(snakemake.params.config, snakemake.config)
 analyses = {k[len("analysis_"):]: v for k, v in snakemake.input.items()
             if k.startswith("analysis_")}
 make_paper_comparison(snakemake.input.npz, snakemake.input.scores, snakemake.input.stats,
-                      analyses, snakemake.params.config, snakemake.output[0])
+                      analyses, config, snakemake.output[0])

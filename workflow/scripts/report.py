@@ -1,9 +1,11 @@
 """Rule report: the self-contained HTML report."""
 from brainpred.analyses import FIGURE_CAPTIONS as ANALYSIS_CAPTIONS
+from brainpred.config import with_runtime_config
 from brainpred.pipeline import FIGURE_CAPTIONS, PAPER_COMPARISON_CAPTION, make_report
 from brainpred.workflow import setup_logging
 
 setup_logging(snakemake.log[0])
+config = with_runtime_config(snakemake.params.config, snakemake.config)
 captions = {**FIGURE_CAPTIONS, **ANALYSIS_CAPTIONS}
 keys = [k for k in captions if k in snakemake.input.keys()]
 tables = [(snakemake.input.table, "Subject x story table (kept and excluded runs)"),
@@ -17,6 +19,6 @@ for path in snakemake.input.analysis_regions:
                          "layer, distance or width; mean across subjects, 95% CI, Wilcoxon p, "
                          "BH q)"))
 make_report([snakemake.input[k] for k in keys], [captions[k] for k in keys],
-            snakemake.params.config, snakemake.output[0], tables=tables,
+            config, snakemake.output[0], tables=tables,
             config_file=snakemake.input.config,
             summary=(snakemake.input.comparison, PAPER_COMPARISON_CAPTION))

@@ -1,8 +1,10 @@
 """Rule story_features: language-model activations of one story."""
+from brainpred.config import with_runtime
 from brainpred.pipeline import make_story_features
 from brainpred.workflow import limit_threads, setup_logging
 
 setup_logging(snakemake.log[0])
+model_cfg = with_runtime(snakemake.params.model, snakemake.config, "model")
 limit_threads(snakemake.threads)
-make_story_features(snakemake.input.words, snakemake.input.text, snakemake.params.model,
+make_story_features(snakemake.input.words, snakemake.input.text, model_cfg,
                     snakemake.output[0])

@@ -1,9 +1,11 @@
 """Rule story_syntax: syntactic part of the activations of one story."""
 from brainpred.analyses import make_story_syntax
+from brainpred.config import with_runtime
 from brainpred.workflow import limit_threads, setup_logging
 
 setup_logging(snakemake.log[0])
+model_cfg = with_runtime(snakemake.params.model, snakemake.config, "model")
 limit_threads(snakemake.threads)
-make_story_syntax(snakemake.input.words, snakemake.input.text, snakemake.params.model,
+make_story_syntax(snakemake.input.words, snakemake.input.text, model_cfg,
                   snakemake.params.syntax, list(snakemake.input.corpus_words),
                   list(snakemake.input.corpus_text), snakemake.output[0])
