@@ -194,9 +194,13 @@ def test_layer_sweep_recovers_a_planted_layer(tmp_path):
         path = tmp_path / f"fit-{s}.npz"
         import json
         from dataclasses import asdict
+
+        from brainpred import provenance as prov
         io.save_npz(path, conditions=np.array([c.name for c in conds]),
                     conditions_json=np.array(json.dumps([asdict(c) for c in conds])),
                     subjects=np.array([f"sub-{s:03d}"]), analysis=np.array("layers"),
+                    provenance=prov.to_array(prov.scores_record(
+                        "analysis_fit", [f"sub-{s:03d}"], analysis="layers", model="test")),
                     **{f"sub-{s:03d}__scores": sc})
         fits.append(path)
     g, per, subjects = analyses.group_analysis(fits, "layers", cfg)

@@ -175,6 +175,7 @@ def test_analysis_figures_are_drawn(tmp_path):
     from dataclasses import asdict
 
     from brainpred import analyses
+    from brainpred import provenance as prov
     from brainpred.io import save_npz
 
     rng = np.random.default_rng(2)
@@ -195,6 +196,8 @@ def test_analysis_figures_are_drawn(tmp_path):
                      conditions_json=np.array(json.dumps([asdict(c) for c in conds])),
                      subjects=np.array([f"sub-00{s}"]), analysis=np.array(analysis),
                      width_distance=np.array(8),
+                     provenance=prov.to_array(prov.scores_record(
+                         "analysis_fit", [f"sub-00{s}"], analysis=analysis, model="test")),
                      **{f"sub-00{s}__scores": rng.normal(0.05, 0.02, (len(conds), V))})
             fits.append(path)
         outputs = {"npz": tmp_path / f"{analysis}.npz",

@@ -247,6 +247,7 @@ def test_pipeline_writes_listener_counts(tmp_path):
     """make_listener_sums writes the listeners table; the ceiling npz says how many listeners
     were pooled for each run."""
     from brainpred import io
+    from brainpred import provenance as prov
     from brainpred.pipeline import make_listener_sums, make_noise_ceiling
 
     table, bold = _table([("pm", "affair", "pm", 2), ("pm", "paranoia", "pm", 2)], n_trs=60,
@@ -257,7 +258,7 @@ def test_pipeline_writes_listener_counts(tmp_path):
     paths = {}
     for b, y in bold.items():
         paths[b] = tmp_path / f"{b}.npy"
-        np.save(paths[b], y)
+        prov.save_bold(paths[b], y, b.split("_")[0], b, tr=1.5)
     io.write_tsv(tmp_path / "runs.tsv", table)
     cfg = {"mapping": {"delays": [0, 1], "alphas": {"start": 0, "stop": 1, "num": 2}, "n_folds": 2,
                        "n_inner_folds": 2, "gap_trs": 0}, "noise_ceiling": {"batch": 8}}

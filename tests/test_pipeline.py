@@ -112,20 +112,22 @@ def test_fit_groups_share_identical_stimulus_sequences():
 
 def test_make_fit_scores_shares_identical_designs_only(tmp_path):
     from brainpred import io
+    from brainpred import provenance as prov
     from brainpred.features import save_features
 
     rng = np.random.default_rng(3)
     acts, words = _features(40, dim=6, n_layers=2, onset0=1.0, step=1.2, seed=4)
     words["char_start"] = np.arange(40) * 3
     words["char_end"] = words["char_start"] + 2
-    save_features(tmp_path / "a.npz", acts, words, {"name": "test"})
+    save_features(tmp_path / "a.npz", acts, words, {"name": "test"},
+                  provenance=prov.record("features", story="a", model="test"))
     rows, bold = [], {}
     for sub, onset in (("sub-001", 0.0), ("sub-002", 0.0), ("sub-003", 3.0)):
         base = f"{sub}_task-a"
         rows.append({"subject": sub, "task": "a", "story": "a", "run": "", "basename": base,
                      "audio_onset": onset, "tr": 1.5, "n_trs": 40, "kept": True})
         bold[base] = tmp_path / f"{base}.npy"
-        np.save(bold[base], rng.standard_normal((40, 12)).astype(np.float32))
+        prov.save_bold(bold[base], rng.standard_normal((40, 12)), sub, base, tr=1.5)
     io.write_tsv(tmp_path / "runs.tsv", pd.DataFrame(rows))
     config = {"forecast": {"distances": [0, 4], "width": 2},
               "features": {"layer": 1, "tr_offset": 1, "tr_method": "sum"},

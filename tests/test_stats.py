@@ -109,13 +109,17 @@ def test_relative_gain():
 
 
 def _subject_npzs(tmp_path, R, F, distances, ceilings=None):
+    from brainpred import provenance as prov
     from brainpred.io import save_npz
 
     paths, cpaths = [], []
     for s in range(R.shape[0]):
         paths.append(tmp_path / f"sub-{s:03d}_desc-scores.npz")
+        rec = prov.scores_record("subject_scores", [f"sub-{s:03d}"], model="test", layer=1,
+                                 distances=distances, subject=f"sub-{s:03d}")
         save_npz(paths[-1], subject=np.array(f"sub-{s:03d}"), distances=np.array(distances),
-                 brain_score=R[s].astype(np.float32), forecast_score=F[s].astype(np.float32))
+                 brain_score=R[s].astype(np.float32), forecast_score=F[s].astype(np.float32),
+                 provenance=prov.to_array(rec))
         if ceilings is not None:
             cpaths.append(tmp_path / f"sub-{s:03d}_desc-noiseceiling.npz")
             save_npz(cpaths[-1], subject=np.array(f"sub-{s:03d}"),

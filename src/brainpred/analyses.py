@@ -493,35 +493,51 @@ def make_analysis_fit(analysis, subjects, run_table_tsv, sources_paths, bold_pat
     run_table_tsv : path
     sources_paths : dict
         ``"acts"`` (required), ``"syntactic"``, ``"generated"``: ``story -> .npz`` path;
-        ``"models"``: ``key -> {story -> features .npz}`` (fine-tuned checkpoints).
+        ``"models"``: ``key -> {story -> features .npz}`` (fine-tuned checkpoints);
+        ``"words"`` (optional): ``story -> words table``, against which every cache's
+        recorded words sha256 is checked (without it: the recorded story, kind and model).
     bold_paths : dict
         ``basename -> BOLD .npy``.
     config : dict
     out_npz : path
         Written with ``conditions`` (names), ``conditions_json`` (their definitions),
-        ``subjects`` and, per subject, ``<subject>__scores`` (n_conditions, V).
+        ``subjects``, ``provenance`` (:func:`brainpred.pipeline.scores_provenance`) and, per
+        subject, ``<subject>__scores`` (n_conditions, V).
     group_npz : path, optional
         The main analysis' group maps (the width analysis' "best" distance).
     """
-    from . import features, mapping
-    from .pipeline import _mapping_kwargs, subject_bold
+    from pathlib import Path
+
+    from . import mapping
+    from . import provenance as prov
+    from .pipeline import _mapping_kwargs, load_story_features, scores_provenance, subject_bold
 
     table = io.read_tsv(run_table_tsv, dtype={"run": str})
     feat, mc = config["features"], config["mapping"]
+    words_paths = sources_paths.get("words")
+    model_cfg = config.get("model")
     acts, words, syn, gen = {}, {}, {}, {}
-    for story, path in sources_paths["acts"].items():
-        a, w, _ = features.load_features(path)
+    loaded, records = load_story_features(sources_paths["acts"], list(sources_paths["acts"]),
+                                          words_paths=words_paths, model_cfg=model_cfg)
+    for story, (a, w) in loaded.items():
         acts[story], words[story] = a, w
-    for story, path in (sources_paths.get("syntactic") or {}).items():
-        a, w, _ = features.load_features(path)
-        syn[story] = a
+    syntactic = sources_paths.get("syntactic") or {}
+    if syntactic:
+        loaded, _ = load_story_features(syntactic, list(syntactic), words_paths=words_paths,
+                                        model_cfg=model_cfg, kind="syntactic_activations")
+        syn = {story: a for story, (a, _) in loaded.items()}
     for story, path in (sources_paths.get("generated") or {}).items():
         z = io.load_npz(path)
+        prov.check_features(path, prov.read(path, z), story,
+                            words_tsv=(words_paths or {}).get(story), model_cfg=model_cfg,
+                            kind="continuations")
         gen[story] = (int(z["layer"]), z["generated"])
     models = {}
     for key, paths in (sources_paths.get("models") or {}).items():
-        for story, path in paths.items():
-            a, w, _ = features.load_features(path)
+        loaded, _ = load_story_features(paths, list(paths), words_paths=words_paths,
+                                        kind="finetune_features")
+        for story, (a, w) in loaded.items():
+            path = paths[story]
             if len(w) != len(words[story]):
                 raise DataError(f"{path}: {len(w)} words, the story has {len(words[story])}; "
                                 "re-run snakemake.")
@@ -551,7 +567,11 @@ def make_analysis_fit(analysis, subjects, run_table_tsv, sources_paths, bold_pat
             groups_of.append((arrays, lengths, groups, [subject]))
     out = {"conditions": np.array([c.name for c in conds]),
            "conditions_json": np.array(json.dumps([asdict(c) for c in conds])),
-           "subjects": np.array(list(subjects)), "analysis": np.array(analysis)}
+           "subjects": np.array(list(subjects)), "analysis": np.array(analysis),
+           prov.KEY: prov.to_array(scores_provenance(
+               "analysis_fit", subjects, list(records), records, config, analysis=analysis,
+               settings=config.get(analysis), width_distance=width_d,
+               file=Path(out_npz).name))}
     if width_d is not None:
         out["width_distance"] = np.array(width_d)
     for arrays, lengths, groups, members in groups_of:
@@ -577,6 +597,11 @@ def make_analysis_fit(analysis, subjects, run_table_tsv, sources_paths, bold_pat
 # Group statistics
 # --------------------------------------------------------------------------------------------
 
+#: Provenance fields that must agree between the fit files of one analysis.
+ANALYSIS_SHARED = ("model", "model_revision", "model_settings", "layer", "distances",
+                   "mapping", "design", "settings", "width_distance")
+
+
 def read_fits(fit_npzs, analysis=None):
     """Per-subject condition scores from the fit files of one analysis.
 
@@ -589,11 +614,20 @@ def read_fits(fit_npzs, analysis=None):
     extra : dict
         ``width_distance`` when present.
     """
-    conds, per_subject, extra = None, {}, {}
+    from . import provenance as prov
+
+    conds, per_subject, extra, items, seen = None, {}, {}, [], {}
     for path in fit_npzs:
         z = io.load_npz(path)
         if analysis is not None and str(z["analysis"]) != analysis:
             raise DataError(f"{path}: scores of analysis {z['analysis']}, expected {analysis}.")
+        rec = prov.read(path, z)
+        prov.check(path, rec, {"kind": "analysis_fit", "analysis": str(z["analysis"]),
+                               "subjects": [str(s) for s in z["subjects"]]},
+                   what="analysis fit file")
+        prov.check_file_name(path, rec, what="analysis fit file")
+        items.append((path, rec))
+        prov.check_consistent(items, ANALYSIS_SHARED, what="analysis fit file")
         cs = [Condition(**{**c, "blocks": tuple(
             Block(**{**b, "layer": tuple(b["layer"]) if isinstance(b["layer"], list)
                      else b["layer"]}) for b in c["blocks"])})
@@ -606,7 +640,10 @@ def read_fits(fit_npzs, analysis=None):
         if "width_distance" in z:
             extra["width_distance"] = int(z["width_distance"])
         for s in z["subjects"]:
-            per_subject[str(s)] = z[f"{s}__scores"]
+            if str(s) in per_subject:
+                raise DataError(f"{path} and {seen[str(s)]} both hold the scores of {s}: one "
+                                f"was copied from the other; {prov.FIX}.")
+            per_subject[str(s)], seen[str(s)] = z[f"{s}__scores"], path
     if conds is None:
         raise DataError("no fit file given.")
     subjects = sorted(per_subject)
@@ -1061,10 +1098,13 @@ def make_finetune_train(corpus, model_cfg, config, alpha, work_dir, out_loss, ou
 def make_finetune_features(manifest, step, words_tsvs, text_txts, model_cfg, out_npzs):
     """Rule ``finetune_features``: activations of the stories under a fine-tuned checkpoint
     (the model is loaded once; one ``.npz`` per story, as :func:`brainpred.pipeline.
-    make_story_features` writes them)."""
+    make_story_features` writes them, with the provenance kind ``finetune_features``: the
+    checkpoint folder as the model, its config.json hash as the revision)."""
     from pathlib import Path
 
     from . import features
+    from . import provenance as prov
+    from .pipeline import story_of
 
     m = io.read_json(manifest)
     path = m["checkpoints"].get(str(int(step)))
@@ -1084,7 +1124,11 @@ def make_finetune_features(manifest, step, words_tsvs, text_txts, model_cfg, out
                                        batch_size=model_cfg.get("batch_size", 8),
                                        mode=model_cfg.get("mode", "exact"),
                                        min_context=model_cfg.get("min_context", 512))
-        features.save_features(out, acts, words, meta)
+        rec = prov.features_record(
+            story_of(words_tsv), words_tsv, text_txt, {**model_cfg, "name": path},
+            prov.model_revision(path, model), kind="finetune_features",
+            base_model=model_cfg["name"], alpha=m["alpha"], step=int(step))
+        features.save_features(out, acts, words, meta, provenance=rec)
         log.info("fine-tuned alpha %s step %d: %s", m["alpha"], int(step), Path(out).name)
 
 
@@ -1121,10 +1165,15 @@ def syntax_word_classes(syntax_cfg, corpus_words, corpus_text, nlp):
 
 def make_story_syntax(words_tsv, text_txt, model_cfg, syntax_cfg, corpus_words, corpus_text,
                       out_npz):
-    """Rule ``story_syntax``: X_syn of one story, every layer (:mod:`brainpred.syntax`)."""
+    """Rule ``story_syntax``: X_syn of one story, every layer (:mod:`brainpred.syntax`).
+
+    The cache records its provenance (kind ``syntactic_activations``: story, words and text
+    sha256, model, revision, settings and the syntax settings)."""
     from pathlib import Path
 
     from . import features, syntax
+    from . import provenance as prov
+    from .pipeline import story_of
 
     words = io.read_tsv(words_tsv)
     text = Path(text_txt).read_text(encoding="utf-8")
@@ -1144,7 +1193,13 @@ def make_story_syntax(words_tsv, text_txt, model_cfg, syntax_cfg, corpus_words, 
     log.info("syntax: %s", summary)
     meta = {"model": model_cfg["name"], "seed": model_cfg.get("seed", 0),
             "syntax": dict(syntax_cfg or {}, context=settings["context"]), "futures": summary}
-    features.save_features(out_npz, acts, words, meta)
+    rec = prov.features_record(
+        story_of(words_tsv), words_tsv, text_txt, model_cfg,
+        prov.model_revision(model_cfg["name"], model, seed=model_cfg.get("seed", 0)),
+        kind="syntactic_activations", syntax=settings,
+        spacy_model=(syntax_cfg or {}).get("spacy_model", "en_core_web_sm"),
+        corpus=(syntax_cfg or {}).get("corpus", "stories"))
+    features.save_features(out_npz, acts, words, meta, provenance=rec)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1157,11 +1212,15 @@ def make_story_continuations(words_tsv, text_txt, model_cfg, controls_cfg, layer
     word of a story (:func:`brainpred.continuations.generate_continuations`), at ``layer``.
 
     Written: ``layer``, ``generated`` (n_words, horizon, D), ``n_missing`` (words the token
-    budget did not complete, zeros) and ``continuations`` (the generated text of each word).
+    budget did not complete, zeros), ``continuations`` (the generated text of each word) and
+    ``provenance`` (kind ``continuations``: story, words and text sha256, model, revision,
+    settings, layer, horizon and the generation settings).
     """
     from pathlib import Path
 
     from . import continuations, features
+    from . import provenance as prov
+    from .pipeline import story_of
 
     g = (controls_cfg or {}).get("generated", {}) or {}
     words = io.read_tsv(words_tsv)
@@ -1176,6 +1235,11 @@ def make_story_continuations(words_tsv, text_txt, model_cfg, controls_cfg, layer
         batch_size=int(model_cfg.get("batch_size", 8)), layers=[int(layer)], progress=True,
         return_info=True)
     texts = info.get("text")
+    rec = prov.features_record(
+        story_of(words_tsv), words_tsv, text_txt, model_cfg,
+        prov.model_revision(model_cfg["name"], model, seed=model_cfg.get("seed", 0)),
+        kind="continuations", layer=int(layer), horizon=int(horizon), generated=dict(g))
     io.save_npz(out_npz, layer=np.array(int(layer)), generated=np.asarray(gen[0], np.float32),
                 n_missing=np.array(int(np.sum(info.get("n_missing", 0)))),
-                continuations=np.array([str(t) for t in texts] if texts is not None else []))
+                continuations=np.array([str(t) for t in texts] if texts is not None else []),
+                **{prov.KEY: prov.to_array(rec)})

@@ -716,7 +716,7 @@ def _json_default(obj):
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
-def save_features(path, activations, words, meta=None):
+def save_features(path, activations, words, meta=None, provenance=None):
     """Write activations, their word table and metadata to one ``.npz`` file, atomically.
 
     Parameters
@@ -728,6 +728,9 @@ def save_features(path, activations, words, meta=None):
         Each column is stored as an array (strings as unicode, no pickle).
     meta : dict
         JSON-serialisable metadata (model name, context, mode...).
+    provenance : dict, optional
+        What the activations were made from (:func:`brainpred.provenance.features_record`),
+        stored as a JSON string under ``provenance``; readers refuse a cache without it.
     """
     acts = np.asarray(activations, dtype=np.float32)
     if acts.ndim != 3 or acts.shape[1] != len(words):
@@ -736,6 +739,10 @@ def save_features(path, activations, words, meta=None):
     arrays = {"activations": acts,
               "meta_json": np.array(json.dumps(meta or {}, default=_json_default)),
               "word_columns": np.array([str(c) for c in words.columns], dtype=str)}
+    if provenance is not None:
+        from . import provenance as prov
+
+        arrays[prov.KEY] = prov.to_array(provenance)
     for col in words.columns:
         values = words[col].to_numpy()
         if values.dtype.kind in "biuf":
@@ -761,6 +768,8 @@ def load_features(path, expect=None):
     activations : ndarray of float32, shape (n_layers + 1, n_words, dim)
     words : DataFrame, n_words rows
     meta : dict
+        The file's metadata; its provenance record (:mod:`brainpred.provenance`), when it has
+        one, under ``meta["provenance"]``.
 
     Raises
     ------
@@ -803,4 +812,9 @@ def load_features(path, expect=None):
         if key not in meta or meta[key] != value:
             raise DataError(f"{path}: metadata {key} = {meta.get(key, '<missing>')!r}, expected "
                             f"{value!r}: the file was made with other settings. {fix}")
+    from . import provenance as prov
+
+    rec = prov.read(path, z)
+    if rec is not None:
+        meta = {**meta, "provenance": rec}
     return acts, words, meta

@@ -86,9 +86,16 @@ def make_story_words(root, story, out_tsv, out_txt):
         f.write(text)
 
 
-def make_story_features(words_tsv, text_txt, model_cfg, out_npz):
-    """Rule ``story_features``: activations of every layer for every word of a story."""
+def make_story_features(words_tsv, text_txt, model_cfg, out_npz, story=None):
+    """Rule ``story_features``: activations of every layer for every word of a story.
+
+    The cache records its provenance (:func:`brainpred.provenance.features_record`): the
+    story (``story``, by default read from the ``story-<s>_`` file name of ``words_tsv``), the
+    sha256 of ``words_tsv`` and ``text_txt``, the model, its revision and the result-changing
+    ``model.*`` settings.
+    """
     from . import features
+    from . import provenance as prov
 
     words = io.read_tsv(words_tsv)
     text = Path(text_txt).read_text(encoding="utf-8")
@@ -103,16 +110,32 @@ def make_story_features(words_tsv, text_txt, model_cfg, out_npz):
                                    progress=True)
     meta = {k: model_cfg.get(k) for k in ("name", "seed", "context_tokens", "mode",
                                           "min_context", "dtype")}
-    features.save_features(out_npz, acts, words, meta)
+    rec = prov.features_record(
+        story if story is not None else story_of(words_tsv), words_tsv, text_txt, model_cfg,
+        prov.model_revision(model_cfg["name"], model, seed=model_cfg.get("seed", 0)))
+    features.save_features(out_npz, acts, words, meta, provenance=rec)
 
 
-def make_bold_cache(gii_left, gii_right, run_table_tsv, basename, out_npy, space=None):
+def story_of(path):
+    """The story of a ``story-<s>_...`` file name (words table, text, feature cache)."""
+    name = Path(path).name
+    if not name.startswith("story-") or "_" not in name:
+        raise DataError(f"{path}: not a story-<name>_... file; pass the story explicitly.")
+    return name[len("story-"):].split("_", 1)[0]
+
+
+def make_bold_cache(gii_left, gii_right, run_table_tsv, basename, out_npy, space=None,
+                    out_json=None):
     """Rule ``bold_cache``: one run's BOLD as float32 ``.npy`` (n_trs, n_vertices), L then R.
 
     The run is cropped to the table's ``n_trs`` (the common length of its task); the vertex
-    count is checked against ``space`` and the GIfTI's TR against the sidecar's.
+    count is checked against ``space`` and the GIfTI's TR against the sidecar's. A JSON
+    sidecar ``out_json`` (default: ``out_npy`` with ``.json``) records the subject, basename,
+    both GIfTIs (path, size, mtime), n_trs, TR, space and the brainpred version
+    (:func:`brainpred.provenance.save_bold`); :func:`load_run_bold` checks it.
     """
     from . import narratives
+    from . import provenance as prov
 
     table = io.read_tsv(run_table_tsv, dtype={"run": str})
     rows = table[table["kept"] & (table["basename"] == basename)]
@@ -121,8 +144,9 @@ def make_bold_cache(gii_left, gii_right, run_table_tsv, basename, out_npy, space
     n = int(rows["n_trs"].iloc[0])
     bold = narratives.load_bold(gii_left, gii_right, n_trs=n if n > 0 else None, space=space,
                                 tr=float(rows["tr"].iloc[0]))
-    with io.atomic_path(out_npy) as tmp:
-        np.save(tmp, bold)
+    subject = str(rows["subject"].iloc[0]) if "subject" in rows else basename.split("_")[0]
+    prov.save_bold(out_npy, bold, subject, basename, tr=float(rows["tr"].iloc[0]), space=space,
+                   sources=(gii_left, gii_right), sidecar=out_json)
     log.info("%s: %d TRs x %d vertices", basename, *bold.shape)
 
 
@@ -221,24 +245,47 @@ def subject_bold(runs, bold_paths, zscore=True):
     -------
     Y : ndarray, shape (n_trs_total, n_vertices), float32
     """
-    parts = [load_run_bold(bold_paths[basename], int(g["n_trs"].iloc[0]), zscore)
+    parts = [load_run_bold(bold_paths[basename], int(g["n_trs"].iloc[0]), zscore,
+                           basename=basename)
              for basename, g in runs.groupby("basename", sort=False)]
     return np.concatenate(parts)
 
 
-def load_run_bold(path, n_trs, zscore=True):
+def load_run_bold(path, n_trs, zscore=True, basename=None):
     """One run's cached BOLD (``.npy``), cropped to ``n_trs`` and optionally z-scored over
     all its TRs (see :func:`subject_bold`).
+
+    Parameters
+    ----------
+    path : path
+        The ``.npy`` written by :func:`make_bold_cache`; its JSON sidecar must be beside it.
+    n_trs : int
+        The run table's length of the run: the sidecar must record the same.
+    zscore : bool
+    basename : str, optional
+        The run the caller loads (default: the file name up to ``_space-`` or the suffix);
+        the sidecar must name it.
 
     Returns
     -------
     Y : ndarray, shape (n_trs, n_vertices), float32
+
+    Raises
+    ------
+    DataError
+        Unreadable cache, missing sidecar, or a sidecar naming another run or length
+        (:func:`brainpred.provenance.check_bold`).
     """
+    from . import provenance as prov
+
+    if basename is None:
+        basename = Path(path).name.split("_space-")[0].removesuffix(".npy")
     try:
         y = np.load(path, mmap_mode="r")
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot read the BOLD cache ({exc}). Delete it and re-run "
                         "snakemake.") from exc
+    prov.check_bold(path, basename, n_trs, shape=y.shape)
     if y.shape[0] < n_trs:
         raise DataError(f"{path}: {y.shape[0]} TRs, the run table expects {n_trs}.")
     y = np.asarray(y[:n_trs], dtype=np.float32)
@@ -287,7 +334,73 @@ def _mapping_kwargs(config, groups):
         target_batch=int(mc.get("target_batch", 20000)), gap_trs=mc.get("gap_trs", 0))
 
 
-def make_fit_scores(subjects, run_table_tsv, feature_paths, bold_paths, config, out_npz):
+def load_story_features(feature_paths, stories, words_paths=None, model_cfg=None,
+                        kind="features"):
+    """Feature caches of the stories of a design, checked against what they were made from.
+
+    Parameters
+    ----------
+    feature_paths : dict
+        ``story -> features .npz``.
+    stories : iterable of str
+    words_paths : dict, optional
+        ``story -> current words table``: each cache's recorded words sha256 must match.
+    model_cfg : dict, optional
+        ``model`` config: the recorded result-changing settings must match.
+    kind : str
+        The cache kind recorded by its writer.
+
+    Returns
+    -------
+    feats : dict
+        ``story -> (activations, words)``.
+    records : dict
+        ``story -> provenance record``.
+
+    Raises
+    ------
+    DataError
+        A cache of another story or words table, made with other settings, without
+        provenance, or made with another model than the other stories' caches.
+    """
+    from . import features
+    from . import provenance as prov
+
+    feats, records = {}, {}
+    for story in stories:
+        path = feature_paths[story]
+        acts, words, meta = features.load_features(path)
+        rec = meta.get("provenance")
+        prov.check_features(path, rec, story,
+                            words_tsv=(words_paths or {}).get(story), model_cfg=model_cfg,
+                            kind=kind)
+        feats[story], records[story] = (acts, words), rec
+    prov.check_consistent([(feature_paths[s], r) for s, r in records.items()],
+                          ["model", "model_revision", "model_settings"],
+                          what=f"{kind.replace('_', ' ')} cache")
+    return feats, records
+
+
+def scores_provenance(kind, subjects, stories, records, config, **extra):
+    """The provenance record of a score file (:func:`brainpred.provenance.scores_record`):
+    the model from the feature caches' ``records``, the layer, distances and mapping
+    settings from ``config``."""
+    from . import provenance as prov
+
+    first = next(iter(records.values()), {}) if records else {}
+    feat, fc = config.get("features", {}) or {}, config.get("forecast", {}) or {}
+    return prov.scores_record(
+        kind, subjects, stories, model=first.get("model"),
+        model_revision=first.get("model_revision"), model_settings=first.get("model_settings"),
+        layer=feat.get("layer"), distances=sorted(int(d) for d in fc.get("distances", [])),
+        mapping=config.get("mapping"),
+        design={"tr_offset": int(feat.get("tr_offset", 1)),
+                "tr_method": feat.get("tr_method", "sum"), "width": int(fc.get("width", 7))},
+        words_sha256={s: r.get("words_sha256") for s, r in sorted(records.items())}, **extra)
+
+
+def make_fit_scores(subjects, run_table_tsv, feature_paths, bold_paths, config, out_npz,
+                    words_paths=None):
     """Rule ``fit_scores``: brain and forecast scores of subjects who share a stimulus.
 
     The design (X and the forecast windows) is built once; subjects whose design is identical
@@ -304,25 +417,31 @@ def make_fit_scores(subjects, run_table_tsv, feature_paths, bold_paths, config, 
     bold_paths : dict
         ``basename -> BOLD .npy`` for the runs of every subject.
     config : dict
+        ``features``, ``forecast``, ``mapping`` and, when present, ``model`` (the feature
+        caches' recorded model settings are then checked against it).
     out_npz : path
         Written with ``distances`` and, per subject, ``<subject>__brain_score`` (V,) and
-        ``<subject>__forecast_brain_score`` (n_d, V).
+        ``<subject>__forecast_brain_score`` (n_d, V), and ``provenance``
+        (:func:`scores_provenance`).
+    words_paths : dict, optional
+        ``story -> words table``: the feature caches' recorded words sha256 are checked
+        against them (without: only the recorded story, kind and model consistency).
     """
-    from . import features, mapping
+    from . import mapping
+    from . import provenance as prov
 
     table = io.read_tsv(run_table_tsv, dtype={"run": str})
     fc, mc, feat = config["forecast"], config["mapping"], config["features"]
     distances = sorted(int(d) for d in fc["distances"])
-    story_feats = {}
+    kept = table[table["kept"] & table["subject"].isin(list(subjects))]
+    story_feats, records = load_story_features(feature_paths, list(pd.unique(kept["story"])),
+                                               words_paths=words_paths,
+                                               model_cfg=config.get("model"))
     designs = []     # [(X, windows, lengths, groups, [subjects])]
     for subject in subjects:
         runs = table[table["kept"] & (table["subject"] == subject)]
         if runs.empty:
             raise DataError(f"{run_table_tsv}: no kept run for {subject}.")
-        for story in runs["story"].unique():
-            if story not in story_feats:
-                acts, words, _ = features.load_features(feature_paths[story])
-                story_feats[story] = (acts, words)
         X, windows, lengths, groups = subject_design(
             runs, story_feats, int(feat["layer"]), distances, width=int(fc.get("width", 7)),
             tr_offset=int(feat.get("tr_offset", 1)), tr_method=feat.get("tr_method", "sum"))
@@ -333,7 +452,10 @@ def make_fit_scores(subjects, run_table_tsv, feature_paths, bold_paths, config, 
                 break
         else:
             designs.append((X, windows, lengths, groups, [subject]))
-    out = {"distances": np.array(distances), "subjects": np.array(list(subjects))}
+    out = {"distances": np.array(distances), "subjects": np.array(list(subjects)),
+           prov.KEY: prov.to_array(scores_provenance("fit_scores", subjects, list(records),
+                                                     records, config,
+                                                     file=Path(out_npz).name))}
     for X, windows, lengths, groups, members in designs:
         Y_list = []
         for subject in members:
@@ -367,15 +489,29 @@ def make_subject_scores(subject, fit_npz, outputs, labels_paths=None):
     labels_paths : (path, path) or None
         Region labels of the left and right hemispheres.
     """
+    from . import provenance as prov
+
     fit = io.load_npz(fit_npz)
+    rec = prov.read(fit_npz, fit)
+    prov.check(fit_npz, rec, {"kind": "fit_scores"}, what="fit score file")
+    prov.check_file_name(fit_npz, rec, what="fit score file")
+    if subject not in rec.get("subjects", []):
+        raise DataError(f"{fit_npz}: this fit score file was made for subjects "
+                        f"{rec.get('subjects')}, not {subject}: {prov.FIX}.")
     key = f"{subject}__brain_score"
     if key not in fit:
         raise DataError(f"{fit_npz}: holds no scores of {subject}; re-run snakemake.")
     distances = [int(d) for d in fit["distances"]]
+    if distances != rec.get("distances"):
+        raise DataError(f"{fit_npz}: distances {distances}, its provenance records "
+                        f"{rec.get('distances')}: {prov.FIX}.")
     R_X, R_XW = fit[key], fit[f"{subject}__forecast_brain_score"]
     F = (R_XW - R_X[None]).astype(np.float32)
+    mine = {**rec, "kind": "subject_scores", "subject": subject, "fit": Path(fit_npz).name,
+            "file": Path(outputs["npz"]).name, "brainpred_version": prov.brainpred_version()}
     io.save_npz(outputs["npz"], subject=np.array(subject), distances=np.array(distances),
-                brain_score=R_X, forecast_brain_score=R_XW, forecast_score=F)
+                brain_score=R_X, forecast_brain_score=R_XW, forecast_score=F,
+                **{prov.KEY: prov.to_array(mine)})
     write_surface_maps(outputs["brain_L"], outputs["brain_R"], R_X[None], ["brain score"])
     write_surface_maps(outputs["forecast_L"], outputs["forecast_R"], F,
                        [f"forecast score d={d}" for d in distances])
@@ -500,6 +636,7 @@ def group_maps(subject_npzs, config, ceiling_npzs=()):
     from .noise_ceiling import percent_of_ceiling
 
     data = [io.load_npz(p) for p in subject_npzs]
+    check_subject_scores(subject_npzs, data)
     distances = data[0]["distances"]
     for p, d in zip(subject_npzs, data):
         if not np.array_equal(d["distances"], distances):
@@ -584,6 +721,49 @@ def group_maps(subject_npzs, config, ceiling_npzs=()):
                    ceiling_p=c_p, ceiling_q=c_q,
                    percent_ceiling=percent_of_ceiling(bs_mean, c_mean, min_c))
     return out
+
+
+#: Provenance fields that must agree between the score files combined by a group step.
+SCORES_SHARED = ("model", "model_revision", "model_settings", "layer", "distances", "mapping",
+                 "design")
+
+
+def check_subject_scores(subject_npzs, data):
+    """Refuse subject score files without provenance, of another subject than they hold, or
+    made from another model, layer, distances or mapping settings than the first file.
+
+    Parameters
+    ----------
+    subject_npzs : list of path
+    data : list of dict
+        Their loaded arrays.
+
+    Returns
+    -------
+    list of dict
+        Their provenance records.
+    """
+    from . import provenance as prov
+
+    items, seen = [], {}
+    for p, d in zip(subject_npzs, data):
+        rec = prov.read(p, d)
+        subject = str(d["subject"])
+        prov.check(p, rec, {"kind": "subject_scores", "subject": subject},
+                   what="subject score file")
+        prov.check_file_name(p, rec, what="subject score file")
+        stem = Path(p).name.split("_")[0]
+        if stem.startswith("sub-") and stem != subject:
+            raise DataError(f"{p}: this subject score file holds the scores of {subject} (from "
+                            f"{rec.get('fit')}), not of {stem}: it was copied from another "
+                            f"subject's file; {prov.FIX}.")
+        if subject in seen:
+            raise DataError(f"{p} and {seen[subject]} both hold the scores of {subject}: one "
+                            f"was copied from the other; {prov.FIX}.")
+        seen[subject] = p
+        items.append((p, rec))
+    prov.check_consistent(items, SCORES_SHARED, what="subject score file")
+    return [r for _, r in items]
 
 
 def _responsive_vertices(mode, reject, low, mean):
@@ -994,7 +1174,8 @@ def make_listener_sums(task, run_table_tsv, bold_paths, config, out_npz, out_tsv
         raise DataError(f"{run_table_tsv}: no kept run of task {task}.")
     listeners = nc.listener_table(runs)      # checks the TR grid before any BOLD is read
     zscore = config["mapping"].get("zscore_runs", True)
-    sums = nc.listener_sums(runs, lambda b, n: load_run_bold(bold_paths[b], n, zscore))
+    sums = nc.listener_sums(runs, lambda b, n: load_run_bold(bold_paths[b], n, zscore,
+                                                             basename=b))
     for key, (_, _, members) in sums.items():
         conds = sorted(set(members["condition"]) - {""})
         log.info("%s (task %s): summed %d listeners%s", key[1], key[0], len(members),
@@ -1046,7 +1227,7 @@ def make_noise_ceiling(subject, run_table_tsv, bold_paths, config, outputs, sums
     zscore = mc.get("zscore_runs", True)
 
     def load(basename, n):
-        return load_run_bold(bold_paths[basename], n, zscore)
+        return load_run_bold(bold_paths[basename], n, zscore, basename=basename)
 
     sums = nc.load_listener_sums(sums_paths) if sums_paths else None
     Y, P, lengths, n_others, used = nc.other_subjects_mean(subject, runs, load, sums=sums,

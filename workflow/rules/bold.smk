@@ -1,5 +1,6 @@
 # BOLD: each run's GIfTI pair parsed once into a float32 .npy (n_trs x n_vertices, L then R),
-# cropped to the run table's length.
+# cropped to the run table's length, with a JSON sidecar recording what it was made from (the
+# readers refuse a cache whose sidecar is missing or names another run).
 
 
 rule bold_cache:
@@ -8,7 +9,8 @@ rule bold_cache:
         right=lambda w: gifti(w.subject, w.basename, "R"),
         table=f"{RESULTS}/tables/desc-runs_table.tsv",
     output:
-        bold_file("{subject}", "{basename}"),
+        bold=bold_file("{subject}", "{basename}"),
+        sidecar=bold_file("{subject}", "{basename}").removesuffix(".npy") + ".json",
     params:
         space=SPACE,
     conda:

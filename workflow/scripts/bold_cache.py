@@ -4,4 +4,5 @@ from brainpred.workflow import setup_logging
 
 setup_logging(snakemake.log[0])
 make_bold_cache(snakemake.input.left, snakemake.input.right, snakemake.input.table,
-                snakemake.wildcards.basename, snakemake.output[0], space=snakemake.params.space)
+                snakemake.wildcards.basename, snakemake.output.bold, space=snakemake.params.space,
+                out_json=snakemake.output.sidecar)
