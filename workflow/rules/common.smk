@@ -159,6 +159,9 @@ def fit_scores_input(w):
         "table": f"{RESULTS}/tables/desc-runs_table.tsv",
         "features": [f"{RESULTS}/features/model-{MODEL}/story-{s}_desc-activations.npz"
                      for s in sorted(runs["story"].unique())],
+        # the words tables the caches were made from: the fit checks their hash (provenance)
+        "words": [f"{RESULTS}/words/story-{s}_desc-words_table.tsv"
+                  for s in sorted(runs["story"].unique())],
         "bold": [bold_file(r.subject, r.basename)
                  for r in runs.drop_duplicates("basename").itertuples()],
     }

@@ -9,6 +9,7 @@ limit_threads(snakemake.threads)
 stories = list(snakemake.params.stories)
 inputs = snakemake.input
 sources = {"acts": dict(zip(stories, inputs.features))}
+sources["words"] = dict(zip(stories, inputs.words))
 for key in ("generated", "syntactic"):
     if key in inputs.keys():
         sources[key] = dict(zip(stories, inputs[key]))

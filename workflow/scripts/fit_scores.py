@@ -13,4 +13,5 @@ make_fit_scores(
     dict(zip(snakemake.params.basenames, snakemake.input.bold)),
     config,
     snakemake.output[0],
+    words_paths=dict(zip(snakemake.params.stories, snakemake.input.words)),
 )
