@@ -90,3 +90,40 @@ def test_an_unexpected_error_keeps_its_traceback_everywhere(tmp_path):
     assert proc.returncode == 1
     assert "unexpected error" in log.splitlines()[0] and "ZeroDivisionError" in log
     assert "Traceback" in proc.stderr
+
+
+def test_model_load_errors_say_what_to_do(tmp_path, monkeypatch):
+    import json
+
+    from brainpred.errors import ConfigError
+    from brainpred.features import load_model
+
+    folder = tmp_path / "my_model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 2}))
+    with pytest.raises(ConfigError, match=r"exists but holds no loadable model.*weights"):
+        load_model(str(folder), device="cpu")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
+    with pytest.raises(ConfigError, match=r"`hf download no-such-org/no-model`") as err:
+        load_model("no-such-org/no-model", device="cpu")
+    assert "huggingface-cli" not in str(err.value)
+
+
+def test_a_run_whose_sidecar_says_another_tr_is_refused_at_start():
+    import pandas as pd
+
+    from brainpred.narratives import check_task_trs
+
+    rows = [("sub-001", "pieman", "pieman", "1", 1.5), ("sub-002", "pieman", "pieman", "", 1.5),
+            ("sub-003", "pieman", "pieman", "", 2.0),           # the edited sidecar
+            ("sub-004", "milkyway", "milkywayoriginal", "", 1.5),
+            ("sub-005", "milkyway", "milkywaysynonyms", "", 1.52)]   # another audio: fine
+    table = pd.DataFrame(rows, columns=["subject", "task", "story", "run", "tr"])
+    table["kept"] = True
+    with pytest.raises(DataError, match=r"sub-003/func/sub-003_task-pieman_bold.json.*"
+                                        r"RepetitionTime 2 s, but the other 2 runs of pieman "
+                                        r"\(pieman\) say 1.5 s.*scan_exclude"):
+        check_task_trs(table)
+    table.loc[2, "kept"] = False                                 # excluded: no complaint
+    check_task_trs(table)

@@ -206,13 +206,20 @@ def load_model(name, seed=0, device="auto", dtype="float32"):
         tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
     except (OSError, ValueError, KeyError) as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
-        hint = ("HF_HUB_OFFLINE is set, so only models already in the HuggingFace cache can be "
-                "loaded: download it first on a machine with internet "
-                f"(`huggingface-cli download {name}`) or point model.name to a local directory"
-                if offline else
-                "check the spelling of the hub id and your internet connection, or point "
-                "model.name to a local directory")
+        offline = any(os.environ.get(v, "") not in ("", "0", "false", "False")
+                      for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+        if path.exists():
+            hint = (f"the folder {path} exists but holds no loadable model (it needs "
+                    "config.json, the weights (model.safetensors or pytorch_model.bin) and the "
+                    "tokenizer files, as written by `model.save_pretrained(folder)` and "
+                    "`tokenizer.save_pretrained(folder)`)")
+        elif offline:
+            hint = ("HF_HUB_OFFLINE is set, so only models already in the HuggingFace cache can "
+                    f"be loaded: download it first on a machine with internet (`hf download "
+                    f"{name}`) or point model.name to a local directory")
+        else:
+            hint = ("check the spelling of the hub id and your internet connection, or point "
+                    "model.name to a local directory")
         raise ConfigError(f"model.name: cannot load {name!r} ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''}); {hint}; or use "
                           "'tiny-gpt2' for the offline test model.") from exc

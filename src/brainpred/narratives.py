@@ -522,7 +522,50 @@ def build_run_table(root, tasks="all", subjects="all", space="fsaverage6",
     table["kept"] = table["kept"].astype(bool)
     table["audio_onset"] = table["audio_onset"].astype(float)
     table["tr"] = table["tr"].astype(float)
+    check_task_trs(table, root)
     return table
+
+
+def check_task_trs(table, root=None, tol=1e-3):
+    """Every kept run of one audio (task and story) must have the same TR.
+
+    A run whose sidecar says another ``RepetitionTime`` than the other runs of its audio (a
+    copy or edit error: the real release has 1.5 s everywhere but 1.52 s in the milkyway
+    "synonyms" version, which is its own story) would be binned on a wrong grid and silently
+    lose its scores; it is refused when the workflow starts, naming its sidecar.
+
+    Parameters
+    ----------
+    table : DataFrame
+        :func:`build_run_table` rows (``subject, task, story, run, kept, tr``).
+    root : path, optional
+        The dataset root (for the sidecar paths in the message).
+    tol : float
+        Seconds two TRs may differ by.
+
+    Raises
+    ------
+    DataError
+        Naming the odd runs' sidecars, their TR and the TR of the audio's other runs.
+    """
+    kept = table[table["kept"] & np.isfinite(table["tr"].astype(float))]
+    for (task, story), rows in kept.groupby(["task", "story"]):
+        trs = rows["tr"].astype(float).round(6)
+        if trs.max() - trs.min() <= tol:
+            continue
+        common = float(trs.mode().iloc[0])
+        odd = rows[(trs - common).abs() > tol]
+        names = [f"{r.subject}/func/{r.subject}_task-{r.task}"
+                 f"{'_run-' + str(r.run) if str(r.run) not in ('', 'nan') else ''}_bold.json"
+                 for r in odd.itertuples()]
+        where = f" under {root}" if root is not None else ""
+        raise DataError(
+            f"{names[0]}{where}: RepetitionTime {float(odd['tr'].iloc[0]):g} s, but the other "
+            f"{len(rows) - len(odd)} runs of {story} ({task}) say {common:g} s"
+            + (f" (also {', '.join(names[1:4])}{' ...' if len(names) > 4 else ''})"
+               if len(names) > 1 else "")
+            + ". Fix the sidecar (RepetitionTime, seconds) or exclude the run "
+            "(code/scan_exclude.json).")
 
 
 def _load_exclude(root, scan_exclude, warn=True):

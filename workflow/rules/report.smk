@@ -9,7 +9,9 @@ rule effective_config:
     output:
         EFFECTIVE_CONFIG,
     params:
-        config=config,
+        # the result-changing keys: a runtime-only edit (batch size, device...) reruns nothing;
+        # the script writes the whole config
+        config=config_for(*config),
     conda:
         "../envs/brainpred.yaml"
     log:

@@ -6,6 +6,8 @@ from brainpred.workflow import setup_logging
 log = setup_logging(snakemake.log[0])
 with atomic_write(snakemake.output[0]) as f:
     f.write("# The effective configuration of this run: the config file(s) and --config\n"
-            "# overrides, every other key at its schema default (workflow/schemas/).\n")
-    f.write(dump_config(snakemake.params.config))
+            "# overrides, every other key at its schema default (workflow/schemas/).\n"
+            "# Runtime-only keys (batch sizes, device, backend, download jobs) are those of\n"
+            "# the run that wrote this file: changing them alone changes no result.\n")
+    f.write(dump_config(snakemake.config))
 log.info("wrote %s", snakemake.output[0])
