@@ -137,16 +137,21 @@ def read_tsv(path, **kwargs) -> pd.DataFrame:
     return pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False, **kwargs)
 
 
-def read_json(path):
-    """Read a JSON file, with an error that names the file."""
+def _read_structured(path, load, errors, kind):
+    """``load(file)`` of a text file, with errors that name the file."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found.")
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: invalid JSON ({exc}).") from exc
+            return load(f)
+    except errors as exc:
+        raise DataError(f"{path}: invalid {kind} ({exc}).") from exc
+
+
+def read_json(path):
+    """Read a JSON file, with an error that names the file."""
+    return _read_structured(path, json.load, json.JSONDecodeError, "JSON")
 
 
 def write_json(path, obj, indent=2):
@@ -160,11 +165,4 @@ def read_yaml(path):
     """Read a YAML file, with an error that names the file."""
     import yaml
 
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: file not found.")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return yaml.safe_load(f)
-    except yaml.YAMLError as exc:
-        raise DataError(f"{path}: invalid YAML ({exc}).") from exc
+    return _read_structured(path, yaml.safe_load, yaml.YAMLError, "YAML")
