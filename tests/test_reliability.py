@@ -127,3 +127,35 @@ def test_a_run_whose_sidecar_says_another_tr_is_refused_at_start():
         check_task_trs(table)
     table.loc[2, "kept"] = False                                 # excluded: no complaint
     check_task_trs(table)
+
+
+@pytest.mark.parametrize("mapping, match", [
+    ({"n_folds": 1000}, r"mapping.n_folds = 1000 .*sub-\d+ has \d+ TRs"),
+    ({"n_components": 500}, r"mapping.n_components = 500"),
+])
+def test_folds_and_components_are_checked_against_the_data_at_start(mapping, match):
+    import yaml
+
+    from brainpred.config import prepare_config
+    from brainpred.errors import ConfigError
+    from brainpred.workflow import run_plan
+
+    with open(__import__("pathlib").Path(__file__).parents[1] / "config" / "config.yaml") as f:
+        cfg = prepare_config(yaml.safe_load(f), check_model=False)
+    run_plan(cfg)                                                # the demo: fine
+    cfg["mapping"].update(mapping)
+    with pytest.raises(ConfigError, match=match):
+        run_plan(cfg)
+
+
+def test_a_gain_distance_that_is_not_fitted_is_refused_at_start():
+    import yaml
+
+    from brainpred.config import prepare_config
+    from brainpred.errors import ConfigError
+
+    with open(__import__("pathlib").Path(__file__).parents[1] / "config" / "config.yaml") as f:
+        cfg = yaml.safe_load(f)
+    cfg["stats"]["gain_distance"] = 9
+    with pytest.raises(ConfigError, match=r"stats.gain_distance = 9: not in forecast.distances"):
+        prepare_config(cfg)

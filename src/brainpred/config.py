@@ -24,7 +24,7 @@ from .errors import ConfigError
 from .workflow import coerce_config
 
 __all__ = ["SCHEMA_PATH", "load_schema", "schema_defaults", "apply_defaults", "check_config",
-           "model_dims", "check_model_config", "prepare_config", "dump_config", "RUNTIME_KEYS",
+           "model_dims", "check_model_config", "check_plan_sizes", "prepare_config", "dump_config", "RUNTIME_KEYS",
            "result_settings", "with_runtime", "with_runtime_config"]
 
 #: The config schema of the workflow (``workflow/schemas/config.schema.yaml``).
@@ -117,6 +117,11 @@ def check_config(config):
         raise ConfigError(
             f"stats.dstar_reference = {ref}: the two distances must differ (the d* map is shown "
             "where F(d1) - F(d0) is reliably above 0; paper: [0, 8]).")
+    gd = config["stats"]["gain_distance"]
+    if gd != "best" and int(gd) not in distances:
+        raise ConfigError(
+            f"stats.gain_distance = {gd}: not in forecast.distances {distances}. Use one of "
+            "them (paper: 8) or 'best' (the group's best distance).")
     ft = config.get("finetune") or {}
     if (ft.get("enabled") and ft.get("corpus") == "stories"
             and config["dataset"]["source"] != "synthetic"
@@ -128,6 +133,41 @@ def check_config(config):
             "corpus (the paper: Wikipedia, e.g. finetune.corpus: {hf_dataset: wikitext, "
             "config: wikitext-103-raw-v1}, or a list of text files), or set "
             "finetune.allow_stimulus_corpus: true to do it deliberately.")
+    return config
+
+
+def check_plan_sizes(runs, config):
+    """Folds and PCA sizes against the data, before any job: raise :class:`ConfigError`.
+
+    Parameters
+    ----------
+    runs : DataFrame
+        The run plan with ``subject`` and ``n_trs`` (runs of unknown length, ``n_trs <= 0``,
+        e.g. not yet downloaded, are left out).
+    config : dict
+        ``mapping`` (``n_folds``, ``n_inner_folds``, ``n_components``, ``gap_trs``).
+    """
+    known = runs[runs["n_trs"].astype(int) > 0]
+    if known.empty:
+        return config
+    per_subject = known.drop_duplicates(["subject", "basename"] if "basename" in known
+                                        else ["subject", "task", "run"])
+    totals = per_subject.groupby("subject")["n_trs"].sum()
+    shortest, who = int(totals.min()), str(totals.idxmin())
+    mc = config["mapping"]
+    n_folds, n_inner = int(mc["n_folds"]), int(mc["n_inner_folds"])
+    test = -(-shortest // n_folds)
+    train = shortest - test - 2 * int(mc["gap_trs"])
+    if train < 2 * n_inner or test < 2:
+        raise ConfigError(
+            f"mapping.n_folds = {n_folds} (n_inner_folds = {n_inner}, gap_trs = "
+            f"{mc['gap_trs']}): {who} has {shortest} TRs, too few for folds of at least 2 "
+            f"test TRs and {n_inner} inner folds of 2 training TRs. Use fewer folds (paper: 5).")
+    if int(mc["n_components"]) > train // n_inner * (n_inner - 1):
+        raise ConfigError(
+            f"mapping.n_components = {mc['n_components']}: more than the "
+            f"{train // n_inner * (n_inner - 1)} TRs of {who}'s smallest inner training fold, "
+            "so PCA would silently keep fewer. Use fewer components (paper: 20).")
     return config
 
 

@@ -103,6 +103,10 @@ def run_plan(config) -> pd.DataFrame:
         raise ConfigError("dataset.subjects / dataset.tasks select no run. Check both lists.")
     runs["basename"] = [run_basename(s, t, r) for s, t, r in
                         zip(runs["subject"], runs["task"], runs["run"])]
+    if "n_trs" in runs and "mapping" in config:
+        from .config import check_plan_sizes
+
+        check_plan_sizes(runs, config)     # folds and PCA sizes against the shortest subject
     return runs.sort_values(["subject", "basename", "story"]).reset_index(drop=True)[
         ["subject", "task", "story", "run", "basename"]]
 
