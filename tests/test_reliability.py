@@ -159,3 +159,139 @@ def test_a_gain_distance_that_is_not_fitted_is_refused_at_start():
     cfg["stats"]["gain_distance"] = 9
     with pytest.raises(ConfigError, match=r"stats.gain_distance = 9: not in forecast.distances"):
         prepare_config(cfg)
+
+
+# --------------------------------------------------------------------------------------------
+# On a tiny demo, through Snakemake: stale inputs rerun what depends on them, bad inputs stop
+# the run with a message naming the file or key
+# --------------------------------------------------------------------------------------------
+
+def _tiny_demo_config():
+    import pathlib
+
+    import yaml
+
+    cfg = yaml.safe_load((pathlib.Path(__file__).parents[1] / "config" / "config.yaml")
+                         .read_text())
+    cfg["synthetic"].update(n_subjects=3, n_stories=2, stories_per_subject=1,
+                            speech_duration=90.0, plant_syntax=False)
+    cfg["forecast"]["distances"] = [0, 8]
+    for section in ("layers", "controls", "syntax", "finetune"):
+        cfg[section]["enabled"] = False
+    return cfg
+
+
+def _workflow(workdir, *args, check=True):
+    import pathlib
+
+    repo = pathlib.Path(__file__).parents[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg",
+           "BRAINPRED_CACHE": str(workdir / "cache")}
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile",
+                           str(repo / "Snakefile"), "--directory", str(workdir),
+                           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args],
+                          cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def tiny_demo(tmp_path_factory):
+    import yaml
+
+    workdir = tmp_path_factory.mktemp("tiny-demo")
+    (workdir / "config.yaml").write_text(yaml.safe_dump(_tiny_demo_config()))
+    _workflow(workdir)
+    return workdir
+
+
+def _planned(proc):
+    """Rules a dry run plans (the job-stats table)."""
+    import re
+
+    return {r for r, _ in re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, flags=re.M)} - {"total"}
+
+
+def _scores(workdir, subject):
+    (path,) = (workdir / "results" / "scores").rglob(f"{subject}_desc-scores.npz")
+    with np.load(path) as z:
+        return z["brain_score"].copy()
+
+
+@pytest.mark.slow
+def test_an_edited_events_onset_reruns_the_run_table_and_changes_the_scores(tiny_demo):
+    import pandas as pd
+
+    assert "Nothing to be done" in _workflow(tiny_demo, "-n").stdout
+    (events,) = sorted((tiny_demo / "resources").rglob("sub-001_task-*_events.tsv"))[:1]
+    before = _scores(tiny_demo, "sub-001")
+    table = pd.read_csv(events, sep="\t")
+    table.loc[0, "onset"] = float(table.loc[0, "onset"]) + 6.0     # the story starts 4 TRs later
+    table.to_csv(events, sep="\t", index=False)
+    planned = _planned(_workflow(tiny_demo, "-n"))
+    assert {"run_table", "fit_scores", "subject_scores", "group", "report"} <= planned
+    assert "story_features" not in planned and "synthetic_dataset" not in planned
+    _workflow(tiny_demo)
+    assert not np.allclose(before, _scores(tiny_demo, "sub-001"), equal_nan=True)
+
+
+@pytest.mark.slow
+def test_an_edited_transcript_reruns_its_story(tiny_demo):
+    (transcript,) = sorted((tiny_demo / "resources").rglob("transcript.txt"))[:1]
+    story = transcript.parent.name
+    text = transcript.read_text()
+    transcript.write_text(text.replace(".", "!", 1))
+    planned = _planned(_workflow(tiny_demo, "-n"))
+    assert "story_words" in planned and "story_features" in planned
+    _workflow(tiny_demo)
+    words = (tiny_demo / "results" / "words" / f"story-{story}_desc-text.txt").read_text()
+    assert "!" in words
+
+
+@pytest.mark.slow
+def test_another_storys_features_copied_over_a_cache_are_refused(tiny_demo):
+    import shutil
+
+    caches = sorted((tiny_demo / "results" / "features").rglob("story-*_desc-activations.npz"))
+    assert len(caches) == 2
+    shutil.copy(caches[1], caches[0])                              # newer: the fits rerun
+    proc = _workflow(tiny_demo, check=False)
+    assert proc.returncode != 0
+    logs = "".join(p.read_text() for p in (tiny_demo / "logs" / "fit_scores").rglob("*.log"))
+    story0 = caches[0].name.split("_")[0].split("-")[1]
+    story1 = caches[1].name.split("_")[0].split("-")[1]
+    assert story0 in logs and story1 in logs and "re-run snakemake" in logs
+    caches[0].unlink()                                             # the fix the message gives
+    _workflow(tiny_demo)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("override, match", [
+    ("stats={dstar_reference: [0, 9]}", "stats.dstar_reference"),
+    ("features={layer: 99}", "features.layer"),
+    ("mapping={n_folds: 1000}", "mapping.n_folds"),
+    ("modle={name: gpt2}", "'modle' was unexpected"),
+])
+def test_bad_config_values_stop_the_dry_run(tiny_demo, override, match):
+    proc = _workflow(tiny_demo, "-n", "--config", override, check=False)
+    assert proc.returncode != 0 and match in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_a_sidecar_with_another_tr_stops_the_run_table(tiny_demo):
+    import json
+
+    # sub-001 shares its story with sub-003 (a lone listener has no other run to disagree with)
+    sidecars = sorted((tiny_demo / "resources").rglob("sub-001_task-*_bold.json"))
+    meta = json.loads(sidecars[0].read_text())
+    old = dict(meta)
+    meta["RepetitionTime"] = 2.0
+    sidecars[0].write_text(json.dumps(meta))
+    try:
+        proc = _workflow(tiny_demo, check=False)
+        assert proc.returncode != 0
+        log = (tiny_demo / "logs" / "run_table.log").read_text()
+        assert sidecars[0].name in log.splitlines()[0] and "RepetitionTime 2 s" in log
+    finally:
+        sidecars[0].write_text(json.dumps(old))
