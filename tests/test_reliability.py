@@ -181,12 +181,14 @@ def _tiny_demo_config():
     return cfg
 
 
-def _workflow(workdir, *args, check=True):
+def _workflow(workdir, *args, check=True, offline=True):
     import pathlib
 
     repo = pathlib.Path(__file__).parents[1]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg",
            "BRAINPRED_CACHE": str(workdir / "cache")}
+    if not offline:
+        env = {k: v for k, v in env.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile",
                            str(repo / "Snakefile"), "--directory", str(workdir),
                            "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args],
@@ -295,3 +297,16 @@ def test_a_sidecar_with_another_tr_stops_the_run_table(tiny_demo):
         assert sidecars[0].name in log.splitlines()[0] and "RepetitionTime 2 s" in log
     finally:
         sidecars[0].write_text(json.dumps(old))
+    _workflow(tiny_demo)                                           # fixed: the run completes
+
+
+@pytest.mark.slow
+def test_a_typo_in_model_name_never_touches_the_generated_dataset(tiny_demo):
+    # offline (as here): stopped at start, naming the key
+    proc = _workflow(tiny_demo, "-n", "--config", "model={name: tiny-gpt3}", check=False)
+    assert proc.returncode != 0 and "model.name = 'tiny-gpt3'" in proc.stdout + proc.stderr
+    # online, where the hub may have it: the features are replanned, the dataset is not
+    planned = _planned(_workflow(tiny_demo, "-n", "--config", "model={name: tiny-gpt3}",
+                                 offline=False))
+    assert "story_features" in planned and "synthetic_dataset" not in planned
+    assert "Nothing to be done" in _workflow(tiny_demo, "-n").stdout

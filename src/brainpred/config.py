@@ -250,9 +250,6 @@ def check_model_config(config, dims):
         checks += [("finetune.target_layer", [ft["target_layer"]]),
                    ("finetune.eval_layers", ft["eval_layers"]),
                    ("finetune.train_layers", ft["train_layers"])]
-    if config["dataset"]["source"] == "synthetic":
-        syn = config.get("synthetic") or {}
-        checks += [(f"synthetic.{k}", [syn[k]]) for k in ("layer", "depth_layer") if k in syn]
     for key, values in checks:
         bad = [int(v) for v in values if not 0 <= int(v) <= n_layers]
         if bad:
@@ -303,7 +300,18 @@ def prepare_config(config, schema=None, check_model=True):
     check_config(config)
     if check_model:
         check_model_config(config, model_dims(config["model"]["name"]))
+        if config["dataset"]["source"] == "synthetic":
+            _check_synthetic_layers(config["synthetic"], model_dims(config["synthetic"]["model"]))
     return config
+
+
+def _check_synthetic_layers(syn, dims):
+    if dims is None:
+        return
+    for key in ("layer", "depth_layer"):
+        if not 0 <= int(syn[key]) <= dims[0]:
+            raise ConfigError(f"synthetic.{key} = {syn[key]}: outside the layers 0..{dims[0]} of "
+                              f"synthetic.model = {syn['model']!r}.")
 
 
 #: Keys that change how fast or where a job runs, never its results: they are not job params
