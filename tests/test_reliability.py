@@ -310,3 +310,31 @@ def test_a_typo_in_model_name_never_touches_the_generated_dataset(tiny_demo):
                                  offline=False))
     assert "story_features" in planned and "synthetic_dataset" not in planned
     assert "Nothing to be done" in _workflow(tiny_demo, "-n").stdout
+
+
+def test_run_lengths_are_checked_against_their_stories_before_any_fit(tmp_path, caplog):
+    import logging
+
+    import pandas as pd
+
+    from brainpred.pipeline import check_runs_cover_their_stories
+
+    story = tmp_path / "stimuli" / "gentle" / "tale"
+    story.mkdir(parents=True)
+    story.joinpath("align.csv").write_text("".join(
+        f"w{i},w{i},{2.0 * i:.2f},{2.0 * i + 0.5:.2f}\n" for i in range(100)))   # 0..198 s
+    row = dict(subject="sub-001", task="tale", run="", story="tale", audio_onset=3.0,
+               basename="sub-001_task-tale")
+    short = pd.DataFrame([{**row, "tr": 1.5, "n_trs": 60}])                       # 90 s
+    with pytest.raises(DataError, match=r"sub-001_task-tale \(tale\): \d+ of 100 words start "
+                                        r"after the end of the run"):
+        check_runs_cover_their_stories(tmp_path, short)
+    fine = pd.DataFrame([{**row, "tr": 1.5, "n_trs": 140}])                       # 210 s
+    with caplog.at_level(logging.WARNING, logger="brainpred"):
+        check_runs_cover_their_stories(tmp_path, fine)
+    assert not caplog.records
+    wrong_tr = pd.DataFrame([{**row, "tr": 2.5, "n_trs": 140}])                   # 350 s
+    with caplog.at_level(logging.WARNING, logger="brainpred"):
+        check_runs_cover_their_stories(tmp_path, wrong_tr)
+    assert "sub-001/func/sub-001_task-tale_bold.json" in caplog.text
+    assert "check its RepetitionTime" in caplog.text

@@ -42,6 +42,8 @@ rule run_table:
         exclude=f"{ROOT}/code/scan_exclude.json",
         bold=[gifti(r.subject, r.basename, h) for r in RUNS.itertuples() for h in ("L", "R")],
         metadata=[f for r in RUNS.itertuples() for f in run_metadata(r.subject, r.basename)],
+        # the runs' lengths are checked against their stories' word timing
+        align=[f"{ROOT}/stimuli/gentle/{story_folder(s)}/align.csv" for s in STORIES],
     output:
         f"{RESULTS}/tables/desc-runs_table.tsv",
     params:
