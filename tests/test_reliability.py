@@ -338,3 +338,54 @@ def test_run_lengths_are_checked_against_their_stories_before_any_fit(tmp_path, 
         check_runs_cover_their_stories(tmp_path, wrong_tr)
     assert "sub-001/func/sub-001_task-tale_bold.json" in caplog.text
     assert "check its RepetitionTime" in caplog.text
+
+
+@pytest.mark.slow
+def test_a_killed_run_locks_others_out_then_resumes_bit_identical(tiny_demo):
+    """With the score files removed, a run refits; a second run meanwhile is refused by
+    Snakemake's lock; the first is SIGKILLed after its first fit; after `--unlock` the next run
+    finishes what was left, and every subject's scores equal, bit for bit, those of the clean
+    run."""
+    import pathlib
+    import shutil
+    import signal
+    import time
+
+    subjects = sorted((tiny_demo / "results" / "scores").rglob("sub-*_desc-scores.npz"))
+    assert len(subjects) == 3
+    before = {p.name: {k: np.load(p)[k].copy() for k in ("brain_score", "forecast_score")}
+              for p in subjects}
+    shutil.rmtree(tiny_demo / "results" / "scores")
+    repo = pathlib.Path(__file__).parents[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg",
+           "BRAINPRED_CACHE": str(tiny_demo / "cache")}
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(repo / "Snakefile"),
+           "--directory", str(tiny_demo), "--configfile", str(tiny_demo / "config.yaml"),
+           "--cores", "1"]
+    first = subprocess.Popen(cmd, cwd=tiny_demo, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        locks = tiny_demo / ".snakemake" / "locks"
+        deadline = time.time() + 120
+        while time.time() < deadline and not (locks.exists() and any(locks.iterdir())):
+            time.sleep(0.1)
+        second = _workflow(tiny_demo, check=False)
+        assert second.returncode != 0 and "cannot be locked" in second.stdout + second.stderr
+        fits = tiny_demo / "results" / "scores"
+        deadline = time.time() + 300                   # kill it after its first fit
+        while time.time() < deadline and first.poll() is None \
+                and not list(fits.rglob("fit-*_desc-fitscores.npz")):
+            time.sleep(0.1)
+        assert first.poll() is None, "the run ended before it could be killed"
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    _workflow(tiny_demo, "--unlock")
+    _workflow(tiny_demo)
+    assert "Nothing to be done" in _workflow(tiny_demo, "-n").stdout
+    after = sorted((tiny_demo / "results" / "scores").rglob("sub-*_desc-scores.npz"))
+    assert [p.name for p in after] == sorted(before)
+    for p in after:
+        for key, values in before[p.name].items():
+            np.testing.assert_array_equal(values, np.load(p)[key], err_msg=str(p))
+    assert not list((tiny_demo / "results").rglob(".*.tmp*"))     # no stale temporary file
