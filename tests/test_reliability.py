@@ -341,49 +341,59 @@ def test_run_lengths_are_checked_against_their_stories_before_any_fit(tmp_path, 
 
 
 @pytest.mark.slow
-def test_a_killed_run_locks_others_out_then_resumes_bit_identical(tiny_demo):
+def test_interrupted_runs_lock_others_out_then_resume_bit_identical(tiny_demo):
     """With the score files removed, a run refits; a second run meanwhile is refused by
-    Snakemake's lock; the first is SIGKILLed after its first fit; after `--unlock` the next run
-    finishes what was left, and every subject's scores equal, bit for bit, those of the clean
-    run."""
-    import pathlib
+    Snakemake's lock. The run is stopped with SIGINT (Ctrl-C) after its first fit, the next one
+    SIGKILLed after the second fit; after `--unlock` a last run finishes what was left, and
+    every subject's scores equal, bit for bit, those of the clean run."""
     import shutil
     import signal
     import time
 
     subjects = sorted((tiny_demo / "results" / "scores").rglob("sub-*_desc-scores.npz"))
-    assert len(subjects) == 3
+    fits = sorted((tiny_demo / "results" / "scores").rglob("fit-*_desc-fitscores.npz"))
+    assert len(subjects) == 3 and len(fits) == 2
     before = {p.name: {k: np.load(p)[k].copy() for k in ("brain_score", "forecast_score")}
               for p in subjects}
     shutil.rmtree(tiny_demo / "results" / "scores")
-    repo = pathlib.Path(__file__).parents[1]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg",
-           "BRAINPRED_CACHE": str(tiny_demo / "cache")}
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(repo / "Snakefile"),
-           "--directory", str(tiny_demo), "--configfile", str(tiny_demo / "config.yaml"),
-           "--cores", "1"]
-    first = subprocess.Popen(cmd, cwd=tiny_demo, env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        locks = tiny_demo / ".snakemake" / "locks"
-        deadline = time.time() + 120
-        while time.time() < deadline and not (locks.exists() and any(locks.iterdir())):
-            time.sleep(0.1)
-        second = _workflow(tiny_demo, check=False)
-        assert second.returncode != 0 and "cannot be locked" in second.stdout + second.stderr
-        fits = tiny_demo / "results" / "scores"
-        deadline = time.time() + 300                   # kill it after its first fit
-        while time.time() < deadline and first.poll() is None \
-                and not list(fits.rglob("fit-*_desc-fitscores.npz")):
-            time.sleep(0.1)
-        assert first.poll() is None, "the run ended before it could be killed"
-    finally:
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait()
+    scores = tiny_demo / "results" / "scores"
+
+    def start():
+        import pathlib
+
+        repo = pathlib.Path(__file__).parents[1]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg",
+               "BRAINPRED_CACHE": str(tiny_demo / "cache")}
+        cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(repo / "Snakefile"),
+               "--directory", str(tiny_demo), "--configfile", str(tiny_demo / "config.yaml"),
+               "--cores", "1"]
+        return subprocess.Popen(cmd, cwd=tiny_demo, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def stop_after(proc, n_fits, sig, check_lock=False):
+        try:
+            locks = tiny_demo / ".snakemake" / "locks"
+            deadline = time.time() + 120
+            while time.time() < deadline and not (locks.exists() and any(locks.iterdir())):
+                time.sleep(0.1)
+            if check_lock:
+                other = _workflow(tiny_demo, check=False)
+                assert other.returncode != 0 and "cannot be locked" in other.stdout + other.stderr
+            deadline = time.time() + 300
+            while time.time() < deadline and proc.poll() is None \
+                    and len(list(scores.rglob("fit-*_desc-fitscores.npz"))) < n_fits:
+                time.sleep(0.1)
+            assert proc.poll() is None, "the run ended before it could be stopped"
+        finally:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=120)
+
+    stop_after(start(), 1, signal.SIGINT, check_lock=True)       # Ctrl-C: a clean stop
+    stop_after(start(), 2, signal.SIGKILL)                       # kill -9: a stale lock
     _workflow(tiny_demo, "--unlock")
     _workflow(tiny_demo)
     assert "Nothing to be done" in _workflow(tiny_demo, "-n").stdout
-    after = sorted((tiny_demo / "results" / "scores").rglob("sub-*_desc-scores.npz"))
+    after = sorted(scores.rglob("sub-*_desc-scores.npz"))
     assert [p.name for p in after] == sorted(before)
     for p in after:
         for key, values in before[p.name].items():
