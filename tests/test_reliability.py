@@ -317,7 +317,7 @@ def test_run_lengths_are_checked_against_their_stories_before_any_fit(tmp_path, 
 
     import pandas as pd
 
-    from brainpred.pipeline import check_runs_cover_their_stories
+    from brainpred.narratives import check_runs_cover_their_stories
 
     story = tmp_path / "stimuli" / "gentle" / "tale"
     story.mkdir(parents=True)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import re
 import unicodedata
@@ -46,6 +47,8 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, DataError
+
+log = logging.getLogger("brainpred")
 
 __all__ = [
     "SCRAMBLED_TASKS",
@@ -67,6 +70,7 @@ __all__ = [
     "story_words",
     "gifti_n_trs",
     "gifti_time_step",
+    "check_runs_cover_their_stories",
     "check_words_in_run",
     "VERTICES_PER_HEMI",
     "load_bold",
@@ -1227,3 +1231,46 @@ def load_bold(path_L, path_R, n_trs=None, space=None, tr=None) -> np.ndarray:
                             "the crop length.")
         left, right = left[:n_trs], right[:n_trs]
     return np.ascontiguousarray(np.concatenate([left, right], axis=1), dtype=np.float32)
+
+
+#: Seconds a run may last beyond its story's last word before its TR is suspected.
+MAX_TAIL_S = 120.0
+
+
+def check_runs_cover_their_stories(root, kept):
+    """Each kept run's length (n_trs x TR) against its story's word timing, before any fit.
+
+    A run shorter than its words (a truncated GIfTI, a wrong stim_file or onset) is refused by
+    :func:`check_words_in_run`; a run lasting more than
+    :data:`MAX_TAIL_S` beyond its last word (a wrong ``RepetitionTime`` in its sidecar: the
+    words would fall on the wrong TRs) is logged as a warning naming its sidecar.
+
+    Parameters
+    ----------
+    root : path
+        Dataset root (the stories' align.csv).
+    kept : DataFrame
+        Kept rows of the run table (``subject, task, run, story, audio_onset, tr, n_trs,
+        basename``).
+    """
+    words = {}
+    for row in kept.itertuples():
+        if int(row.n_trs) <= 0 or not np.isfinite(float(row.tr)):
+            continue
+        if row.story not in words:
+            align = Path(root) / "stimuli" / "gentle" / story_folder(row.story) / \
+                "align.csv"
+            # (a workflow run always has it: an input of the rule; the fits check again)
+            words[row.story] = story_words(root, row.story)[0] if align.exists() \
+                else None
+        w = words[row.story]
+        if w is None:
+            continue
+        check_words_in_run(w, float(row.audio_onset), float(row.tr), int(row.n_trs),
+                                      where=f"{row.basename} ({row.story})")
+        last = float(np.nanmax(w["start"].to_numpy(float))) + float(row.audio_onset)
+        length = int(row.n_trs) * float(row.tr)
+        if length > last + MAX_TAIL_S:
+            log.warning("%s/func/%s_bold.json: %d TRs x %g s = %.0f s, but the story's last "
+                        "word is at %.0f s scan time: check its RepetitionTime", row.subject,
+                        row.basename, int(row.n_trs), float(row.tr), length, last)

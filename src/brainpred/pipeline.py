@@ -71,55 +71,10 @@ def make_run_table(root, config, out_tsv):
             f"{root}: the runs found on disk differ from the workflow's plan "
             f"(missing on disk: {sorted(want - got)[:5]}, not planned: {sorted(got - want)[:5]}). "
             "The dataset changed since the workflow started: run snakemake again.")
-    check_runs_cover_their_stories(root, kept)
+    narratives.check_runs_cover_their_stories(root, kept)
     io.write_tsv(out_tsv, table)
     log.info("run table: %d kept runs of %d subjects, %d excluded rows",
              len(kept), kept["subject"].nunique(), int((~table["kept"]).sum()))
-
-
-#: Seconds a run may last beyond its story's last word before its TR is suspected.
-MAX_TAIL_S = 120.0
-
-
-def check_runs_cover_their_stories(root, kept):
-    """Each kept run's length (n_trs x TR) against its story's word timing, before any fit.
-
-    A run shorter than its words (a truncated GIfTI, a wrong stim_file or onset) is refused by
-    :func:`brainpred.narratives.check_words_in_run`; a run lasting more than
-    :data:`MAX_TAIL_S` beyond its last word (a wrong ``RepetitionTime`` in its sidecar: the
-    words would fall on the wrong TRs) is logged as a warning naming its sidecar.
-
-    Parameters
-    ----------
-    root : path
-        Dataset root (the stories' align.csv).
-    kept : DataFrame
-        Kept rows of the run table (``subject, task, run, story, audio_onset, tr, n_trs,
-        basename``).
-    """
-    from . import narratives
-
-    words = {}
-    for row in kept.itertuples():
-        if int(row.n_trs) <= 0 or not np.isfinite(float(row.tr)):
-            continue
-        if row.story not in words:
-            align = Path(root) / "stimuli" / "gentle" / narratives.story_folder(row.story) / \
-                "align.csv"
-            # (a workflow run always has it: an input of the rule; the fits check again)
-            words[row.story] = narratives.story_words(root, row.story)[0] if align.exists() \
-                else None
-        w = words[row.story]
-        if w is None:
-            continue
-        narratives.check_words_in_run(w, float(row.audio_onset), float(row.tr), int(row.n_trs),
-                                      where=f"{row.basename} ({row.story})")
-        last = float(np.nanmax(w["start"].to_numpy(float))) + float(row.audio_onset)
-        length = int(row.n_trs) * float(row.tr)
-        if length > last + MAX_TAIL_S:
-            log.warning("%s/func/%s_bold.json: %d TRs x %g s = %.0f s, but the story's last "
-                        "word is at %.0f s scan time: check its RepetitionTime", row.subject,
-                        row.basename, int(row.n_trs), float(row.tr), length, last)
 
 
 def make_story_words(root, story, out_tsv, out_txt):

@@ -72,7 +72,8 @@ def run_plan(config) -> pd.DataFrame:
         runs = plan(config)
         runs = runs[~runs["excluded"]].copy()
     elif ds["source"] in ("local", "datalad"):
-        from .narratives import build_run_table, split_story_rows
+        from .narratives import (build_run_table, check_runs_cover_their_stories,
+                                 split_story_rows)
 
         root = Path(ds["root"])
         # datalad: the plan comes from the metadata that `python -m brainpred.download
@@ -91,6 +92,11 @@ def run_plan(config) -> pd.DataFrame:
                                keep_scrambled=ds.get("keep_scrambled", False),
                                keep_schema=ds.get("keep_schema", False))
         runs = split_story_rows(runs[runs["kept"]])
+        # each run's length (n_trs x TR, as its GIfTI header says) against its story's words,
+        # when the workflow starts (again in the run table, after the per-task crop)
+        check_runs_cover_their_stories(root, runs.assign(basename=[
+            run_basename(s, t, r) for s, t, r in zip(runs["subject"], runs["task"],
+                                                     runs["run"])]))
     else:
         raise ConfigError(f"dataset.source = {ds['source']!r}: use synthetic, local or "
                           "datalad.")
