@@ -21,11 +21,11 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError
-from .workflow import coerce_config
 
 __all__ = ["SCHEMA_PATH", "load_schema", "schema_defaults", "apply_defaults", "check_config",
-           "model_dims", "check_model_config", "check_plan_sizes", "prepare_config", "dump_config", "RUNTIME_KEYS",
-           "result_settings", "with_runtime", "with_runtime_config"]
+           "model_dims", "check_model_config", "check_plan_sizes", "coerce_config",
+           "prepare_config", "dump_config", "RUNTIME_KEYS", "result_settings", "with_runtime",
+           "with_runtime_config"]
 
 #: The config schema of the workflow (``workflow/schemas/config.schema.yaml``).
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -39,6 +39,76 @@ def load_schema(path=None):
                           "repository (pip install -e .).")
     with open(path) as f:
         return yaml.safe_load(f)
+
+
+_TRUE, _FALSE, _NULL = ("true", "True", "yes", "on"), ("false", "False", "no", "off"), ("null", "~", "None")
+
+
+def _types(schema):
+    t = schema.get("type")
+    types = [t] if isinstance(t, str) else list(t or [])
+    for alt in schema.get("oneOf", []) + schema.get("anyOf", []):
+        types += _types(alt)
+    return types
+
+
+def _coerce_scalar(value, types):
+    if "boolean" in types and value in _TRUE + _FALSE:
+        return value in _TRUE
+    if "null" in types and value in _NULL:
+        return None
+    if "integer" in types:
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    if "number" in types:
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
+def coerce_config(config, schema):
+    """Give ``--config`` values their schema types, in place.
+
+    ``snakemake --config section='{key: value}'`` reads nested values with YAML's BaseLoader,
+    which keeps every scalar a string (``'false'``, ``'6'``): they are converted here where the
+    schema expects a boolean, an integer, a number or null, so that overrides such as
+    ``--config layers='{enabled: false}'`` or ``features='{layer: 6}'`` work.
+
+    Parameters
+    ----------
+    config : dict
+        The merged workflow configuration.
+    schema : dict
+        The JSON schema (``workflow/schemas/config.schema.yaml``).
+
+    Returns
+    -------
+    dict
+        ``config``.
+    """
+    def walk(value, sch):
+        if isinstance(value, dict):
+            props = sch.get("properties", {})
+            for key, v in value.items():
+                if key in props:
+                    value[key] = walk(v, props[key])
+            return value
+        if isinstance(value, list):
+            items = sch.get("items")
+            if items is None:
+                for alt in sch.get("oneOf", []):
+                    if alt.get("type") == "array":
+                        items = alt.get("items")
+            return [walk(v, items) for v in value] if items else value
+        if isinstance(value, str):
+            return _coerce_scalar(value, _types(sch))
+        return value
+
+    return walk(config, schema)
 
 
 def _has_default(schema):

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from .config import check_plan_sizes, coerce_config  # noqa: F401 (coerce_config: re-export)
 from .errors import ConfigError
+from .narratives import build_run_table, check_runs_cover_their_stories, split_story_rows
 
 log = logging.getLogger("brainpred")
 
@@ -72,9 +74,6 @@ def run_plan(config) -> pd.DataFrame:
         runs = plan(config)
         runs = runs[~runs["excluded"]].copy()
     elif ds["source"] in ("local", "datalad"):
-        from .narratives import (build_run_table, check_runs_cover_their_stories,
-                                 split_story_rows)
-
         root = Path(ds["root"])
         # datalad: the plan comes from the metadata that `python -m brainpred.download
         # metadata` fetched (no network access while Snakemake parses; see config/README.md)
@@ -92,11 +91,6 @@ def run_plan(config) -> pd.DataFrame:
                                keep_scrambled=ds.get("keep_scrambled", False),
                                keep_schema=ds.get("keep_schema", False))
         runs = split_story_rows(runs[runs["kept"]])
-        # each run's length (n_trs x TR, as its GIfTI header says) against its story's words,
-        # when the workflow starts (again in the run table, after the per-task crop)
-        check_runs_cover_their_stories(root, runs.assign(basename=[
-            run_basename(s, t, r) for s, t, r in zip(runs["subject"], runs["task"],
-                                                     runs["run"])]))
     else:
         raise ConfigError(f"dataset.source = {ds['source']!r}: use synthetic, local or "
                           "datalad.")
@@ -109,9 +103,11 @@ def run_plan(config) -> pd.DataFrame:
         raise ConfigError("dataset.subjects / dataset.tasks select no run. Check both lists.")
     runs["basename"] = [run_basename(s, t, r) for s, t, r in
                         zip(runs["subject"], runs["task"], runs["run"])]
+    if ds["source"] != "synthetic":
+        # each run's length (n_trs x TR, as its GIfTI header says) against its story's words,
+        # when the workflow starts (again in the run table, after the per-task crop)
+        check_runs_cover_their_stories(Path(ds["root"]), runs)
     if "n_trs" in runs and "mapping" in config:
-        from .config import check_plan_sizes
-
         check_plan_sizes(runs, config)     # folds and PCA sizes against the shortest subject
     return runs.sort_values(["subject", "basename", "story"]).reset_index(drop=True)[
         ["subject", "task", "story", "run", "basename"]]
@@ -174,73 +170,3 @@ def limit_threads(n):
         torch.set_num_threads(n)
     except ImportError:  # pragma: no cover
         pass
-
-
-_TRUE, _FALSE, _NULL = ("true", "True", "yes", "on"), ("false", "False", "no", "off"), ("null", "~", "None")
-
-
-def _types(schema):
-    t = schema.get("type")
-    types = [t] if isinstance(t, str) else list(t or [])
-    for alt in schema.get("oneOf", []) + schema.get("anyOf", []):
-        types += _types(alt)
-    return types
-
-
-def _coerce_scalar(value, types):
-    if "boolean" in types and value in _TRUE + _FALSE:
-        return value in _TRUE
-    if "null" in types and value in _NULL:
-        return None
-    if "integer" in types:
-        try:
-            return int(value)
-        except ValueError:
-            pass
-    if "number" in types:
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    return value
-
-
-def coerce_config(config, schema):
-    """Give ``--config`` values their schema types, in place.
-
-    ``snakemake --config section='{key: value}'`` reads nested values with YAML's BaseLoader,
-    which keeps every scalar a string (``'false'``, ``'6'``): they are converted here where the
-    schema expects a boolean, an integer, a number or null, so that overrides such as
-    ``--config layers='{enabled: false}'`` or ``features='{layer: 6}'`` work.
-
-    Parameters
-    ----------
-    config : dict
-        The merged workflow configuration.
-    schema : dict
-        The JSON schema (``workflow/schemas/config.schema.yaml``).
-
-    Returns
-    -------
-    dict
-        ``config``.
-    """
-    def walk(value, sch):
-        if isinstance(value, dict):
-            props = sch.get("properties", {})
-            for key, v in value.items():
-                if key in props:
-                    value[key] = walk(v, props[key])
-            return value
-        if isinstance(value, list):
-            items = sch.get("items")
-            if items is None:
-                for alt in sch.get("oneOf", []):
-                    if alt.get("type") == "array":
-                        items = alt.get("items")
-            return [walk(v, items) for v in value] if items else value
-        if isinstance(value, str):
-            return _coerce_scalar(value, _types(sch))
-        return value
-
-    return walk(config, schema)
