@@ -350,3 +350,85 @@ def test_real_pooled_listener_counts(real_runs):
     assert len(used) > 1 and "prettymouth" in set(used["audio"])
     assert dict(zip(used["audio"], used["n_listeners"])) == counts[used["audio"]].to_dict()
     assert n_others == (used["n_listeners"] - 1).tolist()
+
+
+# --------------------------------------------------------------------------------------------
+# alpha selection against scikit-learn over the full grid
+# --------------------------------------------------------------------------------------------
+
+FULL_ALPHAS = np.logspace(-1, 8, 10)
+
+
+def _sk_ceiling(P, Y, segments, delays, n_folds, n_inner):
+    """scikit-learn reference of the ceiling, per vertex: the vertex's predictor with FIR
+    delays (zero-padded per run, written out here), standardised on the training rows; alpha
+    of least mean MSE over contiguous inner folds of the training rows (sklearn Ridge with
+    intercept, every alpha of the grid); refit on the training rows; test Pearson r.
+
+    Returns the mean r over folds (V,), and per fold: (train, test, design, errors
+    (n_alphas, V), predictions (n_test, V))."""
+    from scipy.stats import pearsonr
+    from sklearn.linear_model import Ridge
+
+    n, V = Y.shape
+    k = len(delays)
+    D = np.zeros((n, k, V))
+    start = 0
+    for length in segments:
+        for t in range(length):
+            for j, d in enumerate(delays):
+                if 0 <= t - d < length:
+                    D[start + t, j] = P[start + t - d]
+        start += length
+    rs, folds = [], []
+    for test in np.array_split(np.arange(n), n_folds):
+        train = np.setdiff1d(np.arange(n), test)
+        mu, sd = D[train].mean(0), D[train].std(0)
+        Dz = (D - mu) / np.where(sd < 1e-12, 1.0, sd)
+        err = np.zeros((len(FULL_ALPHAS), V))
+        pred = np.zeros((len(test), V))
+        for v in range(V):
+            Xtr, ytr = Dz[train, :, v], Y[train, v].astype(np.float64)
+            for val in np.array_split(np.arange(len(train)), n_inner):
+                fit = np.setdiff1d(np.arange(len(train)), val)
+                for a, alpha in enumerate(FULL_ALPHAS):
+                    p = Ridge(alpha=alpha).fit(Xtr[fit], ytr[fit]).predict(Xtr[val])
+                    err[a, v] += ((ytr[val] - p) ** 2).mean() / n_inner
+            best = FULL_ALPHAS[np.argmin(err[:, v])]
+            pred[:, v] = Ridge(alpha=best).fit(Xtr, ytr).predict(Dz[test, :, v])
+        rs.append([pearsonr(Y[test, v], pred[:, v])[0] for v in range(V)])
+        folds.append((train, test, Dz, err, pred))
+    return np.mean(rs, 0), folds
+
+
+def test_ceiling_alpha_choice_matches_sklearn_over_the_full_grid():
+    """Vertices from pure noise to a strong delayed copy of the others' mean: the inner CV
+    picks very different alphas (at least 3 distinct ones over vertices and folds), and each
+    is the one scikit-learn's Ridge finds with the same contiguous inner folds (up to exact
+    ties), with the same predictions and ceiling."""
+    rng = np.random.default_rng(7)
+    n, segments, delays = 160, [90, 70], [0, 1, 2]
+    levels = np.array([0.0, 0.02, 0.05, 0.1, 0.2, 0.4, 1.0, 3.0])
+    V = levels.size
+    P = rng.standard_normal((n, V))
+    drive = 0.7 * np.roll(P, 1, axis=0) + 0.3 * np.roll(P, 2, axis=0)
+    Y = (levels * drive + rng.standard_normal((n, V))).astype(np.float32)
+    P = P.astype(np.float32)
+    kw = dict(n_folds=4, n_inner=5)
+    ref_r, folds = _sk_ceiling(P, Y, segments, delays, **kw)
+    r = nc.ceiling_scores(P, Y, segments, delays=delays, alphas=FULL_ALPHAS, n_folds=4,
+                          n_inner_folds=5)
+    np.testing.assert_allclose(r, ref_r, rtol=1e-6, atol=1e-7)
+    chosen = []
+    for train, test, Dz, err, pred in folds:
+        ours, best = nc._fit_predict(Dz, Y.astype(np.float64), train, test, FULL_ALPHAS, 5)
+        idx = np.searchsorted(FULL_ALPHAS, best)
+        np.testing.assert_allclose(FULL_ALPHAS[idx], best)
+        # the chosen alpha's reference error is the minimum (exact ties aside)
+        got = err[idx, np.arange(V)]
+        np.testing.assert_allclose(got, err.min(0), rtol=1e-9)
+        np.testing.assert_allclose(ours, pred, rtol=1e-7, atol=1e-9)
+        chosen.append(best)
+    chosen = np.array(chosen)
+    assert len(np.unique(chosen)) >= 3, np.unique(chosen)
+    assert (chosen[:, 0] > chosen[:, -1]).all()         # noise: more shrinkage than signal
