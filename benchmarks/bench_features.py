@@ -31,11 +31,13 @@ Usage::
     python benchmarks/bench_features.py --threads 1      # steadier on a busy machine
     python benchmarks/bench_features.py --full           # GPU, 12 x 768, context 1024
     python benchmarks/bench_features.py --full --dtype bfloat16
+    python benchmarks/bench_features.py --device cuda --json gpu.json   # results as JSON too
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import threading
 import time
@@ -172,6 +174,12 @@ def main(argv=None):
     parser.add_argument("--decompose", action="store_true",
                         help="also time exact-hf (batched HF forward) and exact-b1 (fast "
                              "forward, one window per pass)")
+    parser.add_argument("--json", default=None, metavar="PATH",
+                        help="also write the settings, words/s, seconds and peak MiB of each "
+                             "mode to PATH (e.g. to compare a GPU run with a CPU run)")
+    parser.add_argument("--no-shrunk", action="store_true",
+                        help="skip the second strided-vs-exact comparison (position "
+                             "embeddings x0.1)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -253,8 +261,16 @@ def main(argv=None):
     corr, err = compare(ex, st, first)
     print("  centred correlation: " + " ".join(f"L{i}:{r:.3f}" for i, r in enumerate(corr)))
     print("  relative error:      " + " ".join(f"L{i}:{r:.3f}" for i, r in enumerate(err)))
+    if args.json:
+        Path(args.json).write_text(json.dumps(dict(
+            model=label, n_layer=cfg["n_layer"], n_embd=cfg["n_embd"], dtype=str(dtype),
+            device=str(device), context=context, min_context=min_context,
+            batch_size=batch_size, n_tokens=int(ids.size), n_words=int(last.size),
+            words_per_s=wps, seconds={k: v[1] for k, v in runs.items()},
+            peak_mib={k: v[2] for k, v in runs.items()},
+            exact_vs_naive_max_abs_diff=float(np.abs(ex[:, sample] - nv).max())), indent=1))
 
-    if args.model:
+    if args.model or args.no_shrunk:
         print(f"load average at the end: {os.getloadavg()[0]:.1f}")
         return
     # same model with position embeddings shrunk 10x: isolates the effect of the shorter

@@ -29,6 +29,10 @@ Usage::
 
     python benchmarks/bench_mapping.py --quick     # < 3 minutes on 2 cores
     python benchmarks/bench_mapping.py             # < 15 minutes on 2 cores
+    python benchmarks/bench_mapping.py --backends numpy,torch_cuda [--json out.json]
+        # brainpred's engine only, once per backend (no references): times, ratios to the
+        # first backend and max |score difference| (300 TRs x 20,484 vertices, 2 subjects,
+        # 2 distances by default; --n-trs / --n-vertices to change)
 """
 
 from __future__ import annotations
@@ -88,6 +92,8 @@ def run_brainpred(cfg):
     out = mapping.forecast_scores_shared(X, used, Ys, segments, inner_cv=cfg["inner_cv"],
                                          backend=cfg["backend"], **KW)
     seconds = time.perf_counter() - t
+    if cfg.get("save"):
+        np.save(cfg["save"], np.vstack([np.asarray(out[0][0])[None], np.asarray(out[0][1])]))
     return dict(seconds=seconds, solver_seconds=mapping.STATS["solver_seconds"],
                 solver_gflops=mapping.STATS["solver_flops"] / 1e9,
                 x_seconds=mapping.STATS["design_seconds"][0],
@@ -200,6 +206,44 @@ def measure(kind, **cfg):
     return json.loads(lines[-1][7:])
 
 
+def compare_backends(args):
+    """brainpred's engine once per backend (each in its own process), same data: times, the
+    ratio of each to the first backend, and the max |score difference| to the first."""
+    import tempfile
+
+    from brainpred.mapping import resolve_backend
+
+    backends = [resolve_backend(b.strip()) for b in args.backends.split(",") if b.strip()]
+    shape = dict(n_trs=args.n_trs, n_vertices=args.n_vertices, n_subjects=2, n_distances=2,
+                 n_held_windows=0, inner_cv=args.inner_cv)
+    print(f"# bench_mapping --backends {','.join(backends)}: {args.n_trs} TRs, "
+          f"{args.n_vertices} vertices, 2 subjects sharing the story, X + 2 distances, "
+          f"inner CV {args.inner_cv}; {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f}", flush=True)
+    results, scores = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for b in backends:
+            path = os.path.join(tmp, f"{b}.npy")
+            r = measure("brainpred", **shape, backend=b, save=path)
+            scores[b] = np.load(path)
+            results[b] = r
+    first = backends[0]
+    for b in backends:
+        r = results[b]
+        both = np.isfinite(scores[b]) & np.isfinite(scores[first])
+        r["max_abs_diff_to_" + first] = float(np.abs(scores[b] - scores[first])[both].max())
+        r["same_nan_as_" + first] = bool(np.array_equal(np.isnan(scores[b]),
+                                                        np.isnan(scores[first])))
+        r["speedup_vs_" + first] = results[first]["seconds"] / r["seconds"]
+        print(f"{b:10s}: {r['seconds']:7.2f} s (solver {r['solver_seconds']:.2f} s), "
+              f"{r['speedup_vs_' + first]:6.2f}x {first}; max |r - r_{first}| = "
+              f"{r['max_abs_diff_to_' + first]:.1e}, same NaN {r['same_nan_as_' + first]}; "
+              f"peak RSS {r['peak_rss_gib']:.2f} GiB", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(shape=shape, results=results), f, indent=1)
+
+
 # --------------------------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------------------------
@@ -207,10 +251,20 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="small subset (< 3 minutes)")
     p.add_argument("--backend", default=None, help="brainpred backend (default: auto)")
+    p.add_argument("--backends", default=None,
+                   help="comma-separated backends (e.g. numpy,torch_cuda): only brainpred's "
+                        "engine, once per backend, with times, ratios and score differences")
+    p.add_argument("--n-trs", type=int, default=300, help="with --backends (default 300)")
+    p.add_argument("--n-vertices", type=int, default=20484,
+                   help="with --backends (default 20484)")
+    p.add_argument("--inner-cv", default="contiguous", help="with --backends")
+    p.add_argument("--json", default=None, metavar="PATH", help="with --backends: results")
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         return child(args.child[0], json.loads(args.child[1]))
+    if args.backends:
+        return compare_backends(args)
 
     from brainpred.mapping import resolve_backend
     backend = resolve_backend(args.backend or "auto")
