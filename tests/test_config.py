@@ -117,7 +117,7 @@ def _demo():
 
 @pytest.mark.parametrize("ref, match", [([0, 9], r"stats.dstar_reference = \[0, 9\]: \[9\] "
                                                  r"not in forecast.distances"),
-                                        ([8, 8], r"must differ")])
+                                        ([15, 15], r"must differ")])
 def test_bad_dstar_reference_is_rejected_at_start(ref, match):
     cfg = _load("config.yaml")
     cfg["stats"]["dstar_reference"] = ref

@@ -158,15 +158,13 @@ def test_load_model_on_cpu_as_string_or_torch_device(tiny):
 
 
 def test_load_model_leaves_the_cuda_rng_untouched(monkeypatch):
-    """load_model('tiny-gpt2') documents that the global RNG is left untouched; its
-    ``torch.manual_seed`` inside ``fork_rng(devices=[])`` also reseeds every CUDA generator
+    """load_model('tiny-gpt2') leaves the global RNG untouched: a ``torch.manual_seed``
+    inside ``fork_rng(devices=[])`` would also reseed every CUDA generator
     (``torch.cuda.manual_seed_all``), which that fork does not restore."""
     calls = []
     monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(seed))
     F.load_model("tiny-gpt2", seed=5, device="cpu")
-    if calls:
-        pytest.xfail(f"BUG features.load_model: torch.cuda.manual_seed_all({calls[0]}) called, "
-                     "so on a GPU machine loading tiny-gpt2 reseeds the caller's CUDA RNG")
+    assert not calls, f"torch.cuda.manual_seed_all({calls[0]}): the CUDA RNG was reseeded"
 
 
 def test_place_model_moves_to_the_device_and_sets_eval(tiny):
@@ -308,7 +306,7 @@ def test_story_continuations_rule_on_cpu(tiny, tmp_path):
 def syn_story():
     spacy = pytest.importorskip("spacy")  # noqa: F841
     from brainpred import syntax as S
-    from brainpred.synthetic import _sentence
+    from brainpred.synthetic import random_sentence as _sentence
 
     nlp = S.load_spacy()
     rng = np.random.default_rng(4)
@@ -573,8 +571,7 @@ def test_cuda_load_model_leaves_the_cuda_rng_untouched():
     torch.cuda.init()
     before = torch.cuda.get_rng_state()
     F.load_model("tiny-gpt2", seed=5, device="cuda")
-    if not torch.equal(before, torch.cuda.get_rng_state()):
-        pytest.xfail("BUG features.load_model: loading tiny-gpt2 reseeds the CUDA RNG")
+    assert torch.equal(before, torch.cuda.get_rng_state())
 
 
 @pytest.mark.cuda

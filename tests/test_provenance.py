@@ -229,7 +229,7 @@ def test_finetune_features_record_the_checkpoint(stories, tmp_path):
 @pytest.fixture()
 def bold_caches(tmp_path):
     """Two runs' GIfTIs and BOLD caches (6 and 5 TRs, 3 + 3 vertices)."""
-    from brainpred.synthetic import _write_gifti
+    from brainpred.io import write_func_gifti as _write_gifti
 
     rng = np.random.default_rng(0)
     rows, out = [], {}

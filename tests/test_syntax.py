@@ -19,7 +19,7 @@ spacy = pytest.importorskip("spacy")
 from brainpred import features as F  # noqa: E402
 from brainpred import syntax as S  # noqa: E402
 from brainpred.errors import ConfigError, DataError  # noqa: E402
-from brainpred.synthetic import _sentence as synthetic_sentence  # noqa: E402
+from brainpred.synthetic import random_sentence as synthetic_sentence  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------ fixtures

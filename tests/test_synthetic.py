@@ -1,42 +1,128 @@
-"""The synthetic Narratives-shaped dataset: layout, quirks, planted truth, determinism."""
+"""The synthetic Narratives-shaped dataset: layout, quirks, planted truth, determinism, and its
+independence from the pipeline's science code."""
 
+import ast
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import gamma
 
 from brainpred import narratives, synthetic
 from brainpred.config import apply_defaults, load_schema
 from brainpred.errors import ConfigError
 
+SYNTHETIC_SOURCE = Path(synthetic.__file__)
+#: What the generator may import from the package: I/O and errors (mesh helpers come from
+#: nilearn directly).
+ALLOWED = {"io", "errors"}
+
 
 def _tiny_config(**synthetic_kw):
     cfg = {"synthetic": {"n_subjects": 3, "n_stories": 2, "stories_per_subject": 1,
-                         "speech_duration": 40.0, "seed": 3, **synthetic_kw},
-           "model": {"name": "tiny-gpt2", "seed": 0},
-           "features": {"tr_offset": 1}, "mapping": {"delays": [0, 1, 2, 3, 4, 5]}}
+                         "speech_duration": 40.0, "seed": 3, "n_futures": 2, **synthetic_kw},
+           "dataset": {"source": "synthetic"}}
     return apply_defaults(cfg, load_schema())      # every other key at its schema default
 
 
 @pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory):
+def tiny_dataset(tmp_path_factory, one_torch_thread):
     root = tmp_path_factory.mktemp("synthetic")
     synthetic.generate(root, _tiny_config(), progress=False)
     return root
 
 
-def test_make_story_rate_and_punctuation():
+def _truth(root):
+    return json.loads((root / synthetic.TRUTH_DIR / "ground_truth.json").read_text())
+
+
+def test_generator_imports_no_pipeline_science():
+    """The generator shares no science code with the pipeline: from the package it imports only
+    I/O and error helpers (read from its source, so a new import cannot slip in)."""
+    tree = ast.parse(SYNTHETIC_SOURCE.read_text())
+    used = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level > 0:                      # from . import x / from .x import y
+                used |= ({node.module.split(".")[0]} if node.module
+                         else {a.name for a in node.names})
+            elif node.module and node.module.split(".")[0] == "brainpred":
+                used.add(node.module.split(".")[1] if "." in node.module else "brainpred")
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.split(".")[0] == "brainpred":
+                    used.add(a.name.split(".")[1] if "." in a.name else "brainpred")
+    assert used <= ALLOWED, f"brainpred.synthetic imports {sorted(used - ALLOWED)}"
+    assert "io" in used        # the check reads real imports
+
+
+def test_make_story_rate_spans_and_punctuation():
     rng = np.random.default_rng(0)
-    text, words = synthetic.make_story(rng, 100.0, 2.5, speech_start=12.0)
+    sentences, text, words = synthetic.make_story(rng, 100.0, 2.5, speech_start=12.0)
     assert words["start"].iloc[0] == pytest.approx(12.0)
-    rate = len(words) / (words["end"].iloc[-1] - 12.0)
-    assert rate == pytest.approx(2.5, rel=0.01)
+    assert words["end"].iloc[-1] == pytest.approx(112.0)
+    assert len(words) == pytest.approx(250, abs=25)
     assert np.all(np.diff(words["start"]) > 0)
     assert np.all(words["end"] > words["start"])
     assert any(ch in text for ch in ".,?")
-    # Gentle strips punctuation and splits hyphenated words
+    # Gentle strips punctuation and splits hyphenated words; spans point at the written word
     assert not words["word"].str.contains(r"[.,?\"-]").any()
+    for w, cs, ce in words[["word", "char_start", "char_end"]].itertuples(index=False):
+        assert text[cs:ce] == w
+    # timing is irregular (pauses between sentences): gaps spread well beyond a fixed step
+    gaps = np.diff(words["start"])
+    assert gaps.max() > 4 * np.median(gaps)
+
+
+def test_alternative_stories_keep_structure_and_alignment():
+    rng = np.random.default_rng(1)
+    sentences, text, words = synthetic.make_story(rng, 60.0, 2.5, speech_start=0.0)
+    alt = synthetic._alternative(sentences, np.random.default_rng(2))
+    alt_text, alt_words = synthetic._transcript(alt)
+    assert len(alt_words) == len(words)
+    assert alt_text != text
+    cats = [[it[0] for it in s if isinstance(it, tuple)] for s in sentences]
+    assert cats == [[it[0] for it in s if isinstance(it, tuple)] for s in alt]
+    changed = np.mean([a[0] != b for a, b in zip(alt_words, words["word"])])
+    assert changed > 0.5
+
+
+def test_window_sums_against_a_loop():
+    v = np.random.default_rng(0).standard_normal(30)
+    for d, w in ((0, 1), (5, 7), (-3, 7), (15, 7), (40, 7), (-40, 3)):
+        ref = [sum(v[j] for j in range(n + d - w + 1, n + d + 1) if 0 <= j < 30)
+               for n in range(30)]
+        np.testing.assert_allclose(synthetic.window_sums(v, d, w), ref, atol=1e-12)
+
+
+def test_spm_hrf_shape():
+    t = np.arange(-2.0, 40.0, 0.01)
+    h = synthetic.spm_hrf(t)
+    assert 4.5 < t[np.argmax(h)] < 5.5 and h.max() == pytest.approx(1.0, abs=1e-3)
+    assert np.all(h[t <= 0] == 0) and np.all(h[t > 32] == 0)
+    assert h[(t > 12) & (t < 20)].min() < 0           # the undershoot
+    ref = gamma.pdf(7.0, 6.0) - gamma.pdf(7.0, 16.0) / 6.0
+    peak = gamma.pdf(5.0, 6.0) - gamma.pdf(5.0, 16.0) / 6.0
+    assert synthetic.spm_hrf(7.0) == pytest.approx(ref / peak)
+
+
+def test_noise_is_smooth_in_space_and_ar1_in_time():
+    ops = synthetic._smoothing_operators()
+    e = synthetic._noise(np.random.default_rng(0), 4000, ops, 4, 0.4)
+    assert e.shape == (4000, 20484)
+    np.testing.assert_allclose(e.std(0)[:50], 1.0, atol=0.05)
+    lag1 = np.mean(e[1:, :200] * e[:-1, :200])
+    assert lag1 == pytest.approx(0.4, abs=0.03)
+    # neighbouring vertices (a mesh edge) correlate; distant ones do not
+    from nilearn import datasets
+
+    faces = np.asarray(datasets.load_fsaverage("fsaverage5")["pial"].parts["left"].faces)
+    a, b = faces[:100, 0], faces[:100, 1]
+    near = np.mean([np.corrcoef(e[:, i], e[:, j])[0, 1] for i, j in zip(a, b)])
+    far = np.mean([np.corrcoef(e[:, i], e[:, i + 5000])[0, 1] for i in a])
+    assert near > 0.5 and abs(far) < 0.05
 
 
 def test_plan_layout():
@@ -46,7 +132,6 @@ def test_plan_layout():
     assert plan["subject"].nunique() == 6
     assert plan.groupby("subject")["story"].apply(frozenset).nunique() > 1
     assert plan["excluded"].sum() == 1
-    # one audio onset per story, and they differ between stories
     onsets = plan.groupby("story")["audio_onset"].unique()
     assert all(len(v) == 1 for v in onsets)
     assert len({v[0] for v in onsets}) == 3
@@ -57,6 +142,10 @@ def test_plan_rejects_bad_settings():
         synthetic.plan(_tiny_config(n_stories=99))
     with pytest.raises(ConfigError, match="stories_per_subject"):
         synthetic.plan(_tiny_config(stories_per_subject=5))
+    cfg = _tiny_config()
+    del cfg["synthetic"]["noise_ar"]
+    with pytest.raises(ConfigError, match="synthetic.noise_ar: missing"):
+        synthetic.plan(cfg)
 
 
 def test_generated_files_match_output_files(tiny_dataset):
@@ -75,9 +164,7 @@ def test_dataset_reads_like_narratives(tiny_dataset):
         assert len(words) > 50
         raw = pd.read_csv(tiny_dataset / "stimuli" / "gentle" / story / "align.csv",
                           header=None)
-        # Gentle quirks: <unk> dictionary words (numbers always are)
-        assert (raw[1] == "<unk>").any()
-        # music before speech or a non-zero audio onset
+        assert (raw[1] == "<unk>").any()         # Gentle quirks: <unk> dictionary words
         ev = pd.read_csv(next((tiny_dataset / "sub-001" / "func").glob("*_events.tsv")),
                          sep="\t")
         assert ev["trial_type"].iloc[-1] == "story"
@@ -86,16 +173,45 @@ def test_dataset_reads_like_narratives(tiny_dataset):
 def test_missing_times_are_written_and_interpolated(tmp_path):
     root = tmp_path / "ds"
     cfg = _tiny_config(missing_time_rate=0.2, n_subjects=2, n_stories=1)
-    synthetic._write_text_files(root, synthetic._settings(cfg), np.random.default_rng(0))
+    _, stories = synthetic._write_text_files(root, synthetic._settings(cfg),
+                                             np.random.default_rng(0))
     raw = pd.read_csv(root / "stimuli" / "gentle" / "lighthouse" / "align.csv", header=None)
     assert raw[2].isna().sum() > 5
-    words, _ = narratives.story_words(root, "lighthouse")
+    words, _ = narratives.story_words(root, "lighthouse")      # the pipeline's reading
     assert words["interpolated"].sum() == raw[2].isna().sum()
-    assert np.all(np.isfinite(words["start"]))
+    mine = synthetic._word_onsets(root, "lighthouse", len(stories["lighthouse"]["words"]))
+    true = stories["lighthouse"]["words"]["start"].to_numpy()
+    known = raw[2].notna().to_numpy()
+    np.testing.assert_allclose(mine[known], true[known], atol=1e-5)
+    assert np.abs(mine - true).max() < 2.0          # interpolated within a few words' time
+
+
+def test_generator_activations_equal_the_pipeline_features(tmp_path, cache_dir, one_torch_thread):
+    """Two independent implementations agree: the generator's plain HuggingFace pass (one
+    window per word, its own tokeniser, model construction and word spans) and the pipeline's
+    fast extraction on the files it reads (its own spans, read at each word's last letter)."""
+    from brainpred import features
+
+    cfg = _tiny_config(n_stories=1, n_subjects=2)
+    _, stories = synthetic._write_text_files(tmp_path, synthetic._settings(cfg),
+                                             np.random.default_rng(3))
+    story = stories["lighthouse"]
+    model, tokenizer = features.load_model("tiny-gpt2", seed=0, device="cpu")
+    gen_model, encode = synthetic._language_model("tiny-gpt2", 0)
+    words, text = narratives.story_words(tmp_path, "lighthouse")
+    assert text == story["text"] and words["word"].tolist() == story["words"]["word"].tolist()
+    ours = features.story_features(words, text, model, tokenizer)
+    theirs = synthetic._word_activations(gen_model, encode, story["text"], story["words"],
+                                         [0, 4, 12], 1024)
+    for k in (0, 4, 12):
+        np.testing.assert_allclose(ours[k], theirs[k], atol=2e-4, rtol=1e-3)
+    one_pass = synthetic._story_activations(gen_model, encode, story["text"], story["words"],
+                                            4, 1024)
+    np.testing.assert_allclose(one_pass, theirs[4], atol=2e-4, rtol=1e-3)
 
 
 def test_bold_has_medial_wall_nan_and_planted_patches(tiny_dataset):
-    truth = json.loads((tiny_dataset / synthetic.TRUTH_DIR / "ground_truth.json").read_text())
+    truth = _truth(tiny_dataset)
     table = narratives.build_run_table(tiny_dataset, space="fsaverage5")
     row = table[table["kept"]].iloc[0]
     bold = narratives.load_bold(tiny_dataset / row["bold_L"], tiny_dataset / row["bold_R"])
@@ -103,25 +219,24 @@ def test_bold_has_medial_wall_nan_and_planted_patches(tiny_dataset):
     medial = np.array(truth["medial_wall"])
     assert np.isnan(bold[:, medial]).all()
     assert not np.isnan(np.delete(bold, medial, axis=1)).any()
-    assert truth["d_true"] == 8
-    assert set(truth["patches"]) == {"auditory", "temporal", "frontal", "psts", "syntactic",
-                                     "semantic"}
-    assert truth["layers"] == {"frontal": 8, "psts": 0}
-    assert truth["syntax"] == {"d_syntactic": 8, "d_semantic": 22}
-    # patches do not overlap
+    assert truth["distances"] == {"frontal": 15, "psts": 5, "shallow": 15, "syntactic": 8,
+                                  "semantic": 22}
+    assert set(truth["patches"]) == set(synthetic.PATCHES)
+    assert truth["layers"] == {"frontal": 8, "psts": 8, "shallow": 0}
     seen = [v for vs in truth["patches"].values() for v in vs]
-    assert len(seen) == len(set(seen))
+    assert len(seen) == len(set(seen))                                 # no overlap
     for name, vertices in truth["patches"].items():
         assert 40 < len(vertices) < 400, name
         assert not set(vertices) & set(medial.tolist())
-    # the auditory patch follows the word rate: it correlates with the words per TR
+    for name, r in truth["signal_r"].items():
+        assert 0.1 < r < 0.95, (name, r)
+    # the auditory patch follows the word rate, written here in continuous time with scipy:
+    # one impulse per word at its scan time, the SPM HRF, sampled at mid-volume
     words, _ = narratives.story_words(tiny_dataset, row["story"])
-    from brainpred import design
-
-    rate = design.words_to_trs(np.ones((len(words), 1), np.float32),
-                               words["start"].to_numpy() + row["audio_onset"], 1.5,
-                               int(row["n_trs"]))[:, 0]
-    rate = np.convolve(rate, synthetic.spm_hrf(1.5, 9.0))[: len(rate)]
+    t = 1.5 * (np.arange(int(row["n_trs"])) + 0.5)
+    lag = t[:, None] - (words["start"].to_numpy() + row["audio_onset"])[None, :]
+    h = np.where(lag > 0, gamma.pdf(lag, 6.0) - gamma.pdf(lag, 16.0) / 6.0, 0.0)
+    rate = h.sum(1)
     aud = bold[:, truth["patches"]["auditory"]].mean(1)
     planted = np.concatenate([medial] + [np.array(v) for v in truth["patches"].values()])
     other = bold[:, np.setdiff1d(np.arange(20484), planted)[:200]].mean(1)
@@ -136,7 +251,7 @@ def test_labels_written(tiny_dataset):
         tiny_dataset / synthetic.TRUTH_DIR / "space-fsaverage5_hemi-L_desc-patches_dseg.label.gii",
         tiny_dataset / synthetic.TRUTH_DIR / "space-fsaverage5_hemi-R_desc-patches_dseg.label.gii")
     assert labels.shape == (20484,)
-    assert {"L frontal", "R auditory"} <= set(names.values())
+    assert {"L frontal", "R auditory", "L shallow"} <= set(names.values())
 
 
 def test_generation_is_deterministic(tiny_dataset, tmp_path):
@@ -144,9 +259,3 @@ def test_generation_is_deterministic(tiny_dataset, tmp_path):
     synthetic.generate(again, _tiny_config(), progress=False)
     for rel in synthetic.output_files(_tiny_config()):
         assert (tiny_dataset / rel).read_bytes() == (again / rel).read_bytes(), rel
-
-
-def test_spm_hrf_peaks_near_five_seconds():
-    h = synthetic.spm_hrf(0.1)
-    assert 4.5 < np.argmax(h) * 0.1 < 5.5
-    assert np.linalg.norm(h) == pytest.approx(1.0)

@@ -1,21 +1,20 @@
-"""End to end: the Snakemake workflow on a reduced synthetic demo recovers the planted truth.
+"""End to end: the Snakemake workflow on synthetic demos recovers the planted truth.
 
 The workflow runs through Snakemake's command line in a temporary folder, exactly as a user runs
-it (``snakemake --cores 2``), on a reduced demo (6 subjects, 5 distances). The assertions use
-the ground truth the generator writes beside the data:
+it (``snakemake --cores 2``). The data come from :mod:`brainpred.synthetic`, which shares no
+science code with the pipeline (continuous-time HRF, its own word timing, a plain HuggingFace
+forward pass, random read-out directions, smooth AR(1) noise), so a bug in the pipeline's
+timing, windows, binning or FIR is not planted into the data too. Both demos use
+``synthetic.coverage: patches`` (only the planted patches and unplanted control spheres hold
+data, the rest is NaN like the medial wall), so the fits cost a tenth of the full cortex.
+Every assertion reads the ground truth's vertex lists, never the region labels.
 
-- brain score: in each planted patch (auditory, temporal, frontal) the group-mean brain score
-  averaged over the patch is at least ``BRAIN_MIN`` = 0.12 and at least ``BRAIN_MARGIN`` = 0.05
-  above the 99th percentile of the group-mean brain scores of all the other (unplanted, non
-  medial-wall) vertices, whose mean stays within 0.02 of 0;
-- forecast: the argmax over d of the group-mean F(d) of the frontal patch equals ``d_true``, for
-  ``d_true = 8`` and ``d_true = 15`` (distances 7 words apart, as method.md section 5 advises);
-- analyses (the ``d_true = 8`` demo, with shortened lists): the layer sweep finds the planted
-  depth (the psts patch, driven by layer 0, peaks at layer 0; the frontal patch, driven by
-  layer 8, at a deep layer); random and shuffled control windows bring no gain where the true
-  window does; the syntax decomposition puts the syntactic patch's F_syn peak and the
-  semantic patch's F_sem peak at their planted distances; the fine-tuning stage trains, resumes
-  nothing twice and writes its gain maps.
+- ``fine``: the main analysis on every integer d in 0..20, 6 subjects, 5 minutes of speech per
+  story. The frontal (d = 15) and psts (d = 5) plants are recovered within +-2 words, by the
+  patch curves and by the per-vertex d* map on most planted vertices; F stays within 0.01 of 0
+  on the control vertices at every d; the patch brain scores lie between 25 % of and (up to
+  0.02) the correlation that the noise-free planted signal itself reaches with the BOLD.
+- ``analyses``: the layer, control, syntax and fine-tuning analyses on a coarse grid.
 """
 
 import json
@@ -30,28 +29,44 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-BRAIN_MIN = 0.12
-BRAIN_MARGIN = 0.05
-DISTANCES = [-10, 0, 8, 15, 22]
+FINE_DISTANCES = list(range(0, 21))
+DISTANCES = [-10, 0, 5, 8, 15, 22]
+#: Recovered distances within this many words of the planted ones.
+D_TOLERANCE = 2
+#: F(d) on the unplanted control vertices within this of 0, at every d.
+NULL_F = 0.01
+#: Patch brain scores between this share of the noise-free signal's r and that r + 0.02.
+MIN_SHARE_OF_SIGNAL = 0.25
 
 pytestmark = pytest.mark.slow
 
 
-def _config(d_true, seed, analyses=True):
+def _base():
     with open(REPO / "config" / "config.yaml") as f:
         cfg = yaml.safe_load(f)
-    cfg["synthetic"].update(n_subjects=6, d_true=d_true, seed=seed, plant_syntax=analyses)
+    cfg["synthetic"].update(n_subjects=6, d_true=15, d_psts=5, coverage="patches")
+    return cfg
+
+
+def _fine_config():
+    cfg = _base()
+    cfg["synthetic"].update(speech_duration=300.0, plant_syntax=False, seed=1)
+    cfg["forecast"]["distances"] = FINE_DISTANCES
+    for section in ("layers", "controls", "syntax", "finetune"):
+        cfg[section]["enabled"] = False
+    cfg["regions"]["key"] = ["auditory", "temporal", "frontal", "psts", "shallow"]
+    return cfg
+
+
+def _analyses_config():
+    cfg = _base()
     cfg["forecast"]["distances"] = DISTANCES
-    if analyses:
-        cfg["layers"].update(enabled=True, layers=[0, 8], distance=8)
-        cfg["controls"].update(enabled=True, distances=[8], widths=[])
-        cfg["controls"]["generated"].update(enabled=True, method="sample")
-        cfg["syntax"].update(enabled=True, distances=[-10, 8, 22], n_futures=5)
-        cfg["finetune"].update(enabled=True, alphas=[0.0, 0.5], steps=3, checkpoints=[],
-                               context=64, batch_size=2)
-    else:
-        for section in ("layers", "controls", "syntax", "finetune"):
-            cfg[section]["enabled"] = False
+    cfg["layers"].update(enabled=True, layers=[0, 4, 8, 12], distance=15)
+    cfg["controls"].update(enabled=True, distances=[15], widths=[])
+    cfg["controls"]["generated"].update(enabled=True, method="sample")
+    cfg["syntax"].update(enabled=True, distances=[-10, 0, 8, 15, 22], n_futures=5)
+    cfg["finetune"].update(enabled=True, alphas=[0.0, 0.5], steps=3, checkpoints=[],
+                           context=64, batch_size=2)
     return cfg
 
 
@@ -70,22 +85,22 @@ def _snakemake(workdir, *args, timeout=900):
     return proc
 
 
-def _run_demo(tmp_path_factory, d_true, seed, analyses=True):
-    workdir = tmp_path_factory.mktemp(f"demo-d{d_true}")
+def _run_demo(tmp_path_factory, name, cfg):
+    workdir = tmp_path_factory.mktemp(f"demo-{name}")
     with open(workdir / "config.yaml", "w") as f:
-        yaml.safe_dump(_config(d_true, seed, analyses), f)
+        yaml.safe_dump(cfg, f)
     _snakemake(workdir)
     return workdir
 
 
 @pytest.fixture(scope="module")
-def demo8(tmp_path_factory):
-    return _run_demo(tmp_path_factory, d_true=8, seed=0)
+def fine(tmp_path_factory):
+    return _run_demo(tmp_path_factory, "fine", _fine_config())
 
 
 @pytest.fixture(scope="module")
-def demo15(tmp_path_factory):
-    return _run_demo(tmp_path_factory, d_true=15, seed=1, analyses=False)
+def demo(tmp_path_factory):
+    return _run_demo(tmp_path_factory, "analyses", _analyses_config())
 
 
 def _truth(workdir):
@@ -100,15 +115,8 @@ def _group(workdir):
         return {k: z[k] for k in z.files}
 
 
-def _frontal_curve(workdir):
-    (path,) = (workdir / "results" / "group").rglob("group_desc-regions_scores.tsv")
-    table = pd.read_csv(path, sep="\t")
-    f = table[(table["region"] == "frontal") & (table["measure"] == "forecastscore")]
-    return f.groupby("distance")["value"].mean()
-
-
-def test_demo_outputs_exist(demo8):
-    res = demo8 / "results"
+def test_demo_outputs_exist(demo):
+    res = demo / "results"
     assert (res / "report.html").stat().st_size > 50_000
     html = (res / "report.html").read_text()
     assert "Synthetic data" in html
@@ -129,53 +137,65 @@ def test_demo_outputs_exist(demo8):
     assert (table["reason"] == "scan_exclude").sum() == 1
 
 
-def test_brain_scores_recover_the_planted_patches(demo8):
-    truth, g = _truth(demo8), _group(demo8)
-    bs = g["brain_score"]
-    planted = np.zeros(bs.shape, bool)
-    for vertices in truth["patches"].values():
-        planted[vertices] = True
-    assert np.all(np.isnan(bs[truth["medial_wall"]]))
-    rest = bs[~planted & np.isfinite(bs)]
-    assert abs(rest.mean()) < 0.02
-    threshold = np.percentile(rest, 99)
-    for name, vertices in truth["patches"].items():
-        if name == "semantic":
-            continue   # forecasts 22 words ahead: out of X's reach by design (F, not R)
-        patch = np.nanmean(bs[vertices])
-        assert patch >= BRAIN_MIN, (name, patch)
-        assert patch >= threshold + BRAIN_MARGIN, (name, patch, threshold)
+def test_brain_scores_stay_below_the_planted_signal_and_near_it(fine):
+    """An encoding model cannot beat the noise-free planted signal (a leak of test data would);
+    it reaches a good share of it. Unplanted control vertices score about 0."""
+    truth, g = _truth(fine), _group(fine)
+    bs, F = g["brain_score"], g["forecast_score"]
+    assert np.all(np.isnan(bs[truth["no_data"]]))
+    control = bs[truth["control"]]
+    assert np.isfinite(control).all() and abs(control.mean()) < 0.02
+    for name in ("auditory", "temporal", "frontal", "psts"):
+        v = truth["patches"][name]
+        best = max(np.nanmean(bs[v]), np.nanmax(np.nanmean(bs[v] + F[:, v], axis=1)))
+        ceiling = truth["signal_r"][name]
+        assert MIN_SHARE_OF_SIGNAL * ceiling <= best <= ceiling + 0.02, (name, best, ceiling)
+        assert np.nanmean(bs[v]) > np.percentile(control, 99), name
+    for name in ("auditory", "temporal"):      # current-word patches: near real data (0.1-0.3)
+        assert 0.08 < np.nanmean(bs[truth["patches"][name]]) < 0.35, name
 
 
-@pytest.mark.parametrize("demo", ["demo8", "demo15"])
-def test_forecast_peak_recovers_d_true(demo, request):
-    workdir = request.getfixturevalue(demo)
-    truth = _truth(workdir)
-    curve = _frontal_curve(workdir)
-    assert int(curve.idxmax()) == truth["d_true"], curve.to_dict()
-    # the group npz agrees with the region table
-    g = _group(workdir)
-    frontal = np.nanmean(g["forecast_score"][:, truth["patches"]["frontal"]], axis=1)
-    assert int(g["distances"][np.argmax(frontal)]) == truth["d_true"]
+@pytest.mark.parametrize("patch", ["frontal", "psts"])
+def test_forecast_distance_recovered_on_a_fine_grid(fine, patch):
+    truth, g = _truth(fine), _group(fine)
+    d_true = truth["distances"][patch]
+    v = truth["patches"][patch]
+    assert g["distances"].tolist() == FINE_DISTANCES
+    curve = np.nanmean(g["forecast_score"][:, v], axis=1)
+    assert abs(g["distances"][np.argmax(curve)] - d_true) <= D_TOLERANCE, curve.round(3)
+    # the per-vertex d* map (argmax of the group-mean F(d)) on most planted vertices
+    dstar = g["dstar_all"][v]
+    assert np.mean(np.abs(dstar - d_true) <= D_TOLERANCE) > 0.5, np.unique(dstar)
+    # the region table agrees with the group maps (reporting only: the test used vertices)
+    (path,) = (fine / "results" / "group").rglob("group_desc-regions_scores.tsv")
+    table = pd.read_csv(path, sep="\t")
+    f = table[(table["region"] == patch) & (table["measure"] == "forecastscore")]
+    assert abs(f.groupby("distance")["value"].mean().idxmax() - d_true) <= D_TOLERANCE
 
 
-def test_rerun_is_a_no_op_and_scores_are_deterministic(demo8, tmp_path):
-    proc = _snakemake(demo8, "-n")
+def test_forecast_score_is_null_on_unplanted_vertices(fine):
+    truth, g = _truth(fine), _group(fine)
+    f = np.nanmean(g["forecast_score"][:, truth["control"]], axis=1)
+    assert np.all(np.abs(f) < NULL_F), f.round(4)
+
+
+def test_rerun_is_a_no_op_and_scores_are_deterministic(demo, tmp_path):
+    proc = _snakemake(demo, "-n")
     assert "Nothing to be done" in proc.stdout + proc.stderr
     # recomputing a subject's scores gives the same numbers, bit for bit
-    target = next((demo8 / "results").rglob("sub-001_desc-scores.npz"))
+    target = next((demo / "results").rglob("sub-001_desc-scores.npz"))
     before = {k: v for k, v in np.load(target).items()}
-    _snakemake(demo8, str(target.relative_to(demo8)), "--forcerun", "fit_scores")
+    _snakemake(demo, str(target.relative_to(demo)), "--forcerun", "fit_scores")
     after = np.load(target)
     for key in ("brain_score", "forecast_score"):
         np.testing.assert_array_equal(before[key], after[key])
 
 
-def test_notebook_redraws_the_figures(demo8, tmp_path):
+def test_notebook_redraws_the_figures(demo, tmp_path):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     nb = nbformat.read(REPO / "notebooks" / "explore_results.ipynb", as_version=4)
-    os.environ["BRAINPRED_RESULTS"] = str(demo8 / "results")
+    os.environ["BRAINPRED_RESULTS"] = str(demo / "results")
     try:
         nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
                                 resources={"metadata": {"path": str(tmp_path)}}).execute()
@@ -200,56 +220,65 @@ def _patch_curve(g, key, vertices):
     return np.nanmean(g[f"{key}__mean"][:, vertices], axis=1), g[f"{key}__x"]
 
 
-def test_layer_sweep_recovers_the_planted_depth(demo8):
-    truth, g = _truth(demo8), _analysis(demo8, "layers")
-    assert truth["layers"] == {"frontal": 8, "psts": 0}
-    f_psts, xs = _patch_curve(g, "forecastscore__layer", truth["patches"]["psts"])
+def test_layer_sweep_recovers_the_planted_depth(demo):
+    """The shallow patch forecasts layer-0 activations, the frontal patch layer-8 ones."""
+    truth, g = _truth(demo), _analysis(demo, "layers")
+    assert truth["layers"] == {"frontal": 8, "psts": 8, "shallow": 0}
+    f_shallow, xs = _patch_curve(g, "forecastscore__layer", truth["patches"]["shallow"])
     f_front, _ = _patch_curve(g, "forecastscore__layer", truth["patches"]["frontal"])
-    assert xs[np.argmax(f_psts)] == 0, f_psts
+    assert xs[np.argmax(f_shallow)] == 0, f_shallow
     assert xs[np.argmax(f_front)] >= 4, f_front
-    # per-vertex k*: shallower in psts than in frontal where it is shown
-    k_psts = np.nanmedian(g["kstar_all"][truth["patches"]["psts"]])
+    # per-vertex k*: shallower in the shallow patch than in the frontal patch
+    k_shallow = np.nanmedian(g["kstar_all"][truth["patches"]["shallow"]])
     k_front = np.nanmedian(g["kstar_all"][truth["patches"]["frontal"]])
-    assert k_psts < k_front
-    assert np.isfinite(g["kstar"][truth["patches"]["psts"]]).mean() > 0.5
+    assert k_shallow < k_front
 
 
-def test_control_windows_bring_no_gain(demo8):
-    truth, g = _truth(demo8), _analysis(demo8, "controls")
-    for patch in ("frontal", "psts"):
+def test_control_windows_bring_no_gain(demo):
+    truth, g = _truth(demo), _analysis(demo, "controls")
+    for patch in ("frontal", "shallow"):
         v = truth["patches"][patch]
         true, _ = _patch_curve(g, "forecastscore__true", v)
         for kind in ("random", "shuffled", "generated"):
             ctrl, xs = _patch_curve(g, f"forecastscore__{kind}", v)
-            assert xs.tolist() == [8.0]
+            assert xs.tolist() == [15.0]
             if kind != "generated":   # the model's own future may carry some real signal
                 assert ctrl[0] <= 0.01, (patch, kind, ctrl)
             assert true[0] >= ctrl[0] + 0.03, (patch, kind, true, ctrl)
-    for kind in ("random", "shuffled"):
-        whole = np.nanmean(g[f"forecastscore__{kind}__mean"])
-        assert abs(whole) < 0.005, (kind, whole)
+    for kind in ("true", "random", "shuffled"):     # unplanted vertices: no gain from anything
+        f, _ = _patch_curve(g, f"forecastscore__{kind}", truth["control"])
+        assert abs(f[0]) < 0.005, (kind, f)
 
 
-def test_syntax_decomposition_recovers_the_planted_distances(demo8):
-    truth, g = _truth(demo8), _analysis(demo8, "syntax")
+def test_syntax_decomposition_separates_the_planted_parts(demo):
+    """The generator's syntax (its grammar's categories) against the pipeline's (spaCy trees):
+    the syntactic patch is forecast by F_syn more than by F_sem, nearer than 22 words; the
+    semantic patch's F_sem peaks at its planted 22 words. The coarse grid does not resolve
+    the syntactic peak between 8 and 15 words (see docs/analyses.md)."""
+    truth, g = _truth(demo), _analysis(demo, "syntax")
     planted = truth["syntax"]
-    f_syn, xs = _patch_curve(g, "forecastscore__syntactic", truth["patches"]["syntactic"])
-    f_sem, _ = _patch_curve(g, "forecastscore__semantic", truth["patches"]["semantic"])
-    assert xs[np.argmax(f_syn)] == planted["d_syntactic"], f_syn
+    syn_v, sem_v = truth["patches"]["syntactic"], truth["patches"]["semantic"]
+    f_syn, xs = _patch_curve(g, "forecastscore__syntactic", syn_v)
+    f_sem_in_syn, _ = _patch_curve(g, "forecastscore__semantic", syn_v)
+    i = list(xs).index(planted["d_syntactic"])
+    assert f_syn[i] >= f_sem_in_syn[i] + 0.05, (f_syn, f_sem_in_syn)
+    assert xs[np.argmax(f_syn)] < planted["d_semantic"], f_syn
+    assert f_syn[i] >= f_syn[list(xs).index(planted["d_semantic"])] + 0.01, f_syn
+    f_sem, _ = _patch_curve(g, "forecastscore__semantic", sem_v)
     assert xs[np.argmax(f_sem)] == planted["d_semantic"], f_sem
 
 
-def test_finetune_stage_outputs(demo8):
+def test_finetune_stage_outputs(demo):
     import nibabel as nib
 
-    res = demo8 / "results"
+    res = demo / "results"
     losses = sorted((res / "finetune").rglob("desc-finetune_loss.tsv"))
     assert len(losses) == 2
     for path in losses:
         t = pd.read_csv(path, sep="\t")
         assert t["step"].tolist() == [1, 2, 3]
         assert np.isfinite(t[["ce", "nce"]].to_numpy()).all()
-    g = _analysis(demo8, "finetune")
+    g = _analysis(demo, "finetune")
     assert g["gain__step-3__x"].tolist() == [0.5]
     (gl,) = (res / "analyses").rglob("group_space-fsaverage5_hemi-L_desc-finetunegain.func.gii")
     assert len(nib.load(gl).darrays) == 1
@@ -269,10 +298,10 @@ def _t_ci(values):
     return v.mean(), v.mean() - half, v.mean() + half
 
 
-def test_paper_comparison_rows_recomputed_from_the_outputs(demo8):
+def test_paper_comparison_rows_recomputed_from_the_outputs(demo):
     """Every row of desc-paper_comparison.tsv, recomputed here from the subjects' score files
     and the region tables with plain numpy / pandas / scipy (no brainpred code)."""
-    res = demo8 / "results"
+    res = demo / "results"
     cfg = yaml.safe_load((res / "config" / "desc-effective_config.yaml").read_text())
     names = cfg["report"]["paper_regions"]
     table = pd.read_csv(res / "tables" / "desc-paper_comparison.tsv", sep="\t")
@@ -282,7 +311,7 @@ def test_paper_comparison_rows_recomputed_from_the_outputs(demo8):
         "not computed: noise_ceiling.enabled is false")
 
     # peak brain score: the bilateral region with the highest mean
-    stats_t = _tsv(demo8, "group_desc-regions_stats.tsv")
+    stats_t = _tsv(demo, "group_desc-regions_stats.tsv")
     bs = stats_t[(stats_t["measure"] == "brainscore") & (stats_t["level"] == "bilateral")]
     peak = bs.loc[bs["mean"].idxmax()]
     assert peak["region"] in rows.loc["peak brain score", "regions"]
@@ -330,24 +359,24 @@ def test_paper_comparison_rows_recomputed_from_the_outputs(demo8):
             best[name] = r.loc[r.groupby("subject")["value"].idxmax()].set_index("subject")[x]
         return _t_ci((best[a] - best[b]).to_numpy(float))
 
-    main = _tsv(demo8, "group_desc-regions_scores.tsv")
+    main = _tsv(demo, "group_desc-regions_scores.tsv")
     np.testing.assert_allclose(
         rows.loc["d'(IFG) - d'(aSTS)", ["value", "ci_low", "ci_high"]].to_numpy(float),
         argmax_diff(main[main["measure"] == "forecastscore"], "distance", names["IFG"],
                     names["aSTS"]), rtol=1e-6)
-    layers = _tsv(demo8, "group_desc-layersregions_scores.tsv")
+    layers = _tsv(demo, "group_desc-layersregions_scores.tsv")
     layers = layers[(layers["measure"] == "forecastscore") & (layers["series"] == "layer")]
     np.testing.assert_allclose(
         rows.loc["k*(angular) - k*(Heschl)", ["value", "ci_low", "ci_high"]].to_numpy(float),
         argmax_diff(layers, "x", names["angular"], names["Heschl"]), rtol=1e-6)
-    syntax = _tsv(demo8, "group_desc-syntaxregions_scores.tsv")
+    syntax = _tsv(demo, "group_desc-syntaxregions_scores.tsv")
     for part in ("syntactic", "semantic"):
         t = syntax[(syntax["measure"] == "forecastscore") & (syntax["series"] == part)
                    & (syntax["level"] == "responsive")]
         curve = t.groupby("x")["value"].mean()
         row = rows.loc[f"{part} d*"]
         assert row["value"] == curve.idxmax() and row["ci_low"] <= row["value"] <= row["ci_high"]
-    ft = _tsv(demo8, "group_desc-finetuneregions_scores.tsv")
+    ft = _tsv(demo, "group_desc-finetuneregions_scores.tsv")
     step = max(int(s.split("-")[1]) for s in ft["series"].unique() if s.startswith("step-"))
     for quantity, regs in [("fine-tuning gain, IFG", [names["IFG"]]),
                            ("fine-tuning gain, angular + supramarginal",
@@ -366,14 +395,14 @@ def test_paper_comparison_rows_recomputed_from_the_outputs(demo8):
     assert "desc-effective_config.yaml" in html
 
 
-def test_runtime_only_settings_rerun_nothing(demo8):
+def test_runtime_only_settings_rerun_nothing(demo):
     """Batch sizes, device, ridge backend and download jobs change how a job runs, never its
     result: after a finished run, changing them plans no job."""
-    proc = _snakemake(demo8, "-n", "--config",
+    proc = _snakemake(demo, "-n", "--config",
                       "model={batch_size: 3, device: cpu}",
                       "mapping={backend: numpy, target_batch: 1000}",
                       "noise_ceiling={batch: 7}")
     assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
     # a setting that changes the activations does replan the features
-    proc = _snakemake(demo8, "-n", "--config", "model={context_tokens: 512}")
+    proc = _snakemake(demo, "-n", "--config", "model={context_tokens: 512}")
     assert "story_features" in proc.stdout

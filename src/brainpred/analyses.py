@@ -992,8 +992,7 @@ def make_analysis_figures(analysis, group_npz, regions_tsv, config, outputs, los
 
     if analysis == "layers":
         d = int(_section(config, "layers").get("distance", 8))
-        planted = {"frontal": truth["layers"]["frontal"], "psts": truth["layers"]["psts"]} \
-            if truth and "layers" in truth else None
+        planted = dict(truth["layers"]) if truth and "layers" in truth else None
         curves("layerbrain", "brainscore", ["layer"], "layer k", "R(X_k) (r)",
                f"Brain score per layer, mean of {n} subjects", labels={"layer": "R(X_k)"})
         curves("layerforecast", "forecastscore", ["layer"], "layer k", f"F_k({d}) (Δr)",
@@ -1002,14 +1001,15 @@ def make_analysis_figures(analysis, group_npz, regions_tsv, config, outputs, los
         xs = g["forecastscore__layer__x"]
         surface("kstar", f"Forecast depth k* (layer), d = {d}", float(xs.min()), float(xs.max()))
     elif analysis == "controls":
-        d_true = {"frontal": truth["d_true"], "psts": truth["d_true"]} if truth else None
+        d_true = ({r: d for r, d in truth["distances"].items() if r in truth["layers"]}
+                  if truth else None)
         curves("controlcurves", "forecastscore", list(CONTROL_KINDS), "distance d (words)",
                "F(d) (Δr)", "Forecast score of control windows", true_x=d_true,
                labels={"true": "true future", "random": "random vectors",
                        "shuffled": "shuffled words", "generated": "generated future"})
         if "widthcurves" in outputs:
             wd = int(g["width_distance"]) if "width_distance" in g else None
-            w_true = {"frontal": truth["width"], "psts": truth["width"]} if truth else None
+            w_true = {r: truth["width"] for r in truth["layers"]} if truth else None
             curves("widthcurves", "widthscore", ["true"], "window width (words)", "F (Δr)",
                    f"Forecast score by window width at d = {wd}", true_x=w_true,
                    labels={"true": "F(width)"})

@@ -186,7 +186,7 @@ def load_model(name, seed=0, device="auto", dtype="float32"):
 
         tokenizer = gpt2_tokenizer()
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed))
+            torch.random.default_generator.manual_seed(int(seed))  # CPU only: not the CUDA RNGs
             model = GPT2LMHeadModel(GPT2Config(**_TINY_CONFIG))
         model = model.to(device=dev, dtype=torch_dtype).eval()
         return model, tokenizer

@@ -645,7 +645,7 @@ class FineTuner:
         params = _set_trainable(model, cfg["train_layers"])
         dim = int(model.get_input_embeddings().embedding_dim)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg["seed"])
+            torch.random.default_generator.manual_seed(cfg["seed"])  # CPU only: not the CUDA RNGs
             self.head = torch.nn.Linear(dim, dim)
         self.head.to(self.device)
         self.optimizer = torch.optim.AdamW(list(self.head.parameters()) + params, lr=cfg["lr"],

@@ -166,3 +166,69 @@ def read_yaml(path):
     import yaml
 
     return _read_structured(path, yaml.safe_load, yaml.YAMLError, "YAML")
+
+
+def write_label_gifti(path, labels_hemi, names, colors=None):
+    """Write one hemisphere's parcellation as a GIfTI label file, atomically.
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination, e.g. ``...hemi-L_desc-destrieux.label.gii``.
+    labels_hemi : array_like int, shape (n_per_hemi,)
+        Region ids; ``<= 0`` = unlabelled (written as key 0, named ``???``).
+    names : dict[int, str]
+        Name of each id (> 0), without hemisphere prefix.
+    colors : dict[int, tuple], optional
+        RGBA in [0, 1] per id (default: a fixed qualitative palette).
+    """
+    import nibabel as nib
+
+    lab = np.asarray(labels_hemi).astype(np.int32).ravel()
+    lab = np.where(lab > 0, lab, 0).astype(np.int32)
+    table = nib.gifti.GiftiLabelTable()
+    cmap = _palette()
+    entries = [(0, "???", (1.0, 1.0, 1.0, 0.0))]
+    for i, k in enumerate(sorted(int(k) for k in names if int(k) > 0)):
+        rgba = (colors or {}).get(k, cmap[i % len(cmap)])
+        entries.append((k, str(names[k]), tuple(rgba)))
+    for k, name, rgba in entries:
+        gl = nib.gifti.GiftiLabel(key=k, red=rgba[0], green=rgba[1], blue=rgba[2],
+                                  alpha=rgba[3] if len(rgba) > 3 else 1.0)
+        gl.label = name
+        table.labels.append(gl)
+    darray = nib.gifti.GiftiDataArray(lab, intent="NIFTI_INTENT_LABEL", datatype="int32")
+    img = nib.gifti.GiftiImage(labeltable=table, darrays=[darray])
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return Path(path)
+
+
+def _palette():
+    import matplotlib
+
+    cm = matplotlib.colormaps["tab20"]
+    return [tuple(float(c) for c in cm(i)) for i in range(20)]
+
+
+def write_func_gifti(path, data):
+    """Write one hemisphere's time series as a GIfTI func file, atomically.
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination, e.g. ``...hemi-L_desc-clean.func.gii``.
+    data : array_like, shape (n_trs, n_per_hemi)
+        One data array (float32, gzip-compressed base64) per volume.
+    """
+    import nibabel as nib
+
+    darrays = [nib.gifti.GiftiDataArray(np.asarray(row, dtype=np.float32),
+                                        intent="NIFTI_INTENT_TIME_SERIES",
+                                        datatype="NIFTI_TYPE_FLOAT32",
+                                        encoding="GIFTI_ENCODING_B64GZ")
+               for row in np.asarray(data)]
+    img = nib.gifti.GiftiImage(darrays=darrays)
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return Path(path)

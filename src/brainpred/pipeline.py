@@ -1026,15 +1026,16 @@ def make_figures(group_npz, regions_tsv, config, outputs):
     regions = curve_regions(curves, config)
     figures.plot_forecast_curves(curves, outputs["curves"], synthetic=synthetic,
                                  regions=regions,
-                                 true_distance={"frontal": truth["d_true"],
-                                               "psts": truth["d_true"]} if truth else None)
+                                 true_distance={r: d for r, d in truth["distances"].items()
+                                                if r in truth["layers"]}
+                                 if truth else None)
     dstar = _region_dstar(curves, regions)
     peak = curves.groupby(["region", "distance"])["F"].mean().groupby("region").max()
     focus = max(regions, key=lambda r: peak.get(r, -np.inf))
     figures.plot_distribution(dstar[focus], outputs["distribution"],
                               title=f"Per-subject d* (argmax of F(d)) in {focus}",
                               synthetic=synthetic,
-                              true_value=truth["d_true"] if truth else None)
+                              true_value=truth["distances"].get(focus) if truth else None)
 
 
 def _region_dstar(curves, regions):

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
-from .io import atomic_path
+from .io import write_label_gifti  # noqa: F401  (re-exported: an I/O helper)
 
 __all__ = ["load_labels", "read_hemi_labels", "region_means", "write_label_gifti",
            "split_regions", "hemi_offset", "UNLABELLED_NAMES", "hemi_paths", "load_coords",
@@ -204,49 +204,6 @@ def region_means(values, labels, names, dims=None, coords=None, value_name="valu
     out["n_vertices"] = np.tile(sizes, n_rows)
     out[value_name] = means.ravel()
     return pd.DataFrame(out)
-
-
-def write_label_gifti(path, labels_hemi, names, colors=None):
-    """Write one hemisphere's parcellation as a GIfTI label file, atomically.
-
-    Parameters
-    ----------
-    path : str or Path
-        Destination, e.g. ``...hemi-L_desc-destrieux.label.gii``.
-    labels_hemi : array_like int, shape (n_per_hemi,)
-        Region ids; ``<= 0`` = unlabelled (written as key 0, named ``???``).
-    names : dict[int, str]
-        Name of each id (> 0), without hemisphere prefix.
-    colors : dict[int, tuple], optional
-        RGBA in [0, 1] per id (default: a fixed qualitative palette).
-    """
-    import nibabel as nib
-
-    lab = np.asarray(labels_hemi).astype(np.int32).ravel()
-    lab = np.where(lab > 0, lab, 0).astype(np.int32)
-    table = nib.gifti.GiftiLabelTable()
-    cmap = _palette()
-    entries = [(0, "???", (1.0, 1.0, 1.0, 0.0))]
-    for i, k in enumerate(sorted(int(k) for k in names if int(k) > 0)):
-        rgba = (colors or {}).get(k, cmap[i % len(cmap)])
-        entries.append((k, str(names[k]), tuple(rgba)))
-    for k, name, rgba in entries:
-        gl = nib.gifti.GiftiLabel(key=k, red=rgba[0], green=rgba[1], blue=rgba[2],
-                                  alpha=rgba[3] if len(rgba) > 3 else 1.0)
-        gl.label = name
-        table.labels.append(gl)
-    darray = nib.gifti.GiftiDataArray(lab, intent="NIFTI_INTENT_LABEL", datatype="int32")
-    img = nib.gifti.GiftiImage(labeltable=table, darrays=[darray])
-    with atomic_path(path) as tmp:
-        nib.save(img, str(tmp))
-    return Path(path)
-
-
-def _palette():
-    import matplotlib
-
-    cm = matplotlib.colormaps["tab20"]
-    return [tuple(float(c) for c in cm(i)) for i in range(20)]
 
 
 def split_regions(labels, coords, names=None, max_size=500):

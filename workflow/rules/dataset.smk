@@ -10,18 +10,11 @@ if config["dataset"]["source"] == "synthetic":
             [f"{ROOT}/{f}" for f in _synthetic_files(config)],
         params:
             root=lambda w, output: dataset_root(output[0], 0),
-            # the generator uses the pipeline's FIR span, TR convention and syntax settings
-            # the generator's own model (synthetic.model), not model.*: changing the analysed
-            # model (or a typo in model.name) never regenerates or deletes the dataset
-            config=config_for(
-                "synthetic",
-                model={"name": config["synthetic"]["model"],
-                       "seed": config["synthetic"]["model_seed"],
-                       "context_tokens": config["model"]["context_tokens"]},
-                features={k: config["features"].get(k) for k in ("tr_offset", "tr_method")},
-                mapping={"delays": config["mapping"]["delays"]},
-                syntax=SYNTAX_FEATURE_SETTINGS,
-            ),
+            # the generator's own settings only (synthetic.model, not model.*: changing the
+            # analysed model, or a typo in model.name, never regenerates or deletes the dataset;
+            # it shares no setting, like the TR convention or the FIR span, with the analysis)
+            config=config_for("synthetic",
+                              model={"context_tokens": config["model"]["context_tokens"]}),
         conda:
             "../envs/brainpred.yaml"
         log:
