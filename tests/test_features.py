@@ -256,21 +256,24 @@ def test_exact_equals_one_by_one_tiny(tiny):
     np.testing.assert_allclose(acts[-1], h[last], atol=1e-5)
 
 
-def _long_story(tok, n_words=260):
-    path = GENTLE / "pieman" / "align.csv"
-    if path.exists():
-        words = pd.read_csv(path, header=None, keep_default_na=False)[0].astype(str).tolist()
-        words = words[:n_words]
+def _long_story(tok, n_words=260, real=False):
+    """Token ids and last tokens of a long story: generated words, or with ``real`` the first
+    words of the real pieman alignment (skipped, saying why, when ../shared is absent: never
+    silently replaced by generated words)."""
+    if real:
+        words = read_align("pieman")["word"].astype(str).tolist()[:n_words]
     else:
         words = synthetic_words(n_words)
     text, cs, ce = words_to_text(words)
     return F.word_token_index(text, cs, ce, tok)
 
 
+@pytest.mark.parametrize("real", [False, pytest.param(True, marks=pytest.mark.shared)],
+                         ids=["generated", "pieman"])
 @pytest.mark.parametrize("context,batch_size", [(64, 8), (40, 3), (40, 1)])
-def test_exact_equals_one_by_one_beyond_context(tok, context, batch_size):
+def test_exact_equals_one_by_one_beyond_context(tok, context, batch_size, real):
     model = small_gpt2()
-    ids, last = _long_story(tok)
+    ids, last = _long_story(tok, real=real)
     assert ids.size > 4 * context  # most words see a full window
     acts = F.extract_word_activations(model, ids, last, context_tokens=context,
                                       batch_size=batch_size)

@@ -174,8 +174,8 @@ def _tiny_demo_config():
     cfg = yaml.safe_load((pathlib.Path(__file__).parents[1] / "config" / "config.yaml")
                          .read_text())
     cfg["synthetic"].update(n_subjects=3, n_stories=2, stories_per_subject=1,
-                            speech_duration=90.0, plant_syntax=False)
-    cfg["forecast"]["distances"] = [0, 8]
+                            speech_duration=90.0, plant_syntax=False, coverage="patches")
+    cfg["forecast"]["distances"] = [0, 15]
     for section in ("layers", "controls", "syntax", "finetune"):
         cfg[section]["enabled"] = False
     return cfg
