@@ -44,7 +44,9 @@ pytestmark = pytest.mark.slow
 def _base():
     with open(REPO / "config" / "config.yaml") as f:
         cfg = yaml.safe_load(f)
-    cfg["synthetic"].update(n_subjects=6, d_true=15, d_psts=5, coverage="patches")
+    # pinned here, not taken from the demo config (sized for its own 5-minute budget)
+    cfg["synthetic"].update(n_subjects=6, d_true=15, d_psts=5, coverage="patches",
+                            speech_duration=150.0, n_futures=10)
     return cfg
 
 
