@@ -645,8 +645,8 @@ def test_cuda_syntactic_activations(tiny, syn_story, context, reuse):
 @needs_cuda
 def test_cuda_finetune_runs_and_resumes(ft_seqs, tmp_path):
     """A few fine-tuning steps on CUDA: finite losses, the first cross-entropy near CPU's
-    (dropout masks differ between devices), CUDA RNG state saved, and a run resumed from a checkpoint
-    equals the straight run (the per-device RNG state is restored)."""
+    (dropout masks differ between devices), CUDA RNG state saved, and a run resumed from a
+    checkpoint equals the straight run (the per-device RNG state is restored)."""
     cfg = {**FT_CFG, "steps": 4}
     straight = ft.train("tiny-gpt2", ft_seqs, tmp_path / "a", cfg, device="cuda",
                         progress=False)

@@ -407,7 +407,7 @@ def block_design(runs, sources, blocks, tr_offset=1, tr_method="sum"):
     sources : WordSources
     blocks : sequence of Block
     tr_offset : int
-    tr_method : {"sum", "mean"}
+    tr_method : {"sum", "mean", "lanczos"}
 
     Returns
     -------

@@ -181,7 +181,7 @@ def subject_design(runs, story_features, layer, distances, width=7, tr_offset=1,
         Words per forecast window.
     tr_offset : int
         TR index convention (see :func:`brainpred.design.tr_indices`).
-    tr_method : {"sum", "mean"}
+    tr_method : {"sum", "mean", "lanczos"}
 
     Returns
     -------

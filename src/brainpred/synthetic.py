@@ -37,8 +37,9 @@ copied into the data, and the end-to-end tests can see it. What it does, indepen
   convolved with the SPM canonical HRF (32 s, evaluated exactly, which is the limit of a fine
   time grid) and sampled at the volume acquisition times ``(k + 1/2) * TR`` (k = 0, 1, ...:
   the middle of each volume, the reference time of fMRIPrep's slice-timing correction, which
-  Narratives' ``afni-nosmooth`` derivatives went through): no TR binning and no FIR. Each patch holds a smooth spatial weight (1 at its centre, 0.5 at its
-  border) times a subject gain; noise is spatially smooth (``noise_smoothing`` neighbour
+  Narratives' ``afni-nosmooth`` derivatives went through): no TR binning and no FIR. Each
+  patch holds a smooth spatial weight (1 at its centre, 0.5 at its border) times a subject
+  gain; noise is spatially smooth (``noise_smoothing`` neighbour
   averages on the fsaverage5 mesh) and AR(1) in time (``noise_ar``), with unit variance times
   ``noise``.
 - **Study design**: subjects hear different subsets of the stories, and one run is excluded by
