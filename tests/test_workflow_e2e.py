@@ -10,8 +10,8 @@ data, the rest is NaN like the medial wall), so the fits cost a tenth of the ful
 Every assertion reads the ground truth's vertex lists, never the region labels.
 
 - ``fine``: the main analysis on every integer d in 0..20, 6 subjects, 5 minutes of speech per
-  story. The frontal (d = 15) and psts (d = 5) plants are recovered within +-2 words, by the
-  patch curves and by the per-vertex d* map on most planted vertices; F stays within 0.01 of 0
+  story. The frontal (d = 15) and psts (d = 8) plants are recovered within 1 word by the patch
+  curves and within 2 words by the per-vertex d* map on most planted vertices; F stays within 0.01 of 0
   on the control vertices at every d; the patch brain scores lie between 25 % of and (up to
   0.02) the correlation that the noise-free planted signal itself reaches with the BOLD.
 - ``analyses``: the layer, control, syntax and fine-tuning analyses on a coarse grid.
@@ -31,8 +31,12 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 FINE_DISTANCES = list(range(0, 21))
 DISTANCES = [-10, 0, 5, 8, 15, 22]
-#: Recovered distances within this many words of the planted ones.
+#: The per-vertex d* map within this many words of the planted distances (on most vertices).
 D_TOLERANCE = 2
+#: The patch curves' peaks within this many words: tight enough that a window shifted by one
+#: word (recovered 13 and 6 for 15 and 8, against 14 and 7 without the bug) or by three words
+#: (17 and 10) fails, measured by seeding those bugs (docs/sensitivity.md).
+PEAK_TOLERANCE = 1
 #: F(d) on the unplanted control vertices within this of 0, at every d.
 NULL_F = 0.01
 #: Patch brain scores between this share of the noise-free signal's r and that r + 0.02.
@@ -53,6 +57,12 @@ def _base():
 def _fine_config():
     cfg = _base()
     cfg["synthetic"].update(speech_duration=300.0, plant_syntax=False, seed=1)
+    # the near plant wholly in the future (words n+2..n+8): a planted window that still holds
+    # the current word (d < width) is partly X's, and F(d), the gain over X, then peaks where
+    # the window just leaves the current word (d = width = 7 for d = 5: a property of F, not a
+    # bug; docs/analyses.md); and at a stronger amplitude than the demo's, for the power
+    cfg["synthetic"].update(d_psts=8)
+    cfg["synthetic"]["amplitudes"]["psts"] = 1.0
     cfg["forecast"]["distances"] = FINE_DISTANCES
     for section in ("layers", "controls", "syntax", "finetune"):
         cfg[section]["enabled"] = False
@@ -164,7 +174,7 @@ def test_forecast_distance_recovered_on_a_fine_grid(fine, patch):
     v = truth["patches"][patch]
     assert g["distances"].tolist() == FINE_DISTANCES
     curve = np.nanmean(g["forecast_score"][:, v], axis=1)
-    assert abs(g["distances"][np.argmax(curve)] - d_true) <= D_TOLERANCE, curve.round(3)
+    assert abs(g["distances"][np.argmax(curve)] - d_true) <= PEAK_TOLERANCE, curve.round(3)
     # the per-vertex d* map (argmax of the group-mean F(d)) on most planted vertices
     dstar = g["dstar_all"][v]
     assert np.mean(np.abs(dstar - d_true) <= D_TOLERANCE) > 0.5, np.unique(dstar)
@@ -172,7 +182,7 @@ def test_forecast_distance_recovered_on_a_fine_grid(fine, patch):
     (path,) = (fine / "results" / "group").rglob("group_desc-regions_scores.tsv")
     table = pd.read_csv(path, sep="\t")
     f = table[(table["region"] == patch) & (table["measure"] == "forecastscore")]
-    assert abs(f.groupby("distance")["value"].mean().idxmax() - d_true) <= D_TOLERANCE
+    assert abs(f.groupby("distance")["value"].mean().idxmax() - d_true) <= PEAK_TOLERANCE
 
 
 def test_forecast_score_is_null_on_unplanted_vertices(fine):
