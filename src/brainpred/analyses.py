@@ -1001,15 +1001,14 @@ def make_analysis_figures(analysis, group_npz, regions_tsv, config, outputs, los
         xs = g["forecastscore__layer__x"]
         surface("kstar", f"Forecast depth k* (layer), d = {d}", float(xs.min()), float(xs.max()))
     elif analysis == "controls":
-        d_true = ({r: d for r, d in truth["distances"].items() if r in truth["layers"]}
-                  if truth else None)
+        d_true = truth["window_distances"] if truth else None
         curves("controlcurves", "forecastscore", list(CONTROL_KINDS), "distance d (words)",
                "F(d) (Δr)", "Forecast score of control windows", true_x=d_true,
                labels={"true": "true future", "random": "random vectors",
                        "shuffled": "shuffled words", "generated": "generated future"})
         if "widthcurves" in outputs:
             wd = int(g["width_distance"]) if "width_distance" in g else None
-            w_true = {r: truth["width"] for r in truth["layers"]} if truth else None
+            w_true = {r: truth["width"] for r in truth["window_distances"]} if truth else None
             curves("widthcurves", "widthscore", ["true"], "window width (words)", "F (Δr)",
                    f"Forecast score by window width at d = {wd}", true_x=w_true,
                    labels={"true": "F(width)"})

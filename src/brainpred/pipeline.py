@@ -1026,9 +1026,7 @@ def make_figures(group_npz, regions_tsv, config, outputs):
     regions = curve_regions(curves, config)
     figures.plot_forecast_curves(curves, outputs["curves"], synthetic=synthetic,
                                  regions=regions,
-                                 true_distance={r: d for r, d in truth["distances"].items()
-                                                if r in truth["layers"]}
-                                 if truth else None)
+                                 true_distance=truth["window_distances"] if truth else None)
     dstar = _region_dstar(curves, regions)
     peak = curves.groupby(["region", "distance"])["F"].mean().groupby("region").max()
     focus = max(regions, key=lambda r: peak.get(r, -np.inf))

@@ -77,6 +77,8 @@ PATCHES = ("auditory", "temporal", "frontal", "psts", "shallow", "syntactic", "s
 #: Patches whose drive is a forecast window, and the ``synthetic`` key of their distance.
 FORECAST_PATCHES = {"frontal": "d_true", "psts": "d_psts", "shallow": "d_true",
                     "syntactic": "d_syntactic", "semantic": "d_semantic"}
+#: Forecast patches driven by windows of the activations (not of their syntactic parts).
+WINDOW_PATCHES = ("frontal", "psts", "shallow")
 # Patch centres on the fsaverage5 pial surface of the left hemisphere (mm); the right hemisphere
 # uses the mirror image (x -> -x). Roughly Heschl's gyrus, anterior STS, IFG, posterior STS,
 # precentral gyrus, middle superior temporal gyrus and angular gyrus.
@@ -982,6 +984,9 @@ def _write_truth(root, syn, labels, medial, outside, signal_r):
         "d_true": int(syn["d_true"]), "width": int(syn["width"]),
         "distances": {p: int(syn[FORECAST_PATCHES[p]]) for p in FORECAST_PATCHES
                       if p in patches},
+        # the patches driven by windows of the activations themselves (what F(d) measures;
+        # the syntactic / semantic ones are windows of X_syn / X_sem)
+        "window_distances": {p: int(syn[FORECAST_PATCHES[p]]) for p in WINDOW_PATCHES},
         "layer": int(syn["layer"]), "depth_layer": int(syn["depth_layer"]),
         "layers": {"frontal": int(syn["layer"]), "psts": int(syn["layer"]),
                    "shallow": int(syn["depth_layer"])},
