@@ -87,7 +87,7 @@ def summarise(jobs):
 _PROBE = r"""
 import sys, time, resource, numpy as np
 from brainpred import mapping
-from brainpred.workflow import limit_threads
+from brainpred.jobs import limit_threads
 n, V, nd = map(int, sys.argv[1:4]); limit_threads(1)
 rng = np.random.default_rng(0)
 X = rng.standard_normal((n, 768), dtype=np.float32)
@@ -127,7 +127,7 @@ def _fit(x, y):
 # 3. extrapolation
 # ---------------------------------------------------------------------------------------------
 def paper_plan(metadata):
-    from brainpred.workflow import run_plan
+    from brainpred.plan import run_plan
 
     cfg = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
     cfg["dataset"].update(source="local", root=str(metadata))

@@ -1,53 +1,43 @@
-"""Analyses beyond the main curve: conditions, control sources, block designs, group maps."""
+"""Analyses as conditions: conditions, control sources, block designs, the group step."""
 
 import numpy as np
 import pandas as pd
 import pytest
+from factories import config, runs, story
 
-from brainpred import analyses, design, mapping
-from brainpred.analyses import Block, Condition, WordSources
+from brainpred import conditions, design, group, mapping
+from brainpred.conditions import Block, Condition
+from brainpred.design import WordSources, subject_design
 from brainpred.errors import ConfigError
-from brainpred.pipeline import subject_design
+from brainpred.stages.common import read_fits
 
 
 def _config(**sections):
-    cfg = {"forecast": {"distances": [-2, 0, 3], "width": 3}, "features": {"layer": 2},
-           "stats": {"ci": 0.95, "fdr_q": 0.05, "dstar_mask": "ci_best"}}
-    cfg.update(sections)
-    return cfg
+    return config(**{"forecast": {"distances": [-2, 0, 3], "width": 3},
+                     "features": {"layer": 2},
+                     "stats": {"ci": 0.95, "fdr_q": 0.05, "dstar_mask": "ci_best"}, **sections})
 
 
-def _story(n_words=60, n_layers=4, dim=5, seed=0, duration=80.0):
-    rng = np.random.default_rng(seed)
-    acts = rng.standard_normal((n_layers + 1, n_words, dim)).astype(np.float32)
-    starts = np.sort(rng.uniform(1.0, duration, n_words))
-    words = pd.DataFrame({"word": [f"w{i}" for i in range(n_words)], "start": starts,
-                          "end": starts + 0.2})
-    return acts, words
-
-
-def _runs(story="a", n_trs=60, onset=0.0, basename="sub-001_task-a"):
-    return pd.DataFrame({"basename": [basename], "story": [story], "audio_onset": [onset],
-                         "tr": [1.5], "n_trs": [n_trs]})
+_story, _runs = story, runs
 
 
 def test_layer_conditions_pair_each_layer_with_its_window():
     cfg = _config(layers={"enabled": True, "layers": [0, 3], "distance": 3})
-    conds = analyses.conditions("layers", cfg, n_layers=4)
+    conds = conditions.conditions("layers", cfg, n_layers=4)
     assert [c.name for c in conds] == ["layer-0", "layer-0_d-3", "layer-3", "layer-3_d-3"]
     fc = conds[3]
     assert fc.blocks == (Block("acts", 3), Block("acts", 3, 3, 3))
     assert (fc.measure, fc.series, fc.x, fc.baseline) == ("forecastscore", "layer", 3,
                                                           "layer-3")
-    assert len(analyses.conditions("layers", _config(layers={"layers": "all"}), 4)) == 10
+    assert len(conditions.conditions("layers", _config(layers={"layers": "all"}), 4)) == 10
     with pytest.raises(ConfigError, match="layers.layers"):
-        analyses.conditions("layers", _config(layers={"layers": [7]}), n_layers=4)
+        conditions.conditions("layers", _config(layers={"layers": [7]}), n_layers=4)
 
 
 def test_control_conditions_kinds_distances_and_widths():
     cfg = _config(controls={"enabled": True, "distances": [0, 3], "widths": [1, 4],
                             "generated": {"enabled": True}})
-    conds = analyses.conditions("controls", cfg, n_layers=4, width_distance=3)
+    conds = conditions.conditions("controls", cfg, n_layers=4, width_distance=3)
     names = [c.name for c in conds]
     assert names[0] == "base"
     for kind in ("true", "random", "shuffled", "generated"):
@@ -55,31 +45,31 @@ def test_control_conditions_kinds_distances_and_widths():
     width4 = conds[names.index("width-4")]
     assert width4.blocks[1] == Block("acts", 2, 3, 4) and width4.measure == "widthscore"
     no_random = _config(controls={"random": False, "shuffled": False, "distances": None})
-    kinds = {c.series for c in analyses.conditions("controls", no_random, 4)}
+    kinds = {c.series for c in conditions.conditions("controls", no_random, 4)}
     assert kinds == {"base", "true"}
     with pytest.raises(ValueError, match="width_distance"):
-        analyses.conditions("controls", cfg, n_layers=4)
+        conditions.conditions("controls", cfg, n_layers=4)
     with pytest.raises(ConfigError, match="unknown analysis"):
-        analyses.conditions("nope", cfg, n_layers=4)
+        conditions.conditions("nope", cfg, n_layers=4)
 
 
 def test_random_vectors_match_each_unit_variance_with_zero_mean():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((20000, 3)) * [1.0, 5.0, 0.1] + [0.0, 2.0, -1.0]
-    r = analyses.random_vectors(x, seed=[0, 1])
+    r = design.random_vectors(x, seed=[0, 1])
     assert r.shape == x.shape and r.dtype == np.float32
     np.testing.assert_allclose(r.mean(0), 0, atol=0.1)
     np.testing.assert_allclose(r.std(0), x.std(0), rtol=0.05)
     assert abs(np.corrcoef(r[:, 1], x[:, 1])[0, 1]) < 0.05
-    np.testing.assert_array_equal(r, analyses.random_vectors(x, seed=[0, 1]))
+    np.testing.assert_array_equal(r, design.random_vectors(x, seed=[0, 1]))
 
 
 def test_shuffled_vectors_is_a_seeded_row_permutation():
     x = np.arange(30, dtype=np.float32).reshape(10, 3)
-    s = analyses.shuffled_vectors(x, seed=3)
+    s = design.shuffled_vectors(x, seed=3)
     assert sorted(map(tuple, s)) == sorted(map(tuple, x))
     assert not np.array_equal(s, x)
-    np.testing.assert_array_equal(s, analyses.shuffled_vectors(x, seed=3))
+    np.testing.assert_array_equal(s, design.shuffled_vectors(x, seed=3))
 
 
 def test_block_design_equals_subject_design_and_sums_words_per_tr():
@@ -87,7 +77,7 @@ def test_block_design_equals_subject_design_and_sums_words_per_tr():
     runs = _runs()
     src = WordSources({"a": words}, {"a": acts})
     blocks = [Block("acts", 2), Block("acts", 2, 3, 3), Block("acts", 1, -2, 2)]
-    arrays, lengths, groups = analyses.block_design(runs, src, blocks)
+    arrays, lengths, groups = design.block_design(runs, src, blocks)
     X, windows, lengths2, _ = subject_design(runs, {"a": (acts, words)}, 2, [3], width=3)
     np.testing.assert_array_equal(arrays[0], X)
     np.testing.assert_array_equal(arrays[1], windows[3])
@@ -130,7 +120,7 @@ def test_measures_subtract_the_baseline():
              Condition("k-0", (), "forecastscore", "layer", 0.0, "base"),
              Condition("helper", ())]
     scores = np.arange(2 * 4 * 3, dtype=float).reshape(2, 4, 3)
-    per = analyses.measures(conds, scores)
+    per = conditions.measures(conds, scores)
     assert set(per) == {("brainscore", "base"), ("forecastscore", "layer")}
     xs, maps = per[("forecastscore", "layer")]
     assert xs.tolist() == [0.0, 1.0]
@@ -146,17 +136,17 @@ def test_argmax_map_known_answer_and_masks():
     maps[:, 0, 1] += 0.5          # vertex 1: x = 0, reliable
     maps[:, 1, 2] += rng.normal(0, 1, S)   # vertex 2: noisy maximum
     xs = np.array([0.0, 4.0, 8.0])
-    best, best_all, mask = analyses.argmax_map(maps, xs, mode="ci_best")
+    best, best_all, mask = group.reliable_argmax(maps, xs, mode="ci_best")
     assert best[0] == 8.0 and best[1] == 0.0
     assert mask[0] and mask[1] and not mask[3]
     assert np.isnan(best[3]) and np.isfinite(best_all[3])
-    best, _, mask = analyses.argmax_map(maps, xs, mode="none",
+    best, _, mask = group.reliable_argmax(maps, xs, mode="none",
                                         responsive=np.array([True, False, True, True]))
     assert mask.tolist() == [True, False, True, True]
-    best, _, mask = analyses.argmax_map(maps, xs, mode="fdr", q=0.05)
+    best, _, mask = group.reliable_argmax(maps, xs, mode="fdr", q=0.05)
     assert mask[0] and mask[1] and not mask[3]
     with pytest.raises(ConfigError, match="dstar_mask"):
-        analyses.argmax_map(maps, xs, mode="bogus")
+        group.reliable_argmax(maps, xs, mode="bogus")
 
 
 def test_layer_sweep_recovers_a_planted_layer(tmp_path):
@@ -176,10 +166,10 @@ def test_layer_sweep_recovers_a_planted_layer(tmp_path):
     cfg = _config(layers={"enabled": True, "layers": "all", "distance": 3},
                   mapping={"n_components": 4, "delays": [0, 1], "n_folds": 4,
                            "alphas": {"start": -1, "stop": 4, "num": 6}})
-    conds = analyses.conditions("layers", cfg, n_layers)
-    blocks, designs = analyses._blocks_and_designs(conds)
+    conds = conditions.conditions("layers", cfg, n_layers)
+    blocks, designs = conditions.blocks_and_designs(conds)
     runs = _runs(n_trs=n_trs)
-    arrays, lengths, _ = analyses.block_design(runs, src, blocks)
+    arrays, lengths, _ = design.block_design(runs, src, blocks)
     W1 = design.words_to_trs(design.forecast_windows(acts[1] @ np.ones(dim), 3, 3)
                              .sum(1, keepdims=True), starts, 1.5, n_trs)[:, 0]
     Y_list = []
@@ -203,7 +193,8 @@ def test_layer_sweep_recovers_a_planted_layer(tmp_path):
                         "analysis_fit", [f"sub-{s:03d}"], analysis="layers", model="test")),
                     **{f"sub-{s:03d}__scores": sc})
         fits.append(path)
-    g, per, subjects = analyses.group_analysis(fits, "layers", cfg)
+    conds, subjects, scores, _ = read_fits(fits, "layers")
+    g, per = group.analysis_group(conds, scores, "layers", cfg["stats"])
     assert len(subjects) == 6
     assert np.all(g["kstar_all"][:4] == 1)
     assert np.all(g["kstar"][:4] == 1)

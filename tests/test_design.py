@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from brainpred import design
 from brainpred.design import (fir_delays, forecast_windows, lanczos_weights, tr_indices,
                               words_to_trs)
 from brainpred.errors import ConfigError
@@ -126,7 +127,6 @@ def test_lanczos_is_reachable_from_the_config(tmp_path):
     """features.tr_method: lanczos passes the schema and reaches the design of a fit."""
     import pandas as pd
 
-    from brainpred import pipeline
     from brainpred.config import prepare_config
 
     cfg = prepare_config({"dataset": {"source": "synthetic", "root": str(tmp_path)},
@@ -137,8 +137,8 @@ def test_lanczos_is_reachable_from_the_config(tmp_path):
     acts = rng.standard_normal((2, 30, 4)).astype(np.float32)
     runs = pd.DataFrame([{"basename": "sub-001_task-a", "story": "a", "audio_onset": 2.0,
                           "tr": 1.5, "n_trs": 18}])
-    X, windows, _, _ = pipeline.subject_design(runs, {"a": (acts, words)}, 1, [0],
-                                               tr_method=cfg["features"]["tr_method"])
+    X, windows, _, _ = design.subject_design(runs, {"a": (acts, words)}, 1, [0],
+                                             tr_method=cfg["features"]["tr_method"])
     centres = (np.arange(18) - 1 + 0.5) * 1.5
     np.testing.assert_allclose(X, _huth_lanczos(acts[1], words["start"] + 2.0, centres),
                                atol=1e-5)

@@ -20,7 +20,7 @@ import yaml
 from brainpred import download as dlmod
 from brainpred import narratives as nar
 from brainpred.errors import BrainpredError, ConfigError, DataError
-from brainpred.workflow import run_plan
+from brainpred.plan import run_plan
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -175,8 +175,8 @@ def test_local_source_never_imports_datalad(tmp_path):
     align.write_text("Hello,hello,0.5,0.9\nworld,world,1.0,1.4\n")
     code = f"""
 import sys, yaml
-from brainpred.workflow import run_plan
-from brainpred import narratives, pipeline
+from brainpred.plan import run_plan
+from brainpred import narratives
 cfg = yaml.safe_load(open({str(REPO / 'config' / 'config.yaml')!r}))
 cfg['dataset'].update(source='local', root={str(root)!r}, space='fsaverage6')
 plan = run_plan(cfg)

@@ -4,6 +4,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from factories import config
 
 from brainpred import figures
 from brainpred.errors import DataError
@@ -88,8 +89,9 @@ def test_report_missing_figure(tmp_path):
 
 def test_every_workflow_figure_is_drawn_and_in_the_report(tmp_path):
     """make_figures draws every figure (noise ceiling included); make_report inlines each."""
-    from brainpred import pipeline
+    from brainpred import conditions
     from brainpred.io import save_npz
+    from brainpred.stages import report as stage_report
 
     rng = np.random.default_rng(1)
     V = 2 * figures.N_FSAVERAGE5
@@ -106,18 +108,19 @@ def test_every_workflow_figure_is_drawn_and_in_the_report(tmp_path):
             for d in distances]
     write_tsv(tmp_path / "regions.tsv", pd.DataFrame(
         rows, columns=["subject", "level", "region", "measure", "distance", "value"]))
-    cfg = {"dataset": {"source": "synthetic", "root": str(tmp_path / "none")},
-           "regions": {"key": ["IFG", "absent"]}, "stats": {"dstar_mask": "ci"},
-           "report": {"title": "brainpred report"}}
+    cfg = config(dataset={"source": "synthetic", "root": str(tmp_path / "none")},
+                 regions={"key": ["IFG", "absent"]}, stats={"dstar_mask": "ci"},
+                 noise_ceiling={"enabled": True})
     keys = ["brain", "ceiling", "curves", "dstar", "gain", "distribution"]
     outputs = {k: tmp_path / f"{k}.png" for k in keys}
-    pipeline.make_figures(tmp_path / "group.npz", tmp_path / "regions.tsv", cfg, outputs)
+    stage_report.make_figures(tmp_path / "group.npz", tmp_path / "regions.tsv", cfg, outputs)
     for k in keys:
         assert _is_png(outputs[k], min_bytes=10_000), k
-    assert set(pipeline.FIGURE_CAPTIONS) == set(keys)
+    assert conditions.figure_keys("main", cfg) == keys
+    assert set(keys) <= set(conditions.FIGURE_CAPTIONS)
     html = tmp_path / "report.html"
-    pipeline.make_report([outputs[k] for k in keys], [pipeline.FIGURE_CAPTIONS[k] for k in keys],
-                         cfg, html)
+    stage_report.make_report([outputs[k] for k in keys],
+                             [conditions.FIGURE_CAPTIONS[k] for k in keys], cfg, html)
     text = html.read_text(encoding="utf-8")
     uris = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
     assert [base64.b64decode(u) for u in uris] == [outputs[k].read_bytes() for k in keys]
@@ -131,7 +134,7 @@ def test_snakemake_report_captions_exist_and_flag_synthetic_data():
 
     import jinja2
 
-    from brainpred import pipeline
+    from brainpred import conditions
 
     root = Path(__file__).resolve().parents[1] / "workflow" / "report"
 
@@ -140,10 +143,7 @@ def test_snakemake_report_captions_exist_and_flag_synthetic_data():
                   "model": {"name": "tiny-gpt2"}, "features": {"layer": 8},
                   "stats": {"dstar_reference": [0, 8], "dstar_mask": "ci"}}
 
-    from brainpred import analyses
-
-    for key in (list(pipeline.FIGURE_CAPTIONS) + list(analyses.FIGURE_CAPTIONS)
-                + ["workflow", "report_html"]):
+    for key in list(conditions.FIGURE_CAPTIONS) + ["workflow", "report_html"]:
         text = (root / f"{key}.rst").read_text(encoding="utf-8")
         out = jinja2.Template(text).render(snakemake=_Smk)
         assert "SYNTHETIC DATA" in out, key
@@ -174,21 +174,23 @@ def test_analysis_figures_are_drawn(tmp_path):
     import json
     from dataclasses import asdict
 
-    from brainpred import analyses
+    from brainpred import conditions
     from brainpred import provenance as prov
     from brainpred.io import save_npz
+    from brainpred.stages import analyses as stage_analyses
 
     rng = np.random.default_rng(2)
     V = 2 * figures.N_FSAVERAGE5
-    cfg = {"dataset": {"source": "synthetic", "root": str(tmp_path / "none")},
-           "forecast": {"distances": [0, 8], "width": 3}, "features": {"layer": 2},
-           "layers": {"enabled": True, "layers": [0, 2, 4], "distance": 8},
-           "controls": {"enabled": True, "distances": [0, 8], "widths": [1, 3]},
-           "syntax": {"enabled": True, "distances": [0, 8]},
-           "stats": {"ci": 0.95, "fdr_q": 0.05, "dstar_mask": "none"},
-           "regions": {"key": []}}
+    cfg = config(dataset={"source": "synthetic", "root": str(tmp_path / "none")},
+                 forecast={"distances": [0, 8], "width": 3}, features={"layer": 2},
+                 layers={"enabled": True, "layers": [0, 2, 4], "distance": 8},
+                 controls={"enabled": True, "distances": [0, 8], "widths": [1, 3]},
+                 syntax={"enabled": True, "distances": [0, 8]},
+                 stats={"ci": 0.95, "fdr_q": 0.05, "dstar_mask": "none",
+                        "dstar_reference": [0, 8]},
+                 regions={"key": [], "split_max_size": 0})
     for analysis in ("layers", "controls", "syntax"):
-        conds = analyses.conditions(analysis, cfg, n_layers=4, width_distance=8)
+        conds = conditions.conditions(analysis, cfg, n_layers=4, width_distance=8)
         fits = []
         for s in range(3):
             path = tmp_path / f"{analysis}-fit-{s}.npz"
@@ -203,10 +205,11 @@ def test_analysis_figures_are_drawn(tmp_path):
         outputs = {"npz": tmp_path / f"{analysis}.npz",
                    "regions": tmp_path / f"{analysis}_regions.tsv",
                    "regions_stats": tmp_path / f"{analysis}_stats.tsv"}
-        analyses.make_analysis_group(fits, analysis, cfg, outputs)
-        keys = analyses.figure_keys(analysis, cfg)
+        stage_analyses.make_analysis_group(fits, analysis, cfg, outputs)
+        keys = conditions.figure_keys(analysis, cfg)
         pngs = {k: tmp_path / f"{k}.png" for k in keys}
-        analyses.make_analysis_figures(analysis, outputs["npz"], outputs["regions"], cfg, pngs)
+        stage_analyses.make_analysis_figures(analysis, outputs["npz"], outputs["regions"], cfg,
+                                             pngs)
         for k in keys:
             assert _is_png(pngs[k], min_bytes=10_000), (analysis, k)
 

@@ -33,11 +33,15 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from factories import config
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from brainpred import analyses, io, mapping, pipeline  # noqa: E402
+from brainpred import io, mapping  # noqa: E402
+from brainpred.stages import analyses as stage_analyses  # noqa: E402
+from brainpred.stages import features as stage_features  # noqa: E402
+from brainpred.stages import mapping as stage_mapping  # noqa: E402
 from brainpred import continuations as C  # noqa: E402
 from brainpred import features as F  # noqa: E402
 from brainpred import finetune as ft  # noqa: E402
@@ -219,17 +223,17 @@ MODEL_CFG = {"name": "tiny-gpt2", "seed": 0, "context_tokens": 32, "mode": "exac
 
 
 def test_story_features_rule_on_cpu(tiny, tmp_path):
-    """pipeline.make_story_features loads the model with model.device / model.dtype."""
+    """stages.features.make_story_features loads the model with model.device / model.dtype."""
     model, tok = tiny
     tsv, txt, words = _story_files(tmp_path, _text(40, seed=1))
     out = tmp_path / "story-a_desc-activations.npz"
-    pipeline.make_story_features(tsv, txt, MODEL_CFG, out)
+    stage_features.make_story_features(tsv, txt, MODEL_CFG, out)
     acts, _, _ = load_features(out)
     ref = F.story_features(words, txt.read_text(encoding="utf-8"), model, tok,
                            context_tokens=32, batch_size=4)
     np.testing.assert_array_equal(acts, ref)
     with pytest.raises(ConfigError, match="model.dtype: bfloat16 is only supported on GPU"):
-        pipeline.make_story_features(tsv, txt, {**MODEL_CFG, "dtype": "bfloat16"},
+        stage_features.make_story_features(tsv, txt, {**MODEL_CFG, "dtype": "bfloat16"},
                                      tmp_path / "bf16.npz")
 
 
@@ -291,13 +295,13 @@ def test_story_continuations_rule_on_cpu(tiny, tmp_path):
     model, tok = tiny
     tsv, txt, words = _story_files(tmp_path, _text(12, seed=3))
     out = tmp_path / "story-a_layer-2_desc-continuations.npz"
-    analyses.make_story_continuations(tsv, txt, MODEL_CFG, {"generated": {}}, 2, 2, out)
+    stage_analyses.make_story_continuations(tsv, txt, MODEL_CFG, config()["controls"], 2, 2, out)
     ref = C.generate_continuations(words, txt.read_text(encoding="utf-8"), model, tok, 2,
                                    context_tokens=32, batch_size=4, layers=[2])
     np.testing.assert_array_equal(io.load_npz(out)["generated"], ref[0])
     with pytest.raises(ConfigError, match="model.dtype: float16 is only supported on GPU"):
-        analyses.make_story_continuations(tsv, txt, {**MODEL_CFG, "dtype": "float16"},
-                                          {"generated": {}}, 2, 2, tmp_path / "x.npz")
+        stage_analyses.make_story_continuations(tsv, txt, {**MODEL_CFG, "dtype": "float16"},
+                                          config()["controls"], 2, 2, tmp_path / "x.npz")
 
 
 # ==================================================================================== syntax
@@ -458,10 +462,11 @@ def test_backend_restored_after_an_error():
     assert get_backend().__name__.endswith("numpy")
 
 
-FIT_CONFIG = {"forecast": {"distances": [0, 4], "width": 2},
-              "features": {"layer": 1, "tr_offset": 1, "tr_method": "sum"},
-              "mapping": {"n_components": 3, "delays": [0, 1], "n_folds": 3,
-                          "n_inner_folds": 3, "alphas": {"start": -1, "stop": 3, "num": 5}}}
+FIT_CONFIG = {k: v for k, v in config(
+    forecast={"distances": [0, 4], "width": 2},
+    features={"layer": 1, "tr_offset": 1, "tr_method": "sum"},
+    mapping={"n_components": 3, "delays": [0, 1], "n_folds": 3, "n_inner_folds": 3,
+             "alphas": {"start": -1, "stop": 3, "num": 5}}).items() if k != "model"}
 
 
 @pytest.fixture(scope="module")
@@ -493,10 +498,10 @@ def _rule_scores(fit_inputs, backend, name):
               "layers": {"layers": [0, 1, 2], "distance": 4}}
     subjects = ["sub-001", "sub-002"]
     fit = fit_inputs["dir"] / f"{name}_fitscores.npz"
-    pipeline.make_fit_scores(subjects, fit_inputs["table"], fit_inputs["features"],
+    stage_mapping.make_fit_scores(subjects, fit_inputs["table"], fit_inputs["features"],
                              fit_inputs["bold"], config, fit)
     lay = fit_inputs["dir"] / f"{name}_layersfit.npz"
-    analyses.make_analysis_fit("layers", subjects, fit_inputs["table"],
+    stage_analyses.make_analysis_fit("layers", subjects, fit_inputs["table"],
                                {"acts": fit_inputs["features"]}, fit_inputs["bold"], config,
                                lay)
     z, a = io.load_npz(fit), io.load_npz(lay)
@@ -582,7 +587,7 @@ def test_cuda_story_features_rule(tiny, tmp_path):
                            batch_size=4)
     for dtype, tol in (("float32", F32_REL), ("bfloat16", BF16_REL_CUDA)):
         out = tmp_path / f"{dtype}.npz"
-        pipeline.make_story_features(tsv, txt, {**MODEL_CFG, "device": "cuda", "dtype": dtype},
+        stage_features.make_story_features(tsv, txt, {**MODEL_CFG, "device": "cuda", "dtype": dtype},
                                      out)
         _assert_close_layers(ref, load_features(out)[0], tol)
 

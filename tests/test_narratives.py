@@ -498,7 +498,7 @@ def _stub_gifti(path, n_trs):
 
 def _cropped_n_trs(root, tmp_path, subjects, tasks="all", space="fsaverage6"):
     """n_trs of every kept run in the run table the workflow writes for this selection."""
-    from brainpred.pipeline import make_run_table
+    from brainpred.stages.dataset import make_run_table
 
     cfg = {"dataset": {"source": "local", "root": str(root), "subjects": subjects,
                        "tasks": tasks, "space": space, "keep_scrambled": False,
@@ -617,12 +617,12 @@ def test_synthetic_crop_is_the_same_for_any_subject_selection(tmp_path):
     assert (plan.groupby("task")["n_trs"].nunique() == 1).all()
     root = tmp_path / "synthetic"
     synthetic.generate(root, cfg, progress=False)
-    from brainpred.pipeline import make_run_table
+    from brainpred.stages.dataset import make_run_table
 
     got = []
     for sel in (["sub-001"], ["sub-001", "sub-002"], "all"):
-        cfg["dataset"] = {"source": "synthetic", "root": str(root), "subjects": sel,
-                          "tasks": "all", "space": "fsaverage5"}
+        cfg["dataset"].update({"source": "synthetic", "root": str(root), "subjects": sel,
+                               "tasks": "all", "space": "fsaverage5"})
         out = tmp_path / f"rt_{len(got)}.tsv"
         make_run_table(root, cfg, out)
         t = pd.read_csv(out, sep="\t", dtype={"run": str}, keep_default_na=False)

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from factories import config
 
 from brainpred import noise_ceiling as nc
 from brainpred.errors import DataError
@@ -248,7 +249,7 @@ def test_pipeline_writes_listener_counts(tmp_path):
     were pooled for each run."""
     from brainpred import io
     from brainpred import provenance as prov
-    from brainpred.pipeline import make_listener_sums, make_noise_ceiling
+    from brainpred.stages.noiseceiling import make_listener_sums, make_noise_ceiling
 
     table, bold = _table([("pm", "affair", "pm", 2), ("pm", "paranoia", "pm", 2)], n_trs=60,
                          V=4)
@@ -260,8 +261,9 @@ def test_pipeline_writes_listener_counts(tmp_path):
         paths[b] = tmp_path / f"{b}.npy"
         prov.save_bold(paths[b], y, b.split("_")[0], b, tr=1.5)
     io.write_tsv(tmp_path / "runs.tsv", table)
-    cfg = {"mapping": {"delays": [0, 1], "alphas": {"start": 0, "stop": 1, "num": 2}, "n_folds": 2,
-                       "n_inner_folds": 2, "gap_trs": 0}, "noise_ceiling": {"batch": 8}}
+    cfg = config(mapping={"delays": [0, 1], "alphas": {"start": 0, "stop": 1, "num": 2},
+                          "n_folds": 2, "n_inner_folds": 2, "gap_trs": 0},
+                 noise_ceiling={"batch": 8})
     make_listener_sums("pm", tmp_path / "runs.tsv", paths, cfg, tmp_path / "sums.npz",
                        out_tsv=tmp_path / "listeners.tsv")
     t = io.read_tsv(tmp_path / "listeners.tsv")
@@ -287,7 +289,7 @@ def real_runs():
         pytest.skip(f"real Narratives metadata not found at {SHARED} (clone shared/ beside "
                     "the repo)")
     from brainpred.narratives import build_run_table, split_story_rows
-    from brainpred.workflow import run_basename
+    from brainpred.plan import run_basename
 
     table = split_story_rows(build_run_table(SHARED))
     table["basename"] = [run_basename(s, t, r) for s, t, r in

@@ -9,8 +9,14 @@ from importlib import metadata
 import numpy as np
 import pandas as pd
 import pytest
+from factories import config
 
-from brainpred import analyses, io, pipeline
+from brainpred import io
+from brainpred.stages import analyses as stage_analyses
+from brainpred.stages import bold as stage_bold
+from brainpred.stages import common as stages_common
+from brainpred.stages import features as stage_features
+from brainpred.stages import mapping as stage_mapping
 from brainpred import provenance as prov
 from brainpred.errors import DataError
 from brainpred.features import load_features, save_features
@@ -46,7 +52,7 @@ def stories(tmp_path_factory, cache_dir):
     for story, text in TEXTS.items():
         tsv, txt = _words(root / "words", story, text)
         npz = root / "features" / f"story-{story}_desc-activations.npz"
-        pipeline.make_story_features(tsv, txt, MODEL, npz)
+        stage_features.make_story_features(tsv, txt, MODEL, npz)
         out[story] = (tsv, txt, npz)
     return out
 
@@ -86,18 +92,18 @@ def test_batch_size_and_device_do_not_change_the_recorded_settings(stories, tmp_
                                                               "device": "cuda"})
     assert prov.model_settings({**MODEL, "context_tokens": 64}) != prov.model_settings(MODEL)
     tsv, txt, npz = stories["a"]
-    pipeline.make_story_features(tsv, txt, other, tmp_path / "story-a_desc-activations.npz")
+    stage_features.make_story_features(tsv, txt, other, tmp_path / "story-a_desc-activations.npz")
     again = load_features(tmp_path / "story-a_desc-activations.npz")[2]["provenance"]
     first = load_features(npz)[2]["provenance"]
     assert again["model_settings"] == first["model_settings"]
     # and the reader accepts the cache under a config differing only in batch size
-    pipeline.load_story_features({"a": npz}, ["a"], words_paths={"a": tsv}, model_cfg=other)
+    stages_common.load_story_features({"a": npz}, ["a"], words_paths={"a": tsv}, model_cfg=other)
 
 
 def test_matching_feature_caches_pass(stories):
     paths = {s: v[2] for s, v in stories.items()}
     words = {s: v[0] for s, v in stories.items()}
-    feats, records = pipeline.load_story_features(paths, ["a", "b"], words_paths=words,
+    feats, records = stages_common.load_story_features(paths, ["a", "b"], words_paths=words,
                                                   model_cfg=MODEL)
     assert set(feats) == {"a", "b"} and records["b"]["story"] == "b"
     assert feats["a"][0].shape[1] == len(TEXTS["a"].split())
@@ -106,7 +112,7 @@ def test_matching_feature_caches_pass(stories):
 def test_another_storys_cache_is_refused(stories, tmp_path):
     copy = tmp_path / "story-a_desc-activations.npz"
     shutil.copyfile(stories["b"][2], copy)
-    _raises(lambda: pipeline.load_story_features({"a": copy}, ["a"],
+    _raises(lambda: stages_common.load_story_features({"a": copy}, ["a"],
                                                  words_paths={"a": stories["a"][0]}),
             copy, "story 'b'", "story 'a'", FIX)
     # the fit job refuses it before fitting anything
@@ -115,7 +121,7 @@ def test_another_storys_cache_is_refused(stories, tmp_path):
         "audio_onset": 0.0, "tr": 1.5, "n_trs": 10, "kept": True}]))
     config = {"forecast": {"distances": [0], "width": 1}, "features": {"layer": 1},
               "mapping": {}}
-    _raises(lambda: pipeline.make_fit_scores(["sub-001"], tmp_path / "runs.tsv", {"a": copy},
+    _raises(lambda: stage_mapping.make_fit_scores(["sub-001"], tmp_path / "runs.tsv", {"a": copy},
                                              {}, config, tmp_path / "fit.npz"),
             copy, "story 'b'", "story 'a'")
 
@@ -125,14 +131,14 @@ def test_cache_of_another_words_table_is_refused(stories, tmp_path):
     words = io.read_tsv(stories["a"][0])
     words.loc[0, "start"] += 0.5                         # a re-aligned transcript
     io.write_tsv(tsv, words)
-    _raises(lambda: pipeline.load_story_features({"a": stories["a"][2]}, ["a"],
+    _raises(lambda: stages_common.load_story_features({"a": stories["a"][2]}, ["a"],
                                                  words_paths={"a": tsv}),
             stories["a"][2], "words_sha256", prov.sha256_file(tsv)[:16],
             prov.sha256_file(stories["a"][0])[:16], FIX)
 
 
 def test_cache_of_other_model_settings_is_refused(stories):
-    _raises(lambda: pipeline.load_story_features(
+    _raises(lambda: stages_common.load_story_features(
         {"a": stories["a"][2]}, ["a"], model_cfg={**MODEL, "context_tokens": 64}),
         stories["a"][2], 'model_settings {"context_tokens": 32}',
         'model_settings {"context_tokens": 64}')
@@ -143,7 +149,7 @@ def test_legacy_feature_cache_is_refused(stories, tmp_path):
     meta.pop("provenance")
     legacy = tmp_path / "story-a_desc-activations.npz"
     save_features(legacy, acts, words, meta)
-    _raises(lambda: pipeline.load_story_features({"a": legacy}, ["a"]),
+    _raises(lambda: stages_common.load_story_features({"a": legacy}, ["a"]),
             legacy, "records no provenance", "story 'a'", FIX)
 
 
@@ -152,13 +158,13 @@ def test_caches_of_two_models_are_refused(stories, tmp_path):
     rec = {**meta.pop("provenance"), "model_revision": "tiny-gpt2 seed 1"}
     forged = tmp_path / "story-b_desc-activations.npz"
     save_features(forged, acts, words, meta, provenance=rec)
-    _raises(lambda: pipeline.load_story_features({"a": stories["a"][2], "b": forged},
+    _raises(lambda: stages_common.load_story_features({"a": stories["a"][2], "b": forged},
                                                  ["a", "b"]),
             forged, stories["a"][2], "tiny-gpt2 seed 1", "tiny-gpt2 seed 0")
 
 
 def test_a_features_cache_is_not_a_syntactic_one(stories):
-    _raises(lambda: pipeline.load_story_features({"a": stories["a"][2]}, ["a"],
+    _raises(lambda: stages_common.load_story_features({"a": stories["a"][2]}, ["a"],
                                                  kind="syntactic_activations"),
             stories["a"][2], "kind 'features'", "kind 'syntactic_activations'")
 
@@ -173,7 +179,8 @@ def test_continuations_cache_of_another_story_is_refused(stories, tmp_path):
     for story in ("a", "b"):
         tsv, txt, _ = stories[story]
         out[story] = tmp_path / f"story-{story}_layer-2_desc-continuations.npz"
-        analyses.make_story_continuations(tsv, txt, MODEL, {"generated": {}}, 2, 2, out[story])
+        stage_analyses.make_story_continuations(tsv, txt, MODEL, config()["controls"], 2, 2,
+                                                out[story])
     rec = prov.read(out["a"], io.load_npz(out["a"]))
     assert rec["kind"] == "continuations" and rec["story"] == "a" and rec["layer"] == 2
     assert rec["words_sha256"] == prov.sha256_file(stories["a"][0])
@@ -182,12 +189,13 @@ def test_continuations_cache_of_another_story_is_refused(stories, tmp_path):
     shutil.copyfile(out["b"], copy)
     table = _table(tmp_path / "runs.tsv", [{"subject": "sub-001", "story": "a", "run": "",
                                             "kept": True}])
-    config = {"features": {"layer": 2}, "mapping": {}, "forecast": {"distances": [0]}}
+    cfg = config(model=MODEL, features={"layer": 2}, forecast={"distances": [0]})
 
     def fit(generated):
-        analyses.make_analysis_fit("controls", ["sub-001"], table,
-                                   {"acts": {"a": stories["a"][2]}, "generated": generated},
-                                   {}, config, tmp_path / "fit.npz")
+        stage_analyses.make_analysis_fit("controls", ["sub-001"], table,
+                                         {"acts": {"a": stories["a"][2]},
+                                          "generated": generated},
+                                         {}, cfg, tmp_path / "fit.npz")
 
     _raises(lambda: fit({"a": copy}), copy, "story 'b'", "story 'a'", FIX)
     z = io.load_npz(out["a"])
@@ -206,7 +214,7 @@ def test_finetune_features_record_the_checkpoint(stories, tmp_path):
     io.write_json(tmp_path / "manifest.json", {"alpha": 0.5, "model": "tiny-gpt2",
                                                "checkpoints": {"3": str(ckpt)}})
     outs = [tmp_path / "ft" / f"story-{s}_desc-activations.npz" for s in ("a", "b")]
-    analyses.make_finetune_features(tmp_path / "manifest.json", 3,
+    stage_analyses.make_finetune_features(tmp_path / "manifest.json", 3,
                                     [stories[s][0] for s in ("a", "b")],
                                     [stories[s][1] for s in ("a", "b")], MODEL, outs)
     rec = load_features(outs[0])[2]["provenance"]
@@ -214,11 +222,11 @@ def test_finetune_features_record_the_checkpoint(stories, tmp_path):
     assert rec["model"] == str(ckpt) and rec["base_model"] == "tiny-gpt2"
     assert rec["model_revision"] == ("config.json sha256 "
                                      + prov.sha256_file(ckpt / "config.json"))
-    pipeline.load_story_features({"a": outs[0]}, ["a"], kind="finetune_features",
+    stages_common.load_story_features({"a": outs[0]}, ["a"], kind="finetune_features",
                                  words_paths={"a": stories["a"][0]})
     copy = tmp_path / "copy.npz"
     shutil.copyfile(outs[1], copy)
-    _raises(lambda: pipeline.load_story_features({"a": copy}, ["a"], kind="finetune_features"),
+    _raises(lambda: stages_common.load_story_features({"a": copy}, ["a"], kind="finetune_features"),
             copy, "story 'b'", "story 'a'")
 
 
@@ -243,7 +251,7 @@ def bold_caches(tmp_path):
         out[base] = (gii, n, tmp_path / "bold" / sub / f"{base}_space-x_desc-clean_bold.npy")
     table = _table(tmp_path / "runs.tsv", rows)
     for base, (gii, _, npy) in out.items():
-        pipeline.make_bold_cache(*gii, table, base, npy)
+        stage_bold.make_bold_cache(*gii, table, base, npy)
     return out
 
 
@@ -257,10 +265,10 @@ def test_bold_cache_sidecar_records_its_sources(bold_caches):
     assert [s["size"] for s in side["sources"]] == [p.stat().st_size for p in gii]
     assert all(s["mtime"] == p.stat().st_mtime for s, p in zip(side["sources"], gii))
     assert side["brainpred_version"] == metadata.version("brainpred")
-    y = pipeline.load_run_bold(npy, 6, zscore=False, basename="sub-001_task-a")
+    y = stages_common.load_run_bold(npy, 6, zscore=False, basename="sub-001_task-a")
     assert y.shape == (6, 6)
     # the basename defaults to the file name's
-    assert pipeline.load_run_bold(npy, 6, zscore=False).shape == (6, 6)
+    assert stages_common.load_run_bold(npy, 6, zscore=False).shape == (6, 6)
 
 
 def test_another_runs_bold_cache_is_refused(bold_caches):
@@ -269,7 +277,7 @@ def test_another_runs_bold_cache_is_refused(bold_caches):
     shutil.copyfile(npy1, npy2)
     shutil.copyfile(npy1.with_suffix(".json"), npy2.with_suffix(".json"))
     runs = pd.DataFrame({"basename": ["sub-002_task-a"], "n_trs": [5]})
-    _raises(lambda: pipeline.subject_bold(runs, {"sub-002_task-a": npy2}),
+    _raises(lambda: stages_common.subject_bold(runs, {"sub-002_task-a": npy2}),
             npy2, "sub-001_task-a", "sub-002_task-a", "n_trs 6", "n_trs 5", FIX)
 
 
@@ -277,20 +285,20 @@ def test_bold_array_replaced_under_its_sidecar_is_refused(bold_caches):
     _, _, npy1 = bold_caches["sub-001_task-a"]
     _, _, npy2 = bold_caches["sub-002_task-a"]
     shutil.copyfile(npy2, npy1)                           # 5 TRs under a 6-TR sidecar
-    _raises(lambda: pipeline.load_run_bold(npy1, 6, basename="sub-001_task-a"),
+    _raises(lambda: stages_common.load_run_bold(npy1, 6, basename="sub-001_task-a"),
             npy1, "(5, 6)", "n_trs 6")
 
 
 def test_bold_cache_of_another_length_is_refused(bold_caches):
     _, _, npy = bold_caches["sub-001_task-a"]
-    _raises(lambda: pipeline.load_run_bold(npy, 4, basename="sub-001_task-a"),
+    _raises(lambda: stages_common.load_run_bold(npy, 4, basename="sub-001_task-a"),
             npy, "n_trs 6", "n_trs 4")
 
 
 def test_legacy_bold_cache_without_sidecar_is_refused(bold_caches):
     _, _, npy = bold_caches["sub-001_task-a"]
     npy.with_suffix(".json").unlink()
-    _raises(lambda: pipeline.load_run_bold(npy, 6, basename="sub-001_task-a"),
+    _raises(lambda: stages_common.load_run_bold(npy, 6, basename="sub-001_task-a"),
             npy, "no sidecar", "sub-001_task-a", FIX)
 
 
@@ -298,11 +306,13 @@ def test_legacy_bold_cache_without_sidecar_is_refused(bold_caches):
 # score files
 # --------------------------------------------------------------------------------------------
 
-FIT_CONFIG = {"forecast": {"distances": [0, 4], "width": 2},
-              "features": {"layer": 1, "tr_offset": 1, "tr_method": "sum"},
-              "mapping": {"n_components": 3, "delays": [0, 1], "n_folds": 3,
-                          "n_inner_folds": 3, "backend": "numpy",
-                          "alphas": {"start": -1, "stop": 3, "num": 5}}}
+# the schema-filled config of a fit, without a model section (the caches record a test model)
+FIT_CONFIG = {k: v for k, v in config(
+    forecast={"distances": [0, 4], "width": 2},
+    features={"layer": 1, "tr_offset": 1, "tr_method": "sum"},
+    mapping={"n_components": 3, "delays": [0, 1], "n_folds": 3, "n_inner_folds": 3,
+             "backend": "numpy", "alphas": {"start": -1, "stop": 3, "num": 5}}).items()
+    if k != "model"}
 
 
 @pytest.fixture(scope="module")
@@ -328,10 +338,10 @@ def fits(tmp_path_factory):
     out = {"table": table, "features": {"a": tmp / "a.npz"}, "bold": bold, "dir": tmp}
     for fit, subjects in (("fit-001", ["sub-001", "sub-002"]), ("fit-002", ["sub-003"])):
         out[fit] = tmp / "fits" / f"{fit}_desc-fitscores.npz"
-        pipeline.make_fit_scores(subjects, table, out["features"], bold, FIT_CONFIG, out[fit])
+        stage_mapping.make_fit_scores(subjects, table, out["features"], bold, FIT_CONFIG, out[fit])
         for sub in subjects:
             out[sub] = tmp / sub / f"{sub}_desc-scores.npz"
-            pipeline.make_subject_scores(sub, out[fit], _subject_outputs(tmp / sub, sub))
+            stage_mapping.make_subject_scores(sub, out[fit], _subject_outputs(tmp / sub, sub))
     return out
 
 
@@ -340,14 +350,6 @@ def _subject_outputs(folder, sub):
                ("brain_L", "brain_R", "forecast_L", "forecast_R")}
     outputs.update(npz=folder / f"{sub}_desc-scores.npz", regions=folder / f"{sub}.tsv")
     return outputs
-
-
-def _group_config():
-    from brainpred.config import load_schema, schema_defaults
-
-    d = schema_defaults(load_schema())
-    return {"stats": {**d["stats"], "dstar_reference": [0, 4], "gain_distance": "best"},
-            "noise_ceiling": d["noise_ceiling"]}
 
 
 def test_score_files_record_what_shaped_them(fits):
@@ -363,15 +365,15 @@ def test_score_files_record_what_shaped_them(fits):
     sub = prov.read(fits["sub-002"], io.load_npz(fits["sub-002"]))
     assert sub["kind"] == "subject_scores" and sub["subject"] == "sub-002"
     assert sub["fit"] == "fit-001_desc-fitscores.npz" and sub["layer"] == 1
-    g = pipeline.group_maps([fits[s] for s in ("sub-001", "sub-002", "sub-003")],
-                            _group_config())
-    assert g["subjects"].tolist() == ["sub-001", "sub-002", "sub-003"]
+    _, _, _, subjects = stages_common.read_subject_scores(
+        [fits[s] for s in ("sub-001", "sub-002", "sub-003")])
+    assert subjects.tolist() == ["sub-001", "sub-002", "sub-003"]
 
 
 def test_another_fits_file_is_refused(fits, tmp_path):
     copy = tmp_path / "fit-002_desc-fitscores.npz"
     shutil.copyfile(fits["fit-001"], copy)
-    _raises(lambda: pipeline.make_subject_scores("sub-003", copy,
+    _raises(lambda: stage_mapping.make_subject_scores("sub-003", copy,
                                                  _subject_outputs(tmp_path, "sub-003")),
             copy, "fit-001_desc-fitscores.npz", "fit-002_desc-fitscores.npz", FIX)
 
@@ -381,7 +383,7 @@ def test_legacy_fit_file_is_refused(fits, tmp_path):
     z.pop(prov.KEY)
     legacy = tmp_path / "fit-002_desc-fitscores.npz"
     io.save_npz(legacy, **z)
-    _raises(lambda: pipeline.make_subject_scores("sub-003", legacy,
+    _raises(lambda: stage_mapping.make_subject_scores("sub-003", legacy,
                                                  _subject_outputs(tmp_path, "sub-003")),
             legacy, "records no provenance", FIX)
 
@@ -390,7 +392,7 @@ def test_another_subjects_scores_are_refused(fits, tmp_path):
     copy = tmp_path / "sub-003_desc-scores.npz"
     shutil.copyfile(fits["sub-001"], copy)
     paths = [fits["sub-001"], fits["sub-002"], copy]
-    _raises(lambda: pipeline.group_maps(paths, _group_config()),
+    _raises(lambda: stages_common.read_subject_scores(paths),
             copy, "sub-001_desc-scores.npz", "sub-003_desc-scores.npz", FIX)
 
 
@@ -400,7 +402,7 @@ def test_scores_of_another_layer_or_model_are_refused(fits, tmp_path):
         rec = {**prov.read(fits["sub-003"], z), field: value}
         other = tmp_path / "sub-003_desc-scores.npz"
         io.save_npz(other, **{**z, prov.KEY: prov.to_array(rec)})
-        _raises(lambda: pipeline.group_maps([fits["sub-001"], other], _group_config()),
+        _raises(lambda: stages_common.read_subject_scores([fits["sub-001"], other]),
                 other, fits["sub-001"], shown)
 
 
@@ -409,18 +411,18 @@ def test_legacy_subject_scores_are_refused(fits, tmp_path):
     z.pop(prov.KEY)
     legacy = tmp_path / "sub-003_desc-scores.npz"
     io.save_npz(legacy, **z)
-    _raises(lambda: pipeline.group_maps([fits["sub-001"], legacy], _group_config()),
+    _raises(lambda: stages_common.read_subject_scores([fits["sub-001"], legacy]),
             legacy, "records no provenance", FIX)
 
 
 @pytest.fixture(scope="module")
 def analysis_fits(fits):
-    """The layers analysis fitted for both fits by :func:`brainpred.analyses.make_analysis_fit`."""
+    """The layers analysis fitted for both fits by :func:`brainpred.stages.analyses.make_analysis_fit`."""
     config = {**FIT_CONFIG, "layers": {"layers": [0, 1, 2], "distance": 4}}
     out = {}
     for fit, subjects in (("fit-001", ["sub-001", "sub-002"]), ("fit-002", ["sub-003"])):
         out[fit] = fits["dir"] / "layers" / f"{fit}_desc-layersfit.npz"
-        analyses.make_analysis_fit("layers", subjects, fits["table"],
+        stage_analyses.make_analysis_fit("layers", subjects, fits["table"],
                                    {"acts": fits["features"]}, fits["bold"], config, out[fit])
     return out
 
@@ -431,14 +433,14 @@ def test_analysis_fits_record_and_pass(analysis_fits):
     assert rec["subjects"] == ["sub-001", "sub-002"] and rec["layer"] == 1
     assert rec["settings"] == {"layers": [0, 1, 2], "distance": 4}
     assert rec["file"] == "fit-001_desc-layersfit.npz"
-    _, subjects, scores, _ = analyses.read_fits(list(analysis_fits.values()), "layers")
+    _, subjects, scores, _ = stages_common.read_fits(list(analysis_fits.values()), "layers")
     assert subjects == ["sub-001", "sub-002", "sub-003"] and scores.shape[0] == 3
 
 
 def test_another_analysis_fit_is_refused(analysis_fits, tmp_path):
     copy = tmp_path / "fit-002_desc-layersfit.npz"
     shutil.copyfile(analysis_fits["fit-001"], copy)
-    _raises(lambda: analyses.read_fits([analysis_fits["fit-001"], copy], "layers"),
+    _raises(lambda: stages_common.read_fits([analysis_fits["fit-001"], copy], "layers"),
             copy, "fit-001_desc-layersfit.npz", FIX)
 
 
@@ -447,7 +449,7 @@ def test_analysis_fits_of_two_models_are_refused(analysis_fits, tmp_path):
     rec = {**prov.read(analysis_fits["fit-002"], z), "model_revision": "r2"}
     other = tmp_path / "fit-002_desc-layersfit.npz"
     io.save_npz(other, **{**z, prov.KEY: prov.to_array(rec)})
-    _raises(lambda: analyses.read_fits([analysis_fits["fit-001"], other], "layers"),
+    _raises(lambda: stages_common.read_fits([analysis_fits["fit-001"], other], "layers"),
             other, analysis_fits["fit-001"], "'r2'", "'r1'")
 
 
@@ -456,4 +458,4 @@ def test_legacy_analysis_fit_is_refused(analysis_fits, tmp_path):
     z.pop(prov.KEY)
     legacy = tmp_path / "fit-002_desc-layersfit.npz"
     io.save_npz(legacy, **z)
-    _raises(lambda: analyses.read_fits([legacy], "layers"), legacy, "records no provenance")
+    _raises(lambda: stages_common.read_fits([legacy], "layers"), legacy, "records no provenance")

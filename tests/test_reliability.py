@@ -66,7 +66,7 @@ def test_other_errors_inside_a_write_are_not_disguised(tmp_path):
 
 def _script(tmp_path, body):
     log = tmp_path / "rule.log"
-    code = ("from brainpred.workflow import setup_logging\n"
+    code = ("from brainpred.jobs import setup_logging\n"
             "from brainpred.errors import DataError\n"
             f"setup_logging({str(log)!r})\n" + body)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -138,7 +138,7 @@ def test_folds_and_components_are_checked_against_the_data_at_start(mapping, mat
 
     from brainpred.config import prepare_config
     from brainpred.errors import ConfigError
-    from brainpred.workflow import run_plan
+    from brainpred.plan import run_plan
 
     with open(__import__("pathlib").Path(__file__).parents[1] / "config" / "config.yaml") as f:
         cfg = prepare_config(yaml.safe_load(f), check_model=False)

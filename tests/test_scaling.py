@@ -61,7 +61,7 @@ def paper_dry_run(tmp_path_factory):
         "--config", f"dataset={{source: datalad, root: {METADATA}}}",
         "--directory", str(work), cwd=work)
     sys.path.insert(0, str(REPO / "src"))
-    from brainpred.workflow import run_plan
+    from brainpred.plan import run_plan
 
     cfg = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
     cfg["dataset"].update(source="local", root=str(METADATA))

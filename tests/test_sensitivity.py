@@ -3,7 +3,7 @@
 Each entry of :data:`MUTATIONS` seeds one known bug through ``monkeypatch`` (patched where the
 pipeline looks the attribute up) and names the check that must catch it. The parametrized test
 runs the check clean (it must pass) and under the mutation (it must raise ``AssertionError``).
-The checks compare the pipeline's entry functions (``pipeline.subject_design``,
+The checks compare the pipeline's entry functions (``design.subject_design``,
 ``mapping.forecast_scores`` / ``forecast_scores_shared``, ``noise_ceiling.other_subjects_mean``,
 ``features.story_features``) with references written here with numpy, scikit-learn and plain
 HuggingFace only, or with a null bound derived from the data size.
@@ -25,7 +25,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from brainpred import design, features, mapping, pipeline  # noqa: E402
+from brainpred import design, features, mapping  # noqa: E402
 from brainpred import noise_ceiling as nc  # noqa: E402
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "sensitivity.md"
@@ -176,11 +176,11 @@ def _ceiling_data():
 # ============================================================================================
 
 def check_subject_design():
-    """pipeline.subject_design (X and W_d for d in -2, 0, 3, 8) equals the naive per-word loop
+    """design.subject_design (X and W_d for d in -2, 0, 3, 8) equals the naive per-word loop
     with volume floor(t / TR) + 1."""
     runs, feats = _design_data()
     distances = [-2, 0, 3, 8]
-    X, windows, lengths, groups = pipeline.subject_design(runs, feats, layer=1,
+    X, windows, lengths, groups = design.subject_design(runs, feats, layer=1,
                                                           distances=distances, width=7,
                                                           tr_offset=1)
     ref_X, ref_W = _ref_subject_design(runs, feats, 1, distances, 7, 1)

@@ -3,8 +3,10 @@ import pytest
 from scipy import stats as sps
 
 from brainpred.config import load_schema, schema_defaults
+from brainpred.group import forecast_group
 from brainpred.stats import (best_distance, bootstrap_best, fdr_bh, forecast_gain, mean_ci,
                              relative_gain, wilcoxon_test)
+from brainpred.tables import group_region_tables
 
 
 def _cfg(**stats):
@@ -127,9 +129,7 @@ def _subject_npzs(tmp_path, R, F, distances, ceilings=None):
     return paths, cpaths
 
 
-def test_group_maps_against_scipy(tmp_path):
-    from brainpred.pipeline import group_maps
-
+def test_forecast_group_against_scipy():
     rng = np.random.default_rng(5)
     S, V, distances = 10, 6, [0, 4, 8]
     R = rng.normal([0.3, 0.2, 0.0, 0.1, 0.05, 0.4], 0.05, (S, V))
@@ -137,11 +137,10 @@ def test_group_maps_against_scipy(tmp_path):
     F = rng.normal(0, 0.01, (S, 3, V))
     F[:, 2, :2] += 0.05                                 # d = 8 beats d = 0 on vertices 0, 1
     NC = rng.normal(0.5, 0.05, (S, V))
-    paths, cpaths = _subject_npzs(tmp_path, R, F, distances, NC)
     cfg = _cfg(ci=0.95, fdr_q=0.05, dstar_reference=[0, 8], dstar_mask="fdr",
                gain_distance="best")
-    g = group_maps(paths, cfg, ceiling_npzs=cpaths)
-    R32, F32, NC32 = (x.astype(np.float32).astype(np.float64) for x in (R, F, NC))
+    R32, F32, NC32 = R, F, NC
+    g = forecast_group(R, F, np.array(distances), cfg["stats"], NC=NC, min_ceiling=0.05)
     np.testing.assert_allclose(g["brain_score"][:5], R32[:, :5].mean(0), rtol=1e-6)
     assert np.isnan(g["brain_score"][5]) and np.isnan(g["brain_p"][5])
     for v in range(5):
@@ -182,12 +181,37 @@ def test_group_maps_against_scipy(tmp_path):
     np.testing.assert_allclose(g["noise_ceiling"], NC32.mean(0), rtol=1e-6)
     np.testing.assert_allclose(g["percent_ceiling"][:5],
                                100 * R32[:, :5].mean(0) / NC32[:, :5].mean(0), rtol=1e-6)
-    np.testing.assert_array_equal(g["subjects"], [f"sub-{s:03d}" for s in range(S)])
 
 
-def test_group_maps_ci_best_mask(tmp_path):
-    from brainpred.pipeline import group_maps
+def test_make_group_writes_the_forecast_group_of_the_subject_files(tmp_path):
+    """The stage reads the subject files (float32 on disk) and writes exactly
+    :func:`forecast_group` of their arrays, the subjects and their region tables."""
+    from brainpred.io import load_npz, read_tsv
+    from brainpred.stages.stats import make_group
 
+    rng = np.random.default_rng(3)
+    S, V, distances = 6, 8, [0, 4, 8]
+    R = rng.normal(0.2, 0.05, (S, V))
+    F = rng.normal(0.01, 0.01, (S, 3, V))
+    NC = rng.normal(0.5, 0.05, (S, V))
+    paths, cpaths = _subject_npzs(tmp_path, R, F, distances, NC)
+    cfg = {**_cfg(dstar_reference=[0, 8], dstar_mask="ci"), "regions": {"split_max_size": 0}}
+    out = {"npz": tmp_path / "group.npz", "regions": tmp_path / "regions.tsv",
+           "regions_stats": tmp_path / "stats.tsv"}
+    make_group(paths, cfg, out, ceiling_npzs=cpaths)
+    g = load_npz(out["npz"])
+    R32, F32, NC32 = (x.astype(np.float32).astype(np.float64) for x in (R, F, NC))
+    ref = forecast_group(R32, F32, np.array(distances), cfg["stats"], NC=NC32,
+                         min_ceiling=cfg["noise_ceiling"]["min_ceiling"])
+    assert set(g) == set(ref) | {"subjects"}
+    for key, value in ref.items():
+        np.testing.assert_array_equal(g[key], value)
+    assert g["subjects"].tolist() == [f"sub-{s:03d}" for s in range(S)]
+    whole = read_tsv(out["regions"]).query("measure == 'brainscore'")["value"]
+    np.testing.assert_allclose(whole, np.nanmean(R32, axis=1), rtol=1e-6)
+
+
+def test_forecast_group_ci_best_mask():
     rng = np.random.default_rng(7)
     S, V, distances = 8, 4, [0, 8, 15]
     R = rng.normal([0.3, 0.3, 0.0, 0.3], 0.02, (S, V))   # vertex 2 does not respond
@@ -195,34 +219,30 @@ def test_group_maps_ci_best_mask(tmp_path):
     F[:, 1, 0] += 0.05                                   # vertex 0: forecast at d = 8
     F[:, 2, 1] += 0.05                                   # vertex 1: forecast at d = 15
     F[:, 1, 2] += 0.05                                   # vertex 2: F > 0 but no brain score
-    paths, _ = _subject_npzs(tmp_path, R, F, distances)
-    g = group_maps(paths, _cfg(dstar_reference=[0, 8], dstar_mask="ci_best"))
-    F32 = F.astype(np.float32).astype(np.float64)
+    g = forecast_group(R, F, np.array(distances),
+                       _cfg(dstar_reference=[0, 8], dstar_mask="ci_best")["stats"])
+    F32 = F
     best = F32.mean(0).argmax(0)
     low = np.array([sps.t.interval(0.95, S - 1, loc=F32[:, best[v], v].mean(),
                                    scale=sps.sem(F32[:, best[v], v]))[0] for v in range(V)])
     assert low[0] > 0 and low[1] > 0 and low[2] > 0
     expected = (low > 0) & (np.array([sps.t.interval(0.95, S - 1, loc=r.mean(),
                                                        scale=sps.sem(r))[0]
-                                      for r in R.astype(np.float32).astype(np.float64).T]) > 0)
+                                      for r in R.T]) > 0)
     np.testing.assert_array_equal(g["dstar_mask"], expected)
     assert list(g["dstar_mask"][:3]) == [True, True, False]
     np.testing.assert_array_equal(g["dstar"][:2], [8, 15])
 
 
-def test_group_maps_rejects_a_missing_reference_distance(tmp_path):
+def test_forecast_group_rejects_a_missing_reference_distance():
     from brainpred.errors import ConfigError
-    from brainpred.pipeline import group_maps
 
-    R = np.ones((3, 2))
-    paths, _ = _subject_npzs(tmp_path, R, np.ones((3, 2, 2)), [0, 5])
     with pytest.raises(ConfigError, match="dstar_reference"):
-        group_maps(paths, _cfg(dstar_reference=[0, 8]))
+        forecast_group(np.ones((3, 2)), np.ones((3, 2, 2)), np.array([0, 5]),
+                       _cfg(dstar_reference=[0, 8])["stats"])
 
 
 def test_group_region_tables():
-    from brainpred.pipeline import group_region_tables
-
     rng = np.random.default_rng(2)
     S, V = 6, 8
     R = rng.normal(0.2, 0.05, (S, V))
@@ -233,8 +253,8 @@ def test_group_region_tables():
     from brainpred.regions import atlas_levels
 
     levels = atlas_levels(labels, names, coords=None, max_size=0)
-    scores, group = group_region_tables(R, F, [0, 8], [f"s{i}" for i in range(S)], levels, NC,
-                                        {"stats": {"fdr_q": 0.01}})
+    scores, group = group_region_tables(R, F, [0, 8], [f"s{i}" for i in range(S)], levels,
+                                        _cfg(fdr_q=0.01)["stats"], NC=NC, min_ceiling=0.05)
     assert set(scores["level"]) == {"whole", "parcel", "bilateral"}
     assert set(scores["measure"]) == {"brainscore", "forecastscore", "noiseceiling",
                                       "brainscore_pct_ceiling"}

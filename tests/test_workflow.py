@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from brainpred.errors import ConfigError
-from brainpred.workflow import model_tag, run_basename, run_plan
+from brainpred.plan import model_tag, run_basename, run_plan
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -90,7 +90,7 @@ def test_every_config_key_is_documented():
 
 def test_cli_overrides_get_their_schema_types():
     """snakemake --config section='{key: value}' gives strings; coerce_config types them."""
-    from brainpred.workflow import coerce_config
+    from brainpred.config import coerce_config
 
     schema = yaml.safe_load(SCHEMA.read_text())
     cfg = _default_config()

@@ -1,8 +1,10 @@
 """From word-level features to TR-level design matrices.
 
-Pure numpy functions: word onsets to TR indices, word features summed (or averaged, or
-Lanczos-resampled) per TR, forecast windows of future words, and FIR delays that are
-zero-padded at the start of every story (segment) and never wrap around.
+Pure functions on arrays and tables: word onsets to TR indices, word features summed (or
+averaged, or Lanczos-resampled) per TR, forecast windows of future words (true, generated,
+random or shuffled), FIR delays that are zero-padded at the start of every story (segment) and
+never wrap around, and the TR-level arrays of an analysis' feature blocks
+(:class:`~brainpred.conditions.Block`) for one subject's runs (:func:`block_design`).
 
 Conventions (see ``docs/architecture.md``): time runs along axis 0, outputs are ``float32``,
 the TR index of a word with onset ``t`` (scan time, seconds) is ``floor(t / tr) + tr_offset``
@@ -11,11 +13,17 @@ and words whose index falls outside ``[0, n_trs)`` are dropped.
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 
-from .errors import ConfigError
+from .conditions import Block
+from .errors import ConfigError, DataError
+from .narratives import check_words_in_run
 
-__all__ = ["tr_indices", "words_to_trs", "forecast_windows", "fir_delays", "lanczos_weights"]
+__all__ = ["tr_indices", "words_to_trs", "forecast_windows", "fir_delays", "lanczos_weights",
+           "generated_windows", "random_vectors", "shuffled_vectors", "WordSources",
+           "block_design", "subject_design"]
 
 _METHODS = ("sum", "mean", "lanczos")
 
@@ -213,3 +221,280 @@ def fir_delays(X, delays=range(6), segment_lengths=None):
                 out[start:stop + d, cols] = X[start - d:stop]
         start = stop
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Forecast windows of generated futures, control sources and the TR design of feature blocks
+# --------------------------------------------------------------------------------------------
+
+def generated_windows(generated, X, distance, width=7):
+    """Forecast windows whose future words are the model's own continuation.
+
+    Parameters
+    ----------
+    generated : array of shape (n_words, horizon, D)
+        Activations of the generated words for ONE layer (``generate_continuations(...)[i]``):
+        ``generated[n, j - 1]`` = ``j``-th word generated after word ``n``.
+    X : array of shape (n_words, D)
+        TRUE activations of the story's words, same layer.
+    distance : int
+        ``d``: the window covers positions ``j = d - width + 1 .. d`` relative to word ``n``.
+        Must not exceed ``horizon``.
+    width : int
+        Words per window (7 in the paper).
+
+    Returns
+    -------
+    windows : float32 array of shape (n_words, width * D)
+        Block ``k`` (columns ``k*D:(k+1)*D``) holds position ``j = d - width + 1 + k`` (oldest
+        first, as :func:`brainpred.design.forecast_windows`): ``X[n + j]`` for ``j <= 0`` (zeros
+        before the story start), ``generated[n, j - 1]`` for ``j >= 1`` (a continuation exists
+        after every word, including the story's last ones). With ``generated[n, j - 1] =
+        X[n + j]`` (zeros past the end) this equals ``forecast_windows(X, d, width)``.
+
+    Raises
+    ------
+    ConfigError
+        ``d > horizon`` (key ``controls.generated.horizon``) or ``width < 1``.
+    ValueError
+        Shapes of ``generated`` and ``X`` that do not match.
+    """
+    G = np.asarray(generated)
+    X = np.asarray(X)
+    if X.ndim == 1:
+        X = X[:, None]
+    if G.ndim != 3 or X.ndim != 2 or G.shape[0] != X.shape[0] or G.shape[2] != X.shape[1]:
+        raise ValueError(f"generated of shape {G.shape} and X of shape {X.shape} do not match "
+                         "(expected (n_words, horizon, D) and (n_words, D)).")
+    n_words, horizon, dim = G.shape
+    width, d = int(width), int(distance)
+    if width < 1:
+        raise ConfigError(f"forecast window width must be >= 1, got {width}.")
+    if d > horizon:
+        raise ConfigError(f"controls.generated.horizon: distance d = {d} needs {d} generated "
+                          f"words but the continuations have horizon = {horizon}; generate "
+                          f"them with horizon >= {d} (the largest forecast distance).")
+    out = np.zeros((n_words, width * dim), dtype=np.float32)
+    for k in range(width):
+        j = d - width + 1 + k
+        cols = slice(k * dim, (k + 1) * dim)
+        if j >= 1:
+            out[:, cols] = G[:, j - 1]
+        else:
+            lo = -j  # rows n >= -j have word n + j inside the story
+            if lo < n_words:
+                out[lo:, cols] = X[:n_words - lo]
+    return out
+
+
+def _story_seed(seed, story, layer):
+    return [int(seed), zlib.crc32(str(story).encode()), int(layer)]
+
+
+def random_vectors(values, seed):
+    """Random word vectors matched in dimension and variance to ``values``, with zero mean.
+
+    Parameters
+    ----------
+    values : ndarray, shape (n_words, D)
+    seed : int or sequence of int
+
+    Returns
+    -------
+    ndarray, shape (n_words, D), float32
+        Independent Gaussian vectors with each unit's standard deviation over words. The
+        mean is 0, not the activations' mean: a TR sum of vectors with a common mean would
+        count the words of each TR, i.e. carry the speech rate, which is real information.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal(values.shape)
+    return (z * values.std(0)).astype(np.float32)
+
+
+def shuffled_vectors(values, seed):
+    """The word vectors of a story in a random order (seeded permutation of the rows).
+
+    Parameters
+    ----------
+    values : ndarray, shape (n_words, D)
+
+    Returns
+    -------
+    ndarray, shape (n_words, D), float32
+    """
+    perm = np.random.default_rng(seed).permutation(len(values))
+    return np.asarray(values, dtype=np.float32)[perm]
+
+
+class WordSources:
+    """Word-level arrays of the stories of one fit, and the blocks built from them.
+
+    Parameters
+    ----------
+    words : dict
+        ``story -> words DataFrame`` (``start`` column, seconds from the audio onset).
+    acts : dict
+        ``story -> ndarray (n_layers + 1, n_words, D)``, the model's activations.
+    syntactic : dict, optional
+        ``story -> ndarray (n_layers + 1, n_words, D)``, X_syn (:mod:`brainpred.syntax`).
+    generated : dict, optional
+        ``story -> (layer, ndarray (n_words, horizon, D))``, activations of the model's own
+        continuation (:mod:`brainpred.continuations`).
+    seed : int
+        Seed of the random and shuffled controls (``controls.seed``).
+    """
+
+    def __init__(self, words, acts, syntactic=None, generated=None, seed=0, models=None):
+        self.words, self.acts = words, acts
+        self.syntactic, self.generated = syntactic or {}, generated or {}
+        self.models = models or {}
+        self.seed = int(seed)
+        self._cache = {}
+
+    def vectors(self, story, source, layer):
+        """Word vectors (n_words, D) of ``source`` at ``layer`` (a tuple: concatenated)."""
+        if isinstance(layer, (tuple, list)):
+            return np.concatenate([self.vectors(story, source, k) for k in layer], axis=1)
+        if source.startswith("model:"):
+            key = source.split(":", 1)[1]
+            if key not in self.models or story not in self.models[key]:
+                raise DataError(f"no activations of model {key} for story {story}; re-run "
+                                "snakemake.")
+            acts = self.models[key][story]
+            if not 0 <= layer < acts.shape[0]:
+                raise ConfigError(f"layer {layer}: model {key} has only layers "
+                                  f"0..{acts.shape[0] - 1}.")
+            return np.asarray(acts[layer], dtype=np.float32)
+        acts = self.acts[story]
+        if not 0 <= layer < acts.shape[0]:
+            raise ConfigError(f"layer {layer}: the model has only layers 0..{acts.shape[0] - 1}.")
+        x = np.asarray(acts[layer], dtype=np.float32)
+        if source == "acts":
+            return x
+        if source == "random":
+            return random_vectors(x, _story_seed(self.seed, story, layer))
+        if source == "shuffled":
+            return shuffled_vectors(x, _story_seed(self.seed + 1, story, layer))
+        if source in ("syntactic", "semantic"):
+            if story not in self.syntactic:
+                raise DataError(f"no syntactic activations for story {story}; re-run snakemake.")
+            x_syn = np.asarray(self.syntactic[story][layer], dtype=np.float32)
+            if x_syn.shape != x.shape:
+                raise DataError(f"story {story}: syntactic activations {x_syn.shape} do not "
+                                f"match the activations {x.shape}; re-run snakemake.")
+            return x_syn if source == "syntactic" else x - x_syn
+        raise ConfigError(f"unknown feature source {source!r}.")
+
+    def block(self, story, block):
+        """Word-level array (n_words, D or width * D) of a block."""
+        key = (story, block)
+        if key not in self._cache:
+            if block.source == "generated":
+                if block.distance is None:
+                    raise ValueError("a generated block needs a distance.")
+                if story not in self.generated:
+                    raise DataError(f"no generated continuations for story {story}; re-run "
+                                    "snakemake.")
+                g_layer, gen = self.generated[story]
+                if g_layer != block.layer:
+                    raise DataError(f"story {story}: continuations hold layer {g_layer}, the "
+                                    f"analysis needs layer {block.layer}; re-run snakemake.")
+                out = generated_windows(gen, self.vectors(story, "acts", block.layer),
+                                        block.distance, block.width)
+            else:
+                x = self.vectors(story, block.source, block.layer)
+                out = x if block.distance is None else forecast_windows(
+                    x, block.distance, block.width)
+            self._cache[key] = np.asarray(out, dtype=np.float32)
+        return self._cache[key]
+
+
+def block_design(runs, sources, blocks, tr_offset=1, tr_method="sum"):
+    """TR-level arrays of feature blocks for one subject's runs.
+
+    Parameters
+    ----------
+    runs : DataFrame
+        The subject's kept rows of the run table, in analysis order (``basename``, ``story``,
+        ``audio_onset``, ``tr``, ``n_trs``). A run holding several stories has one row per
+        story; their words are summed on the same TR grid.
+    sources : WordSources
+    blocks : sequence of Block
+    tr_offset : int
+    tr_method : {"sum", "mean", "lanczos"}
+
+    Returns
+    -------
+    arrays : list of ndarray, shape (n_trs_total, D_b)
+        One per block, float32.
+    segment_lengths : list of int
+        TRs of each run, in order.
+    groups : ndarray of int, shape (n_trs_total,)
+        Run index of each TR.
+    """
+    parts = [[] for _ in blocks]
+    lengths = []
+    for basename, g in runs.groupby("basename", sort=False):
+        n_trs, tr = int(g["n_trs"].iloc[0]), float(g["tr"].iloc[0])
+        if n_trs <= 0:
+            raise DataError(f"{basename}: unknown number of TRs in the run table.")
+        acc = [None] * len(blocks)
+        for row in g.itertuples():
+            words = sources.words[row.story]
+            check_words_in_run(words, float(row.audio_onset), tr, n_trs,
+                                          where=f"{basename} ({row.story})")
+            onsets = words["start"].to_numpy(dtype=float) + float(row.audio_onset)
+            for i, b in enumerate(blocks):
+                x = words_to_trs(sources.block(row.story, b), onsets, tr, n_trs,
+                                        tr_offset=tr_offset, method=tr_method)
+                acc[i] = x if acc[i] is None else acc[i] + x
+        for i in range(len(blocks)):
+            parts[i].append(acc[i])
+        lengths.append(n_trs)
+    arrays = [np.concatenate(p).astype(np.float32) for p in parts]
+    return arrays, lengths, np.repeat(np.arange(len(lengths)), lengths)
+
+
+def subject_design(runs, story_features, layer, distances, width=7, tr_offset=1,
+                   tr_method="sum"):
+    """Design matrices of one subject: X and the forecast windows, on the TR grid of its runs.
+
+    Parameters
+    ----------
+    runs : DataFrame
+        The subject's kept rows of the run table, in analysis order, with ``basename``,
+        ``story``, ``audio_onset``, ``tr``, ``n_trs``. A run holding several stories has one row
+        per story; their words are placed on the same TR grid.
+    story_features : dict
+        ``story -> (activations (n_layers + 1, n_words, D), words DataFrame)``.
+    layer : int
+        Layer of X and of the windows.
+    distances : sequence of int
+        Forecast distances d.
+    width : int
+        Words per forecast window.
+    tr_offset : int
+        TR index convention (see :func:`brainpred.design.tr_indices`).
+    tr_method : {"sum", "mean", "lanczos"}
+
+    Returns
+    -------
+    X : ndarray, shape (n_trs_total, D)
+    windows : dict
+        ``d -> ndarray (n_trs_total, D * width)``.
+    segment_lengths : list of int
+        TRs of each run, in order.
+    groups : ndarray of int, shape (n_trs_total,)
+        Run index of each TR (for folds grouped by story).
+    """
+    n_layers = next(iter(story_features.values()))[0].shape[0] if story_features else 0
+    if layer >= n_layers:
+        raise ConfigError(f"features.layer = {layer}: the model has only {n_layers - 1} "
+                          f"layers (0..{n_layers - 1}).")
+    sources = WordSources({s: w for s, (_, w) in story_features.items()},
+                          {s: a for s, (a, _) in story_features.items()})
+    blocks = [Block("acts", layer)] + [Block("acts", layer, int(d), width) for d in distances]
+    arrays, lengths, groups = block_design(runs, sources, blocks, tr_offset=tr_offset,
+                                           tr_method=tr_method)
+    return arrays[0], dict(zip(distances, arrays[1:])), lengths, groups

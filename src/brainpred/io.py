@@ -232,3 +232,30 @@ def write_func_gifti(path, data):
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
     return Path(path)
+
+
+def write_surface_maps(path_L, path_R, maps, names):
+    """Write score maps as two GIfTI func files (L, R), one named data array per map, atomically.
+
+    Parameters
+    ----------
+    path_L, path_R : path
+    maps : array_like, shape (n_maps, n_vertices)
+        Left hemisphere then right hemisphere along the vertices.
+    names : sequence of str, length n_maps
+        The ``Name`` metadata of each data array.
+    """
+    import nibabel as nib
+
+    maps = np.atleast_2d(np.asarray(maps, dtype=np.float32))
+    half = maps.shape[1] // 2
+    for path, sl in ((path_L, slice(0, half)), (path_R, slice(half, None))):
+        darrays = []
+        for m, name in zip(maps, names):
+            da = nib.gifti.GiftiDataArray(np.ascontiguousarray(m[sl]),
+                                          intent="NIFTI_INTENT_ESTIMATE",
+                                          datatype="NIFTI_TYPE_FLOAT32")
+            da.meta = nib.gifti.GiftiMetaData({"Name": name})
+            darrays.append(da)
+        with atomic_path(path) as tmp:
+            nib.save(nib.gifti.GiftiImage(darrays=darrays), str(tmp))

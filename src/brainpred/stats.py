@@ -15,7 +15,7 @@ import numpy as np
 from scipy import stats as _sps
 
 __all__ = ["wilcoxon_test", "fdr_bh", "mean_ci", "best_distance", "relative_gain",
-           "forecast_gain", "bootstrap_best"]
+           "forecast_gain", "bootstrap_best", "zscore_columns", "quiet_nan_warnings"]
 
 
 def wilcoxon_test(values, min_subjects=2):
@@ -296,3 +296,36 @@ def forecast_gain(R, F, distances, mask, distance="best", level=0.95):
     return {"dstar": dstar, "R_subjects": R_s, "F_subjects": F_s, "gain_subjects": gain,
             "mean": float(mean[0]), "ci_low": float(low[0]), "ci_high": float(high[0]),
             "n": int(np.isfinite(gain).sum()), "n_vertices": int(mask.sum())}
+
+
+def zscore_columns(Y):
+    """Z-score each column over time; constant or NaN columns become NaN.
+
+    Parameters
+    ----------
+    Y : ndarray, shape (n_trs, n_vertices)
+
+    Returns
+    -------
+    Z : ndarray, shape (n_trs, n_vertices), float32
+    """
+    Y = np.asarray(Y, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = Y.mean(0)
+        std = Y.std(0)
+        Z = (Y - mean) / std
+    Z[:, ~(std > 1e-8 * (np.abs(mean) + 1))] = np.nan
+    return Z.astype(np.float32)
+
+
+class quiet_nan_warnings:
+    """Context manager silencing the RuntimeWarnings of NaN-only slices (``nanmean`` of the
+    medial wall, a subject without a region): their NaN result is the intended answer."""
+
+    def __enter__(self):
+        self._w = warnings.catch_warnings()
+        self._w.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc):
+        return self._w.__exit__(*exc)

@@ -6,8 +6,7 @@ from pathlib import Path
 
 from brainpred.config import result_settings
 from brainpred.narratives import story_folder
-from brainpred.pipeline import fit_groups
-from brainpred.workflow import model_tag, run_plan
+from brainpred.plan import fit_groups, model_tag, run_plan
 
 ROOT = config["dataset"]["root"].rstrip("/")
 SPACE = config["dataset"]["space"]
@@ -206,7 +205,7 @@ def mapping_runtime(wildcards, input):
 
 def n_analysis_conditions(analysis):
     """Designs an analysis fits (its cost relative to fit_scores' N_MODELS)."""
-    from brainpred.analyses import control_distances, control_kinds, syntax_distances
+    from brainpred.conditions import control_distances, control_kinds, syntax_distances
 
     if analysis == "layers":
         layers = (config.get("layers", {}) or {}).get("layers", "all")
@@ -216,7 +215,7 @@ def n_analysis_conditions(analysis):
         return (1 + len(control_kinds(config)) * len(control_distances(config))
                 + len(c.get("widths") or []))
     if analysis == "finetune":
-        from brainpred.analyses import finetune_alphas, finetune_steps
+        from brainpred.conditions import finetune_alphas, finetune_steps
 
         return 1 + len(finetune_alphas(config)) * len(finetune_steps(config))
     return 1 + 2 * len(syntax_distances(config))
@@ -240,7 +239,7 @@ def analysis_runtime(wildcards, input):
 # Analyses (workflow/rules/analyses.smk): layers, controls, syntax, finetune
 # ---------------------------------------------------------------------------------------------
 
-from brainpred.analyses import ANALYSES as _ALL_ANALYSES, enabled as _enabled
+from brainpred.conditions import ANALYSES as _ALL_ANALYSES, enabled as _enabled
 
 ANALYSES = [a for a in _ALL_ANALYSES if _enabled(config, a)]
 ANALYSIS_DIR = f"{RESULTS}/analyses/model-{MODEL}_layer-{LAYER}"
@@ -277,7 +276,7 @@ def finetune_features_file(key, story):
 
 def finetune_models(stories):
     """key -> features files of the stories, for every (alpha, step) evaluated."""
-    from brainpred.analyses import finetune_alphas, finetune_key, finetune_steps
+    from brainpred.conditions import finetune_alphas, finetune_key, finetune_steps
 
     return {finetune_key(a, s): [finetune_features_file(finetune_key(a, s), st)
                                  for st in stories]
@@ -298,7 +297,7 @@ def analysis_fit_output(analysis, fit):
 
 
 def analysis_group_outputs(analysis):
-    from brainpred.analyses import ARGMAX_MAPS, STACK_MAPS
+    from brainpred.conditions import ARGMAX_MAPS, STACK_MAPS
 
     prefix = f"{ANALYSIS_DIR}/{analysis}/group"
     out = {"npz": f"{prefix}_desc-{analysis}_scores.npz",
@@ -313,14 +312,14 @@ def analysis_group_outputs(analysis):
 
 
 def analysis_figure_files(analysis):
-    from brainpred.analyses import FIGURES as _FIGS, figure_keys
+    from brainpred.conditions import FIGURES as _FIGS, figure_keys
 
     return {k: f"{FIGURES}/desc-{k}_{_FIGS[analysis][k]}.png"
             for k in figure_keys(analysis, config)}
 
 
 def finetune_loss_files():
-    from brainpred.analyses import finetune_alphas
+    from brainpred.conditions import finetune_alphas
 
     return [finetune_outputs(f"{a:g}")["loss"] for a in finetune_alphas(config)]
 

@@ -1,7 +1,7 @@
 """Rule analysis_fit: scores of every condition of one analysis for a group of subjects."""
-from brainpred.analyses import make_analysis_fit
 from brainpred.config import with_runtime_config
-from brainpred.workflow import limit_threads, setup_logging
+from brainpred.jobs import limit_threads, setup_logging
+from brainpred.stages.analyses import make_analysis_fit
 
 setup_logging(snakemake.log[0])
 config = with_runtime_config(snakemake.params.config, snakemake.config)

@@ -1,7 +1,7 @@
 """Rule analysis_group_<analysis>: group maps and region tables of one analysis."""
-from brainpred.analyses import make_analysis_group
 from brainpred.config import with_runtime_config
-from brainpred.workflow import setup_logging
+from brainpred.jobs import setup_logging
+from brainpred.stages.analyses import make_analysis_group
 
 setup_logging(snakemake.log[0])
 config = with_runtime_config(snakemake.params.config, snakemake.config)

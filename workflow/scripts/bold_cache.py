@@ -1,6 +1,6 @@
 """Rule bold_cache: one run's GIfTI pair to .npy."""
-from brainpred.pipeline import make_bold_cache
-from brainpred.workflow import setup_logging
+from brainpred.jobs import setup_logging
+from brainpred.stages.bold import make_bold_cache
 
 setup_logging(snakemake.log[0])
 make_bold_cache(snakemake.input.left, snakemake.input.right, snakemake.input.table,

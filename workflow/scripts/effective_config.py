@@ -1,7 +1,7 @@
 """Rule effective_config: the run's configuration as the workflow used it (defaults filled)."""
 from brainpred.config import dump_config
 from brainpred.io import atomic_write
-from brainpred.workflow import setup_logging
+from brainpred.jobs import setup_logging
 
 log = setup_logging(snakemake.log[0])
 with atomic_write(snakemake.output[0]) as f:

@@ -1,7 +1,7 @@
 """Rule finetune_features: activations of every story under one fine-tuned checkpoint."""
-from brainpred.analyses import make_finetune_features
 from brainpred.config import with_runtime
-from brainpred.workflow import limit_threads, setup_logging
+from brainpred.jobs import limit_threads, setup_logging
+from brainpred.stages.analyses import make_finetune_features
 
 setup_logging(snakemake.log[0])
 model_cfg = with_runtime(snakemake.params.model, snakemake.config, "model")

@@ -1,7 +1,7 @@
 """Rule finetune_train: fine-tune the model at one loss mix (resumable)."""
-from brainpred.analyses import make_finetune_train
 from brainpred.config import with_runtime, with_runtime_config
-from brainpred.workflow import limit_threads, setup_logging
+from brainpred.jobs import limit_threads, setup_logging
+from brainpred.stages.analyses import make_finetune_train
 
 setup_logging(snakemake.log[0])
 model_cfg = with_runtime(snakemake.params.model, snakemake.config, "model")

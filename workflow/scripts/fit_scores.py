@@ -1,7 +1,7 @@
 """Rule fit_scores: brain and forecast scores of subjects who share a stimulus."""
 from brainpred.config import with_runtime_config
-from brainpred.pipeline import make_fit_scores
-from brainpred.workflow import limit_threads, setup_logging
+from brainpred.jobs import limit_threads, setup_logging
+from brainpred.stages.mapping import make_fit_scores
 
 setup_logging(snakemake.log[0])
 config = with_runtime_config(snakemake.params.config, snakemake.config)

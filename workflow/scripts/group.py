@@ -1,7 +1,7 @@
 """Rule group: group maps, noise ceiling and region tables."""
 from brainpred.config import with_runtime_config
-from brainpred.pipeline import make_group
-from brainpred.workflow import setup_logging
+from brainpred.jobs import setup_logging
+from brainpred.stages.stats import make_group
 
 setup_logging(snakemake.log[0])
 config = with_runtime_config(snakemake.params.config, snakemake.config)

@@ -1,7 +1,7 @@
 """Rule listener_sums: the sum of every listener's BOLD of one task, per audio (noise ceiling)."""
 from brainpred.config import with_runtime_config
-from brainpred.pipeline import make_listener_sums
-from brainpred.workflow import limit_threads, setup_logging
+from brainpred.jobs import limit_threads, setup_logging
+from brainpred.stages.noiseceiling import make_listener_sums
 
 setup_logging(snakemake.log[0])
 config = with_runtime_config(snakemake.params.config, snakemake.config)

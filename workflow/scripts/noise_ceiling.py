@@ -1,7 +1,7 @@
 """Rule noise_ceiling: how well the other subjects' mean BOLD predicts one subject."""
 from brainpred.config import with_runtime_config
-from brainpred.pipeline import make_noise_ceiling
-from brainpred.workflow import limit_threads, setup_logging
+from brainpred.jobs import limit_threads, setup_logging
+from brainpred.stages.noiseceiling import make_noise_ceiling
 
 setup_logging(snakemake.log[0])
 config = with_runtime_config(snakemake.params.config, snakemake.config)

@@ -1,7 +1,7 @@
 """Rule paper_comparison: the paper's summary table computed from the group outputs."""
 from brainpred.config import with_runtime_config
-from brainpred.pipeline import make_paper_comparison
-from brainpred.workflow import setup_logging
+from brainpred.jobs import setup_logging
+from brainpred.stages.report import make_paper_comparison
 
 setup_logging(snakemake.log[0])
 config = with_runtime_config(snakemake.params.config, snakemake.config)

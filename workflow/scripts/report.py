@@ -1,12 +1,12 @@
 """Rule report: the self-contained HTML report."""
-from brainpred.analyses import FIGURE_CAPTIONS as ANALYSIS_CAPTIONS
+from brainpred.conditions import FIGURE_CAPTIONS
 from brainpred.config import with_runtime_config
-from brainpred.pipeline import FIGURE_CAPTIONS, PAPER_COMPARISON_CAPTION, make_report
-from brainpred.workflow import setup_logging
+from brainpred.jobs import setup_logging
+from brainpred.stages.report import PAPER_COMPARISON_CAPTION, make_report
 
 setup_logging(snakemake.log[0])
 config = with_runtime_config(snakemake.params.config, snakemake.config)
-captions = {**FIGURE_CAPTIONS, **ANALYSIS_CAPTIONS}
+captions = FIGURE_CAPTIONS
 keys = [k for k in captions if k in snakemake.input.keys()]
 tables = [(snakemake.input.table, "Subject x story table (kept and excluded runs)"),
           (snakemake.input.regions,

@@ -1,7 +1,7 @@
 """Rule story_continuations: activations of the model's own continuation after every word."""
-from brainpred.analyses import make_story_continuations
 from brainpred.config import with_runtime
-from brainpred.workflow import limit_threads, setup_logging
+from brainpred.jobs import limit_threads, setup_logging
+from brainpred.stages.analyses import make_story_continuations
 
 setup_logging(snakemake.log[0])
 model_cfg = with_runtime(snakemake.params.model, snakemake.config, "model")

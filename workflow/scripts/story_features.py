@@ -1,7 +1,7 @@
 """Rule story_features: language-model activations of one story."""
 from brainpred.config import with_runtime
-from brainpred.pipeline import make_story_features
-from brainpred.workflow import limit_threads, setup_logging
+from brainpred.jobs import limit_threads, setup_logging
+from brainpred.stages.features import make_story_features
 
 setup_logging(snakemake.log[0])
 model_cfg = with_runtime(snakemake.params.model, snakemake.config, "model")

@@ -1,7 +1,7 @@
 """Rule story_syntax: syntactic part of the activations of one story."""
-from brainpred.analyses import make_story_syntax
 from brainpred.config import with_runtime
-from brainpred.workflow import limit_threads, setup_logging
+from brainpred.jobs import limit_threads, setup_logging
+from brainpred.stages.analyses import make_story_syntax
 
 setup_logging(snakemake.log[0])
 model_cfg = with_runtime(snakemake.params.model, snakemake.config, "model")

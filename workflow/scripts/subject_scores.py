@@ -1,6 +1,6 @@
 """Rule subject_scores: one subject's score maps and region table."""
-from brainpred.pipeline import make_subject_scores
-from brainpred.workflow import setup_logging
+from brainpred.jobs import setup_logging
+from brainpred.stages.mapping import make_subject_scores
 
 setup_logging(snakemake.log[0])
 make_subject_scores(

@@ -1,11 +1,17 @@
-"""Stage wiring: the subject design, BOLD z-scoring and region tables, on tiny arrays."""
+"""Stage wiring and the pure pieces it calls: the subject design, BOLD z-scoring, region
+tables, fit groups and the shared fit loop, on tiny arrays."""
 
 import numpy as np
 import pandas as pd
 import pytest
+from factories import config as filled_config
 
-from brainpred import pipeline
+from brainpred import stats, tables
+from brainpred.design import subject_design
 from brainpred.errors import ConfigError
+from brainpred.plan import fit_groups
+from brainpred.stages import mapping as mapping_stage
+from brainpred.stages.common import load_atlas_labels, ridge_alphas
 
 
 def _features(n_words, dim=2, n_layers=3, onset0=0.0, step=1.5, seed=0):
@@ -23,7 +29,7 @@ def _runs(rows):
 def test_subject_design_places_words_on_the_tr_grid():
     acts, words = _features(4, step=1.5)
     runs = _runs([("sub-001_task-a", "a", 3.0, 1.5, 8)])
-    X, windows, lengths, groups = pipeline.subject_design(runs, {"a": (acts, words)}, layer=2,
+    X, windows, lengths, groups = subject_design(runs, {"a": (acts, words)}, layer=2,
                                                           distances=[0, 2], width=2,
                                                           tr_offset=1)
     assert lengths == [8] and X.shape == (8, 2)
@@ -44,7 +50,7 @@ def test_subject_design_concatenates_runs_without_spill_over():
     fa = _features(3, seed=1)
     fb = _features(3, seed=2)
     runs = _runs([("r1", "a", 0.0, 1.5, 5), ("r2", "b", 0.0, 1.5, 6)])
-    X, windows, lengths, groups = pipeline.subject_design(runs, {"a": fa, "b": fb}, layer=1,
+    X, windows, lengths, groups = subject_design(runs, {"a": fa, "b": fb}, layer=1,
                                                           distances=[3], width=1)
     assert lengths == [5, 6] and X.shape == (11, 2)
     np.testing.assert_array_equal(groups, [0] * 5 + [1] * 6)
@@ -57,7 +63,7 @@ def test_subject_design_bad_layer():
     acts, words = _features(3, n_layers=2)
     runs = _runs([("r1", "a", 0.0, 1.5, 5)])
     with pytest.raises(ConfigError, match="features.layer"):
-        pipeline.subject_design(runs, {"a": (acts, words)}, layer=5, distances=[0])
+        subject_design(runs, {"a": (acts, words)}, layer=5, distances=[0])
 
 
 def test_zscore_columns_nan_for_constant_and_medial_wall():
@@ -65,7 +71,7 @@ def test_zscore_columns_nan_for_constant_and_medial_wall():
     Y = rng.standard_normal((50, 4)) * 3 + 100
     Y[:, 1] = 7.0
     Y[:, 2] = np.nan
-    Z = pipeline.zscore_columns(Y)
+    Z = stats.zscore_columns(Y)
     assert np.all(np.isnan(Z[:, 1])) and np.all(np.isnan(Z[:, 2]))
     np.testing.assert_allclose(Z[:, [0, 3]].mean(0), 0, atol=1e-6)
     np.testing.assert_allclose(Z[:, [0, 3]].std(0), 1, atol=1e-5)
@@ -82,7 +88,7 @@ def test_region_table(tmp_path):
         write_label_gifti(paths[-1], lab, names)
     R = np.array([0.1, 0.3, 0.5, np.nan, 0.2, 0.2, 0.7, 0.0])
     F = np.stack([R * 0, R * 0.1])
-    table = pipeline.region_table(R, F, [0, 8], tuple(paths))
+    table = tables.region_table(R, F, [0, 8], *load_atlas_labels(tuple(paths), len(R)))
     bs = table[table["measure"] == "brainscore"].set_index("region")["value"]
     assert bs["whole cortex"] == pytest.approx(np.nanmean(R))
     assert bs["L auditory"] == pytest.approx(0.2)
@@ -92,8 +98,8 @@ def test_region_table(tmp_path):
     np.testing.assert_allclose(fs.sort_values("distance")["value"], [0.0, 0.06])
 
 
-def test_alphas_from_config():
-    a = pipeline.alphas_from_config({"alphas": {"start": -1, "stop": 8, "num": 10}})
+def test_ridge_alphas():
+    a = ridge_alphas({"alphas": {"start": -1, "stop": 8, "num": 10}})
     np.testing.assert_allclose(a, np.logspace(-1, 8, 10))
 
 
@@ -103,10 +109,10 @@ def test_fit_groups_share_identical_stimulus_sequences():
         "task": ["a", "b", "a", "b", "a", "a", "a"],
         "story": ["a", "b", "a", "b", "a", "a", "a"],
     })
-    fits = pipeline.fit_groups(plan, max_subjects=2)
+    fits = fit_groups(plan, max_subjects=2)
     assert fits == {"fit-001": ["sub-001", "sub-002"], "fit-002": ["sub-003", "sub-004"],
                     "fit-003": ["sub-005"]}
-    assert pipeline.fit_groups(plan, max_subjects=1) == {
+    assert fit_groups(plan, max_subjects=1) == {
         f"fit-{i:03d}": [f"sub-{i:03d}"] for i in range(1, 6)}
 
 
@@ -129,18 +135,19 @@ def test_make_fit_scores_shares_identical_designs_only(tmp_path):
         bold[base] = tmp_path / f"{base}.npy"
         prov.save_bold(bold[base], rng.standard_normal((40, 12)), sub, base, tr=1.5)
     io.write_tsv(tmp_path / "runs.tsv", pd.DataFrame(rows))
-    config = {"forecast": {"distances": [0, 4], "width": 2},
-              "features": {"layer": 1, "tr_offset": 1, "tr_method": "sum"},
-              "mapping": {"n_components": 3, "delays": [0, 1], "n_folds": 3,
-                          "n_inner_folds": 3, "backend": "numpy",
-                          "alphas": {"start": -1, "stop": 3, "num": 5}}}
+    config = filled_config(forecast={"distances": [0, 4], "width": 2},
+                           features={"layer": 1, "tr_offset": 1, "tr_method": "sum"},
+                           mapping={"n_components": 3, "delays": [0, 1], "n_folds": 3,
+                                    "n_inner_folds": 3, "backend": "numpy",
+                                    "alphas": {"start": -1, "stop": 3, "num": 5}})
+    del config["model"]     # the cache records no model settings to check against
     feats = {"a": tmp_path / "a.npz"}
     subjects = ["sub-001", "sub-002", "sub-003"]
-    pipeline.make_fit_scores(subjects, tmp_path / "runs.tsv", feats, bold, config,
+    mapping_stage.make_fit_scores(subjects, tmp_path / "runs.tsv", feats, bold, config,
                              tmp_path / "fit.npz")
     fit = io.load_npz(tmp_path / "fit.npz")
     for sub in subjects:
-        pipeline.make_fit_scores([sub], tmp_path / "runs.tsv", feats, bold, config,
+        mapping_stage.make_fit_scores([sub], tmp_path / "runs.tsv", feats, bold, config,
                                  tmp_path / f"{sub}.npz")
         alone = io.load_npz(tmp_path / f"{sub}.npz")
         for key in ("brain_score", "forecast_brain_score"):
@@ -150,7 +157,7 @@ def test_make_fit_scores_shares_identical_designs_only(tmp_path):
                     ("brain_L", "brain_R", "forecast_L", "forecast_R")})
     outputs["npz"] = tmp_path / "sub-002_desc-scores.npz"
     outputs["regions"] = tmp_path / "sub-002_regions.tsv"
-    pipeline.make_subject_scores("sub-002", tmp_path / "fit.npz", outputs)
+    mapping_stage.make_subject_scores("sub-002", tmp_path / "fit.npz", outputs)
     scores = io.load_npz(outputs["npz"])
     np.testing.assert_allclose(scores["forecast_score"],
                                fit["sub-002__forecast_brain_score"] - fit["sub-002__brain_score"])

@@ -1,4 +1,4 @@
-"""Helpers the Snakefile uses to lay out the DAG: the run plan, output names and logging.
+"""The run plan: which runs, stories and subject fits a configuration analyses.
 
 The DAG is computed up front (so ``snakemake -n`` lists every job): for a real Narratives copy
 the run plan is read from the dataset's metadata with :func:`brainpred.narratives.build_run_table`;
@@ -9,18 +9,17 @@ jobs themselves read the run table the ``run_table`` rule writes from the files 
 
 from __future__ import annotations
 
-import logging
 import re
-import sys
 from pathlib import Path
 
 import pandas as pd
 
-from .config import check_plan_sizes, coerce_config  # noqa: F401 (coerce_config: re-export)
+from . import synthetic
+from .config import check_plan_sizes
 from .errors import ConfigError
 from .narratives import build_run_table, check_runs_cover_their_stories, split_story_rows
 
-log = logging.getLogger("brainpred")
+__all__ = ["run_basename", "model_tag", "run_plan", "fit_groups"]
 
 
 def run_basename(subject, task, run=""):
@@ -69,9 +68,7 @@ def run_plan(config) -> pd.DataFrame:
     """
     ds = config["dataset"]
     if ds["source"] == "synthetic":
-        from .synthetic import plan
-
-        runs = plan(config)
+        runs = synthetic.plan(config)
         runs = runs[~runs["excluded"]].copy()
     elif ds["source"] in ("local", "datalad"):
         root = Path(ds["root"])
@@ -118,55 +115,30 @@ def _pick(runs, col, selection, key):
     return runs[col].where(runs[col].isin(keep))
 
 
-def setup_logging(log_path=None, level=logging.INFO):
-    """Log brainpred messages to the rule's log file and to stderr."""
-    handlers = [logging.StreamHandler(sys.stderr)]
-    if log_path:
-        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_path, mode="w"))
-    logging.basicConfig(level=level, handlers=handlers, force=True,
-                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    logging.captureWarnings(True)
-    sys.excepthook = _log_exception
-    return log
+def fit_groups(plan, max_subjects):
+    """Subjects who heard the same stimulus sequence, in fits of at most ``max_subjects``.
 
+    Parameters
+    ----------
+    plan : DataFrame
+        The run plan (``subject``, ``task``, ``story``, ``basename``), in analysis order.
+    max_subjects : int
+        Largest number of subjects fitted in one call (``mapping.shared_subjects``; 1 = one
+        subject per fit).
 
-def _log_exception(exc_type, exc, tb):
-    """A rule script's uncaught exception, where the user looks: the brainpred message first,
-    in the rule's log and on the console; the traceback only for unexpected errors (and in the
-    log file for every error)."""
-    import traceback
-
-    from .errors import BrainpredError
-
-    text = "".join(traceback.format_exception(exc_type, exc, tb))
-    if issubclass(exc_type, BrainpredError):
-        log.error("%s", exc)
-        for handler in logging.getLogger().handlers:
-            if isinstance(handler, logging.FileHandler):
-                handler.stream.write(f"\n(traceback, for a bug report)\n{text}\n")
-                handler.flush()
-    else:
-        log.error("unexpected error (a bug: please report it with this log): %s: %s\n%s",
-                  exc_type.__name__, exc, text)
-
-
-def limit_threads(n):
-    """Cap BLAS and torch threads at the rule's ``threads``."""
-    import os
-
-    n = max(1, int(n))
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(n)
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(n)
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        pass
-    try:
-        import torch
-
-        torch.set_num_threads(n)
-    except ImportError:  # pragma: no cover
-        pass
+    Returns
+    -------
+    dict
+        ``"fit-001" -> [subject, ...]``, subjects sorted, fits ordered by their first subject.
+        Subjects share a fit only when their ordered (task, story) sequences are equal; the fit
+        job checks that their designs are identical.
+    """
+    keys = {}
+    for subject, g in plan.groupby("subject", sort=True):
+        keys.setdefault(tuple(zip(g["task"], g["story"])), []).append(subject)
+    chunks = []
+    for subjects in keys.values():
+        for i in range(0, len(subjects), max(1, int(max_subjects))):
+            chunks.append(subjects[i:i + max(1, int(max_subjects))])
+    chunks.sort(key=lambda c: c[0])
+    return {f"fit-{i + 1:03d}": c for i, c in enumerate(chunks)}

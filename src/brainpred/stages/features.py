@@ -1,0 +1,34 @@
+"""Stage entry point of ``workflow/rules/features.smk``: a story's activations, every layer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import features, io
+from .. import provenance as prov
+from .common import load_language_model, story_of
+
+__all__ = ["make_story_features"]
+
+
+def make_story_features(words_tsv, text_txt, model_cfg, out_npz, story=None):
+    """Rule ``story_features``: activations of every layer for every word of a story.
+
+    The cache records its provenance (:func:`brainpred.provenance.features_record`): the
+    story (``story``, by default read from the ``story-<s>_`` file name of ``words_tsv``), the
+    sha256 of ``words_tsv`` and ``text_txt``, the model, its revision and the result-changing
+    ``model.*`` settings.
+    """
+    words = io.read_tsv(words_tsv)
+    text = Path(text_txt).read_text(encoding="utf-8")
+    model, tokenizer = load_language_model(model_cfg)
+    acts = features.story_features(words, text, model, tokenizer,
+                                   context_tokens=model_cfg["context_tokens"],
+                                   batch_size=model_cfg["batch_size"], mode=model_cfg["mode"],
+                                   min_context=model_cfg["min_context"], progress=True)
+    meta = {k: model_cfg[k] for k in ("name", "seed", "context_tokens", "mode",
+                                      "min_context", "dtype")}
+    rec = prov.features_record(
+        story if story is not None else story_of(words_tsv), words_tsv, text_txt, model_cfg,
+        prov.model_revision(model_cfg["name"], model, seed=model_cfg["seed"]))
+    features.save_features(out_npz, acts, words, meta, provenance=rec)
