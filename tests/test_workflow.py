@@ -118,3 +118,60 @@ def test_snakemake_lint_is_clean():
                           timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "Lints for" not in out, out[-3000:]
+
+
+# ---------------------------------------------------------------------------------------------
+# The rule files: shared definitions, no schema defaults restated, resources from the model
+# ---------------------------------------------------------------------------------------------
+
+RULES = REPO / "workflow" / "rules"
+# included first by the Snakefile: the only files whose names other .smk files may use
+SHARED = ("plan.smk", "paths.smk", "resources.smk")
+
+
+def _top_level_names(text):
+    """Names a .smk file binds at its top level (assignments, defs, imports)."""
+    import re
+
+    names = set(re.findall(r"^([A-Za-z_]\w*)\s*=(?!=)", text, flags=re.M))
+    names |= set(re.findall(r"^\s*def (\w+)\(", text, flags=re.M))
+    names |= set(re.findall(r"\bimport\s.*?\bas\s+(\w+)", text))
+    return names
+
+
+def test_rule_files_use_only_shared_names():
+    """A rule file never uses a name another rule file defines (only plan/paths/resources)."""
+    import re
+
+    files = {p.name: p.read_text() for p in RULES.glob("*.smk")}
+    assert set(SHARED) <= set(files)
+    assert "common.smk" not in files
+    snakefile = (REPO / "Snakefile").read_text()
+    includes = re.findall(r'^include: "workflow/rules/(\w+\.smk)"', snakefile, flags=re.M)
+    assert tuple(includes[:3]) == SHARED and set(includes) == set(files)
+    for name, text in files.items():
+        if name in SHARED:
+            continue
+        own = _top_level_names(text)
+        for other, other_text in {**files, "Snakefile": snakefile}.items():
+            if other in (name, *SHARED):
+                continue
+            used = sorted(n for n in own if re.search(rf"\b{n}\b", other_text))
+            assert not used, f"{other} uses {used}, defined in {name}"
+        # no functions beside rules (snakemake --lint): shared files hold them
+        assert not re.search(r"^\s*def ", text, flags=re.M), name
+
+
+def test_rule_files_restate_no_schema_default():
+    """The config is filled from the schema at start: no `.get(key, default)` on it in rules."""
+    import re
+
+    for path in [REPO / "Snakefile", *RULES.glob("*.smk")]:
+        text = path.read_text()
+        assert not re.search(r"config(\[[^\]]+\])*\.get\(", text), path.name
+        assert not re.search(r"_?[A-Z]+\.get\(\"", text.replace("MAPS.get(", "")), path.name
+    # mapping.shared_subjects: the schema's default only
+    for path in RULES.glob("*.smk"):
+        for line in path.read_text().splitlines():
+            if "shared_subjects" in line and not line.lstrip().startswith("#"):
+                assert 'config["mapping"]["shared_subjects"]' in line, (path.name, line)
