@@ -1,15 +1,17 @@
 # Shared (3 of 3, after plan.smk and paths.smk): HOW MUCH each job asks for.
 #
 # Owns the threads, mem_mb (MB), runtime (minutes) and gpu of the rules whose sizes depend on
-# the config, the data or the machine: the model's dimensions (MODEL_LAYERS, MODEL_WIDTH), the
-# vertices of the space (N_VERTICES), the language-model jobs
-# (lm_resources, LM_GPU), the mapping jobs (mapping_* / analysis_*, MAPPING_THREADS,
-# MAPPING_GPU) and the group and cache jobs. Rules with fixed small sizes state them inline.
-# Uses the names of plan.smk and paths.smk only. How the sizes were measured: docs/scaling.md;
-# override one with --set-resources (profiles/README.md).
+# the config, the data, the model or the machine: the model's dimensions from its own config
+# (MODEL_LAYERS, MODEL_WIDTH), the vertices of the space (N_VERTICES), the language-model jobs
+# (lm_threads, lm_resources, LM_GPU), the mapping jobs (mapping_*, analysis_*, MAPPING_THREADS,
+# MAPPING_GPU), the BOLD caches, listener sums and group jobs. Rules with fixed small sizes
+# state them inline. Uses the names of plan.smk and paths.smk only. How the sizes were
+# measured: docs/scaling.md; override one with --set-resources (profiles/README.md).
 
 import os
 import shutil
+
+from brainpred.config import model_dims
 
 HAS_GPU = bool(shutil.which("nvidia-smi"))
 # vertices of both hemispheres (a BOLD cache is n_trs x N_VERTICES float32)
@@ -17,9 +19,16 @@ N_VERTICES = 81924 if SPACE == "fsaverage6" else 20484
 # designs fit_scores fits: X, and X + W_d for each distance d
 N_DESIGNS = len(config["forecast"]["distances"]) + 1
 
-# GPT-2 small: activations (13 layers, n_words, 768 units)
-MODEL_LAYERS = 13
-MODEL_WIDTH = 768
+# The analysed model's transformer blocks and hidden width, from its config.json (no weights):
+# tiny-gpt2 (12 blocks x 64), a local folder, or a hub id in the local HuggingFace cache.
+# model_dims returns None for a hub id that is not cached yet (the features job downloads it;
+# with HF_HUB_OFFLINE set, prepare_config has already stopped the run): the sizes then fall
+# back to GPT-2 small (12 blocks x 768 units, the paper's model, the one docs/scaling.md
+# measured), so that a dry run needs no network.
+_DIMS = model_dims(config["model"]["name"]) or (12, 768)
+# activations are (MODEL_LAYERS, n_words, MODEL_WIDTH): the token embedding and every block
+MODEL_LAYERS = _DIMS[0] + 1
+MODEL_WIDTH = _DIMS[1]
 
 
 def uses_gpu(device_setting, gpu_value):
