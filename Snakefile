@@ -23,7 +23,10 @@ if not workflow.overwrite_configfiles:
 prepare_config(config)
 
 
-include: "workflow/rules/common.smk"
+# shared definitions first (each file says what it owns); the rule files use only their names
+include: "workflow/rules/plan.smk"
+include: "workflow/rules/paths.smk"
+include: "workflow/rules/resources.smk"
 include: "workflow/rules/download.smk"
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/features.smk"

@@ -1,20 +1,22 @@
-# Analyses beyond the main forecast curve (brainpred.analyses), each switched on by its config
-# section: layers (forecast depth k*), controls (random / shuffled / generated windows, window
+# Analyses beyond the main forecast curve (brainpred.stages.analyses), each switched on by its
+# config section: layers (forecast depth k*), controls (random / shuffled / generated windows, window
 # widths) and syntax (syntactic vs semantic windows). Each analysis is fitted per subject group
 # like fit_scores (analysis_fit), then summarised (analysis_group) and drawn (analysis_figures).
 
 rule story_continuations:
     input:
-        words=f"{RESULTS}/words/story-{{story}}_desc-words_table.tsv",
-        text=f"{RESULTS}/words/story-{{story}}_desc-text.txt",
+        words=words_file("{story}"),
+        text=text_file("{story}"),
     output:
         continuations_file("{story}"),
     params:
         model=MODEL_SETTINGS,
-        controls={"generated": _CONTROLS.get("generated", {}) or {}},
+        controls={"generated": config["controls"]["generated"]},
         layer=LAYER,
+        # the farthest distance the controls use (controls.distances null = forecast.distances)
         horizon=lambda w: max(
-            [1] + [int(d) for d in (_CONTROLS.get("distances") or config["forecast"]["distances"])]
+            [1]
+            + [int(d) for d in (config["controls"]["distances"] or config["forecast"]["distances"])]
         ),
     conda:
         "../envs/brainpred.yaml"
@@ -22,25 +24,24 @@ rule story_continuations:
         f"logs/story_continuations/model-{MODEL}_story-{{story}}.log",
     benchmark:
         f"benchmarks/out/story_continuations/model-{MODEL}_story-{{story}}.tsv"
-    threads: 1 if MODEL == "tiny-gpt2" else 4
+    threads: lm_threads("story_continuations")
     resources:
-        mem_mb=2000 if MODEL == "tiny-gpt2" else 12000,
-        runtime=20 if MODEL == "tiny-gpt2" else 240,
-        gpu=uses_gpu(config["model"]["device"], "cuda"),
+        **lm_resources("story_continuations"),
+        gpu=LM_GPU,
     script:
         "../scripts/story_continuations.py"
 
 
 rule story_syntax:
     input:
-        words=f"{RESULTS}/words/story-{{story}}_desc-words_table.tsv",
-        text=f"{RESULTS}/words/story-{{story}}_desc-text.txt",
-        corpus_words=[f"{RESULTS}/words/story-{s}_desc-words_table.tsv" for s in STORIES]
-        if _SYNTAX.get("corpus", "stories") == "stories"
+        words=words_file("{story}"),
+        text=text_file("{story}"),
+        corpus_words=[words_file(s) for s in STORIES]
+        if config["syntax"]["corpus"] == "stories"
         else [],
-        corpus_text=[f"{RESULTS}/words/story-{s}_desc-text.txt" for s in STORIES]
-        if _SYNTAX.get("corpus", "stories") == "stories"
-        else list(_SYNTAX.get("corpus") or []),
+        corpus_text=[text_file(s) for s in STORIES]
+        if config["syntax"]["corpus"] == "stories"
+        else list(config["syntax"]["corpus"]),
     output:
         syntax_file("{story}"),
     params:
@@ -52,11 +53,10 @@ rule story_syntax:
         f"logs/story_syntax/model-{MODEL}_story-{{story}}.log",
     benchmark:
         f"benchmarks/out/story_syntax/model-{MODEL}_story-{{story}}.tsv"
-    threads: 1 if MODEL == "tiny-gpt2" else 4
+    threads: lm_threads("story_syntax")
     resources:
-        mem_mb=3000 if MODEL == "tiny-gpt2" else 12000,
-        runtime=30 if MODEL == "tiny-gpt2" else 480,
-        gpu=uses_gpu(config["model"]["device"], "cuda"),
+        **lm_resources("story_syntax"),
+        gpu=LM_GPU,
     script:
         "../scripts/story_syntax.py"
 
@@ -70,7 +70,7 @@ rule finetune_train:
         model=MODEL_SETTINGS,
         config=config_for("finetune"),
         work_dir=lambda w: f"{FT_DIR}/alpha-{w.alpha}/train",
-        corpus=lambda w, input: list(input.corpus) or _FINETUNE.get("corpus"),
+        corpus=lambda w, input: list(input.corpus) or config["finetune"]["corpus"],
     conda:
         "../envs/brainpred.yaml"
     log:
@@ -78,11 +78,10 @@ rule finetune_train:
     benchmark:
         f"benchmarks/out/finetune_train/model-{MODEL}_alpha-{{alpha}}.tsv"
     # the checkpoints live in params.work_dir (not an output), so a killed job resumes there
-    threads: 2 if MODEL == "tiny-gpt2" else 4
+    threads: lm_threads("finetune_train")
     resources:
-        mem_mb=4000 if MODEL == "tiny-gpt2" else 24000,
-        runtime=30 if MODEL == "tiny-gpt2" else 24 * 60,
-        gpu=uses_gpu(config["model"]["device"], "cuda"),
+        **lm_resources("finetune_train"),
+        gpu=LM_GPU,
     script:
         "../scripts/finetune_train.py"
 
@@ -90,8 +89,8 @@ rule finetune_train:
 rule finetune_features:
     input:
         manifest=lambda w: finetune_outputs(w.alpha)["manifest"],
-        words=[f"{RESULTS}/words/story-{s}_desc-words_table.tsv" for s in STORIES],
-        text=[f"{RESULTS}/words/story-{s}_desc-text.txt" for s in STORIES],
+        words=[words_file(s) for s in STORIES],
+        text=[text_file(s) for s in STORIES],
     output:
         [f"{FT_DIR}/features/alpha-{{alpha}}_step-{{step}}/story-{s}_desc-activations.npz"
          for s in STORIES],
@@ -104,11 +103,10 @@ rule finetune_features:
     benchmark:
         f"benchmarks/out/finetune_features/model-{MODEL}_alpha-{{alpha}}_step-{{step}}.tsv"
     # one job per checkpoint: the model is loaded once for every story
-    threads: 1 if MODEL == "tiny-gpt2" else 4
+    threads: lm_threads("finetune_features")
     resources:
-        mem_mb=2000 if MODEL == "tiny-gpt2" else 12000,
-        runtime=(15 if MODEL == "tiny-gpt2" else 60) * max(1, len(STORIES) // 2),
-        gpu=uses_gpu(config["model"]["device"], "cuda"),
+        **lm_resources("finetune_features"),
+        gpu=LM_GPU,
     script:
         "../scripts/finetune_features.py"
 
@@ -129,11 +127,11 @@ rule analysis_fit:
         f"logs/analysis_fit/model-{MODEL}_layer-{LAYER}_{{analysis}}_{{fit}}.log",
     benchmark:
         f"benchmarks/out/analysis_fit/model-{MODEL}_layer-{LAYER}_{{analysis}}_{{fit}}.tsv"
-    threads: 1 if SPACE == "fsaverage5" else 4
+    threads: MAPPING_THREADS
     resources:
         mem_mb=analysis_mem_mb,
         runtime=analysis_runtime,
-        gpu=uses_gpu(config["mapping"]["backend"], "torch_cuda"),
+        gpu=MAPPING_GPU,
     script:
         "../scripts/analysis_fit.py"
 
@@ -161,9 +159,9 @@ for _analysis in ANALYSES:
             f"benchmarks/out/analysis_group/model-{MODEL}_layer-{LAYER}_{_analysis}.tsv"
         threads: 1
         resources:
-            # every subject's condition maps in memory, float64, x3
-            mem_mb=2000 + 3 * 8 * len(SUBJECTS) * 40 * N_VERTICES // 10**6,
-            runtime=10 + len(SUBJECTS) // 10,
+            # every subject's condition maps in memory (resources.smk)
+            mem_mb=ANALYSIS_GROUP_MEM_MB,
+            runtime=GROUP_RUNTIME,
         script:
             "../scripts/analysis_group.py"
 

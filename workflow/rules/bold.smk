@@ -7,7 +7,7 @@ rule bold_cache:
     input:
         left=lambda w: gifti(w.subject, w.basename, "L"),
         right=lambda w: gifti(w.subject, w.basename, "R"),
-        table=f"{RESULTS}/tables/desc-runs_table.tsv",
+        table=RUN_TABLE,
     output:
         bold=bold_file("{subject}", "{basename}"),
         sidecar=bold_file("{subject}", "{basename}").removesuffix(".npy") + ".json",
@@ -21,9 +21,8 @@ rule bold_cache:
         "benchmarks/out/bold_cache/{subject}/{basename}.tsv"
     threads: 1
     resources:
-        # peak ~ 3x the run's float32 array (GIfTI decode + stack + crop); the GIfTIs are about
-        # as large as that array (base64, little compression): see docs/scaling.md
-        mem_mb=lambda w, input: int(1000 + 3 * input.size_mb),
-        runtime=lambda w, input: int(5 + input.size_mb / 100),
+        # from the GIfTIs' size (resources.smk)
+        mem_mb=bold_cache_mem_mb,
+        runtime=bold_cache_runtime,
     script:
         "../scripts/bold_cache.py"

@@ -36,9 +36,9 @@ rule run_table:
         bold=[gifti(r.subject, r.basename, h) for r in RUNS.itertuples() for h in ("L", "R")],
         metadata=[f for r in RUNS.itertuples() for f in run_metadata(r.subject, r.basename)],
         # the runs' lengths are checked against their stories' word timing
-        align=[f"{ROOT}/stimuli/gentle/{story_folder(s)}/align.csv" for s in STORIES],
+        align=[align_file(s) for s in STORIES],
     output:
-        f"{RESULTS}/tables/desc-runs_table.tsv",
+        RUN_TABLE,
     params:
         root=lambda w, input: dataset_root(input.participants, 0),
         config=config_for("dataset", "synthetic"),
@@ -58,11 +58,11 @@ rule run_table:
 
 rule story_words:
     input:
-        align=lambda w: f"{ROOT}/stimuli/gentle/{story_folder(w.story)}/align.csv",
+        align=lambda w: align_file(w.story),
         transcript=lambda w: transcript_input(w.story),
     output:
-        words=f"{RESULTS}/words/story-{{story}}_desc-words_table.tsv",
-        text=f"{RESULTS}/words/story-{{story}}_desc-text.txt",
+        words=words_file("{story}"),
+        text=text_file("{story}"),
     params:
         root=lambda w, input: dataset_root(input.align, 3),
     conda:

@@ -5,11 +5,11 @@
 
 rule story_features:
     input:
-        words=f"{RESULTS}/words/story-{{story}}_desc-words_table.tsv",
-        text=f"{RESULTS}/words/story-{{story}}_desc-text.txt",
+        words=words_file("{story}"),
+        text=text_file("{story}"),
         model=model_input(),
     output:
-        f"{RESULTS}/features/model-{MODEL}/story-{{story}}_desc-activations.npz",
+        features_file("{story}"),
     params:
         model=MODEL_SETTINGS,
     conda:
@@ -18,12 +18,10 @@ rule story_features:
         f"logs/story_features/model-{MODEL}_story-{{story}}.log",
     benchmark:
         f"benchmarks/out/story_features/model-{MODEL}_story-{{story}}.tsv"
-    # GPU: model.device cuda, or auto where this machine has one (nvidia-smi on the PATH; on
-    # a cluster set device: cuda, or let profiles/slurm ask for it). Sizes: docs/scaling.md.
-    threads: 1 if MODEL == "tiny-gpt2" else 4
+    # GPU: model.device cuda, or auto where this machine has one. Sizes: resources.smk.
+    threads: lm_threads("story_features")
     resources:
-        mem_mb=2000 if MODEL == "tiny-gpt2" else 12000,
-        runtime=15 if MODEL == "tiny-gpt2" else 60,
-        gpu=uses_gpu(config["model"]["device"], "cuda"),
+        **lm_resources("story_features"),
+        gpu=LM_GPU,
     script:
         "../scripts/story_features.py"

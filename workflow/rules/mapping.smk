@@ -20,14 +20,14 @@ rule fit_scores:
         f"logs/fit_scores/model-{MODEL}_layer-{LAYER}_{{fit}}.log",
     benchmark:
         f"benchmarks/out/fit_scores/model-{MODEL}_layer-{LAYER}_{{fit}}.tsv"
-    # Sizes from the BOLD caches (input.bold: n_trs x n_vertices float32, so their size gives
-    # n_trs x subjects) and the config (vertices of the space, #distances): docs/scaling.md.
-    # GPU: mapping.backend torch_cuda, or auto where this machine has one.
-    threads: 1 if SPACE == "fsaverage5" else 4
+    # Sizes from the BOLD caches, the model's width and the config (vertices of the space,
+    # #distances): the formula is in resources.smk. GPU: mapping.backend torch_cuda, or auto
+    # where this machine has one.
+    threads: MAPPING_THREADS
     resources:
         mem_mb=mapping_mem_mb,
         runtime=mapping_runtime,
-        gpu=uses_gpu(config["mapping"]["backend"], "torch_cuda"),
+        gpu=MAPPING_GPU,
     script:
         "../scripts/fit_scores.py"
 

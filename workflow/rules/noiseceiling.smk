@@ -5,21 +5,10 @@
 # (desc-listeners_table.tsv); each noise_ceiling job subtracts its own run from the sum (linear,
 # not quadratic, in the listeners of an audio) and reads no other subject's BOLD.
 
-NOISE_CEILING = bool((config.get("noise_ceiling", {}) or {}).get("enabled", False))
-CEILING = f"{RESULTS}/noiseceiling"
-
-
-CEILING_OUTPUTS = {
-    "npz": f"{CEILING}/{{subject}}/{{subject}}_desc-noiseceiling.npz",
-    "ceiling_L": f"{CEILING}/{{subject}}/{{subject}}_space-{SPACE}_hemi-L_desc-noiseceiling.func.gii",
-    "ceiling_R": f"{CEILING}/{{subject}}/{{subject}}_space-{SPACE}_hemi-R_desc-noiseceiling.func.gii",
-}
-TASK_RUNS = {t: g.drop_duplicates("basename") for t, g in PLAN.groupby("task", sort=True)}
-
 
 rule listener_sums:
     input:
-        table=f"{RESULTS}/tables/desc-runs_table.tsv",
+        table=RUN_TABLE,
         bold=lambda w: [
             bold_file(s, b) for s, b in zip(TASK_RUNS[w.task]["subject"], TASK_RUNS[w.task]["basename"])
         ],
@@ -37,16 +26,16 @@ rule listener_sums:
         "benchmarks/out/listener_sums/{task}.tsv"
     threads: 1
     resources:
-        # one run at a time plus the float64 sum and count: ~4 x a run's float32 size
-        mem_mb=lambda w, input: 1000 + 5 * max(os.path.getsize(p) for p in input.bold) // 2**20,
-        runtime=lambda w: 10 + len(TASK_RUNS[w.task]) // 10,
+        # one run at a time plus the float64 sum and count (resources.smk)
+        mem_mb=listener_sums_mem_mb,
+        runtime=listener_sums_runtime,
     script:
         "../scripts/listener_sums.py"
 
 
 rule noise_ceiling:
     input:
-        table=f"{RESULTS}/tables/desc-runs_table.tsv",
+        table=RUN_TABLE,
         bold=lambda w: [bold_file(w.subject, b) for b in subject_runs(w.subject)["basename"].unique()],
         sums=lambda w: [listener_sum_file(t) for t in sorted(subject_runs(w.subject)["task"].unique())],
     output:

@@ -87,7 +87,7 @@ rule report:
         **FIGURE_FILES,
         **{k: v for a in ANALYSES for k, v in analysis_figure_files(a).items()},
         analysis_regions=[analysis_group_outputs(a)["regions_stats"] for a in ANALYSES],
-        table=f"{RESULTS}/tables/desc-runs_table.tsv",
+        table=RUN_TABLE,
         regions=f"{GROUP}/group_desc-regions_stats.tsv",
         config=EFFECTIVE_CONFIG,
         comparison=PAPER_COMPARISON,
