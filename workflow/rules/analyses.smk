@@ -1,6 +1,6 @@
 # Analyses beyond the main forecast curve (brainpred.stages.analyses), each switched on by its
-# config section: layers (forecast depth k*), controls (random / shuffled / generated windows, window
-# widths) and syntax (syntactic vs semantic windows). Each analysis is fitted per subject group
+# config section: layers (forecast depth k*), controls (random / shuffled / generated windows,
+# window widths) and syntax (syntactic vs semantic windows). Each analysis is fitted per subject group
 # like fit_scores (analysis_fit), then summarised (analysis_group) and drawn (analysis_figures).
 
 rule story_continuations:
