@@ -38,15 +38,20 @@ on its own means), and the score is the mean over outer folds of the test-fold P
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 
 from .design import fir_delays
 from .errors import DataError
+from .io import load_npz, save_npz
 from .mapping import contiguous_folds, pearson_r
+from .narratives import stim_story, story_folder
 
 __all__ = ["audio_of", "listener_sums", "listener_table", "other_subjects_mean",
-           "ceiling_scores", "percent_of_ceiling"]
+           "ceiling_scores", "percent_of_ceiling", "runs_frame", "save_listener_sums",
+           "load_listener_sums"]
 
 DEFAULT_ALPHAS = np.logspace(-1, 8, 10)
 
@@ -77,8 +82,6 @@ def audio_of(row):
         and the milkyway versions do not. Without a story, the ``stim_file`` stem; without
         either (an empty ``stim_file``), the task.
     """
-    from .narratives import _stim_story, story_folder
-
     get = row.get if isinstance(row, dict) else (lambda k, d=None: getattr(row, k, d))
     audio = _text(get("audio"))
     if audio:
@@ -86,7 +89,7 @@ def audio_of(row):
     story = _text(get("story"))
     if story:
         return story_folder(story)
-    stems = _stim_story([_text(get("stim_file"))] if _text(get("stim_file")) else [])
+    stems = stim_story([_text(get("stim_file"))] if _text(get("stim_file")) else [])
     return stems[0] if stems else _text(get("task"))
 
 
@@ -500,10 +503,6 @@ def runs_frame(table):
 def save_listener_sums(path, sums):
     """Write :func:`listener_sums` to one ``.npz`` (atomically): totals as float32 (sums of
     z-scored values), counts as int32, and the members and (task, audio) keys as JSON."""
-    import json
-
-    from .io import save_npz
-
     arrays, keys = {}, []
     for i, (key, (total, count, members)) in enumerate(sums.items()):
         arrays[f"s{i}__total"] = np.asarray(total, dtype=np.float32)
@@ -519,10 +518,6 @@ def save_listener_sums(path, sums):
 def load_listener_sums(paths):
     """Read and merge :func:`save_listener_sums` files: ``(task, audio) -> (total, count,
     members)``."""
-    import json
-
-    from .io import load_npz
-
     out = {}
     for path in paths:
         z = load_npz(path)
