@@ -696,13 +696,14 @@ def _ridge_cv_predict(X_train, Y_train, X_test, alphas=DEFAULT_ALPHAS, inner_cv=
 # --------------------------------------------------------------------------------------------
 # Same model, inner folds and refit as the shared-design solver above: contiguous inner folds
 # of the training rows, each inner training block centred on its own means, one alpha per
-# target by least validation error (ties to the first alpha), refit on all training rows with an intercept, weights V diag(1 / (s2 + alpha)) V' X'y from the
-# eigendecomposition X'X = V diag(s2) V' of the centred design (:func:`_eig_gram`). But every
-# target t has its own design D[:, :, t] of k columns: a shared-design plan would be one plan
-# per target, so the algebra works on the k x k sufficient statistics of each inner block,
-# batched over targets, in float64; the validation error of an inner block is
-# y'y - 2 w'X'y + w'X'Xw on its rows centred on the inner training means, and no validation
-# prediction is formed (O(n k^2) per target and fold, plus O(n_alphas k^2) per inner block).
+# target by least validation error (ties to the first alpha), refit on all training rows with
+# an intercept, weights V diag(1 / (s2 + alpha)) V' X'y from the eigendecomposition
+# X'X = V diag(s2) V' of the centred design (as :func:`_eig_gram`). But every target t has its
+# own design D[:, :, t] of k columns: a shared-design plan would be one plan per target, so the
+# algebra works on the k x k sufficient statistics of each inner block, batched over targets,
+# in float64; the validation error of an inner block is y'y - 2 w'X'y + w'X'Xw on its rows
+# centred on the inner training means, and no validation prediction is formed (O(n k^2) per
+# target and fold, plus O(n_alphas k^3) per inner block).
 # One difference, kept so that the noise ceiling is unchanged: the error of an alpha is the
 # squared error summed over all inner validation rows (each inner fold weighted by its size),
 # where the shared-design solver averages the folds' mean squared errors; the two are equal
