@@ -461,3 +461,86 @@ def test_noise_ceiling_uses_the_gap():
     assert np.isfinite(r5).all() and not np.allclose(r0, r5)
     with pytest.raises(ConfigError, match="gap_trs"):
         ceiling_scores(P, Y, gap_trs=200, **kw)
+
+
+# --------------------------------------------------------------------------------------------
+# ridge on per-target designs (the noise ceiling's solver)
+# --------------------------------------------------------------------------------------------
+
+def _per_target_problem(seed, n=131, k=3, T=40):
+    rng = np.random.default_rng(seed)
+    D = rng.standard_normal((n, k, T))
+    D[:, 1] += 0.5 * D[:, 0]                             # correlated columns, as FIR delays
+    levels = np.geomspace(1e-3, 3.0, T) * (rng.random(T) < 0.8)
+    Y = (levels * np.einsum("nkt,kt->nt", D, rng.standard_normal((k, T)))
+         + rng.standard_normal((n, T)) + 2.0)
+    return D, Y
+
+
+def _inner_errors(D, Y, train, n_inner, summed):
+    """Inner-CV error of every alpha and target, written out: ridge with intercept by
+    ``np.linalg.solve`` per target on each inner training block."""
+    err = np.zeros((len(ALPHAS), D.shape[2]))
+    for itr, ite in contiguous_folds(len(train), n_inner):
+        fit, val = train[itr], train[ite]
+        for t in range(D.shape[2]):
+            X, y = D[fit, :, t], Y[fit, t]
+            xm, ym = X.mean(0), y.mean()
+            for a, alpha in enumerate(ALPHAS):
+                w = np.linalg.solve((X - xm).T @ (X - xm) + alpha * np.eye(X.shape[1]),
+                                    (X - xm).T @ (y - ym))
+                sq = (Y[val, t] - ym - (D[val, :, t] - xm) @ w) ** 2
+                err[a, t] += sq.sum() if summed else sq.mean() / n_inner
+    return err
+
+
+def test_ridge_cv_per_target_equals_sklearn_ridge_with_the_chosen_alpha():
+    """Each target's prediction is scikit-learn's Ridge (with intercept) on its own design with
+    the chosen alpha; that alpha is the least squared error summed over the contiguous inner
+    folds of the training rows (inner folds of unequal sizes here: 21 and 20 rows)."""
+    D, Y = _per_target_problem(0)
+    train, test = contiguous_folds(D.shape[0], 5)[0]
+    assert len(train) % 5                                  # unequal inner folds
+    pred, best = mapping.ridge_cv_per_target(D, Y, train, test, ALPHAS, n_inner_folds=5)
+    assert pred.shape == (len(test), D.shape[2]) and best.shape == (D.shape[2],)
+    assert len(np.unique(best)) >= 3, np.unique(best)
+    err = _inner_errors(D, Y, train, 5, summed=True)
+    np.testing.assert_allclose(err[np.searchsorted(ALPHAS, best), np.arange(D.shape[2])],
+                               err.min(0), rtol=1e-10)
+    for t in range(D.shape[2]):
+        sk = Ridge(alpha=best[t]).fit(D[train, :, t], Y[train, t])
+        np.testing.assert_allclose(pred[:, t], sk.predict(D[test, :, t]), rtol=1e-9, atol=1e-9)
+
+
+def test_ridge_cv_per_target_equals_the_shared_design_solver():
+    """On one design shared by all targets (broadcast to every target) and inner folds of equal
+    sizes, the per-target solver picks the alphas of the encoding model's solver
+    (_ridge_cv_predict, contiguous inner CV) and predicts the same."""
+    rng = np.random.default_rng(5)
+    n_train, k, T = 100, 4, 30
+    X = rng.standard_normal((n_train + 20, k))
+    Y = (X @ rng.standard_normal((k, T)) * np.geomspace(0.05, 2.0, T)
+         + rng.standard_normal((n_train + 20, T)))
+    train, test = np.arange(n_train), np.arange(n_train, n_train + 20)
+    D = np.broadcast_to(X[:, :, None], X.shape + (T,))
+    pred, best = mapping.ridge_cv_per_target(D, Y, train, test, ALPHAS, n_inner_folds=5)
+    ref_pred, ref_best = mapping._ridge_cv_predict(X[train], Y[train], X[test], ALPHAS,
+                                                   inner_cv="contiguous", n_inner_folds=5)
+    np.testing.assert_array_equal(best, ref_best)
+    np.testing.assert_allclose(pred, ref_pred, rtol=1e-4, atol=1e-4)
+
+
+def test_per_target_scores_shapes_and_invalid_targets():
+    rng = np.random.default_rng(2)
+    P = rng.standard_normal((80, 5)).astype(np.float32)
+    Y = (np.roll(P, 1, 0) + rng.standard_normal((80, 5))).astype(np.float32)
+    Y[:, 1] = np.nan
+    P[:, 3] = 0.0
+    r = mapping.per_target_scores(P, Y, [40, 40], delays=[0, 1], n_folds=2, n_inner_folds=2,
+                                  batch=2)
+    assert r.shape == (5,) and r.dtype == np.float32
+    assert np.isnan(r[[1, 3]]).all() and np.isfinite(r[[0, 2, 4]]).all() and r[0] > 0.3
+    with pytest.raises(ValueError, match="segment_lengths"):
+        mapping.per_target_scores(P, Y, [40, 30])
+    with pytest.raises(ValueError):
+        mapping.ridge_cv_per_target(P, Y, np.arange(40), np.arange(40, 80))

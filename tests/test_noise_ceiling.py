@@ -10,6 +10,7 @@ from factories import config
 
 from brainpred import noise_ceiling as nc
 from brainpred.errors import DataError
+from brainpred.mapping import contiguous_folds, ridge_cv_per_target
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "narratives"
 needs_shared = pytest.mark.skipif(
@@ -361,11 +362,14 @@ def test_real_pooled_listener_counts(real_runs):
 FULL_ALPHAS = np.logspace(-1, 8, 10)
 
 
-def _sk_ceiling(P, Y, segments, delays, n_folds, n_inner):
+def _sk_ceiling(P, Y, segments, delays, n_folds, n_inner, folds=None, summed=False):
     """scikit-learn reference of the ceiling, per vertex: the vertex's predictor with FIR
     delays (zero-padded per run, written out here), standardised on the training rows; alpha
     of least mean MSE over contiguous inner folds of the training rows (sklearn Ridge with
-    intercept, every alpha of the grid); refit on the training rows; test Pearson r.
+    intercept, every alpha of the grid; ``summed``: least squared error summed over the inner
+    folds, i.e. the folds weighted by their sizes, the ceiling's criterion); refit on the
+    training rows; test Pearson r. ``folds``: outer (train, test) pairs (default: contiguous,
+    no gap).
 
     Returns the mean r over folds (V,), and per fold: (train, test, design, errors
     (n_alphas, V), predictions (n_test, V))."""
@@ -382,9 +386,11 @@ def _sk_ceiling(P, Y, segments, delays, n_folds, n_inner):
                 if 0 <= t - d < length:
                     D[start + t, j] = P[start + t - d]
         start += length
-    rs, folds = [], []
-    for test in np.array_split(np.arange(n), n_folds):
-        train = np.setdiff1d(np.arange(n), test)
+    if folds is None:
+        folds = [(np.setdiff1d(np.arange(n), test), test)
+                 for test in np.array_split(np.arange(n), n_folds)]
+    rs, out = [], []
+    for train, test in folds:
         mu, sd = D[train].mean(0), D[train].std(0)
         Dz = (D - mu) / np.where(sd < 1e-12, 1.0, sd)
         err = np.zeros((len(FULL_ALPHAS), V))
@@ -395,12 +401,13 @@ def _sk_ceiling(P, Y, segments, delays, n_folds, n_inner):
                 fit = np.setdiff1d(np.arange(len(train)), val)
                 for a, alpha in enumerate(FULL_ALPHAS):
                     p = Ridge(alpha=alpha).fit(Xtr[fit], ytr[fit]).predict(Xtr[val])
-                    err[a, v] += ((ytr[val] - p) ** 2).mean() / n_inner
+                    sq = (ytr[val] - p) ** 2
+                    err[a, v] += sq.sum() if summed else sq.mean() / n_inner
             best = FULL_ALPHAS[np.argmin(err[:, v])]
             pred[:, v] = Ridge(alpha=best).fit(Xtr, ytr).predict(Dz[test, :, v])
         rs.append([pearsonr(Y[test, v], pred[:, v])[0] for v in range(V)])
-        folds.append((train, test, Dz, err, pred))
-    return np.mean(rs, 0), folds
+        out.append((train, test, Dz, err, pred))
+    return np.mean(rs, 0), out
 
 
 def test_ceiling_alpha_choice_matches_sklearn_over_the_full_grid():
@@ -423,7 +430,7 @@ def test_ceiling_alpha_choice_matches_sklearn_over_the_full_grid():
     np.testing.assert_allclose(r, ref_r, rtol=1e-6, atol=1e-7)
     chosen = []
     for train, test, Dz, err, pred in folds:
-        ours, best = nc._fit_predict(Dz, Y.astype(np.float64), train, test, FULL_ALPHAS, 5)
+        ours, best = ridge_cv_per_target(Dz, Y.astype(np.float64), train, test, FULL_ALPHAS, 5)
         idx = np.searchsorted(FULL_ALPHAS, best)
         np.testing.assert_allclose(FULL_ALPHAS[idx], best)
         # the chosen alpha's reference error is the minimum (exact ties aside)
@@ -434,3 +441,23 @@ def test_ceiling_alpha_choice_matches_sklearn_over_the_full_grid():
     chosen = np.array(chosen)
     assert len(np.unique(chosen)) >= 3, np.unique(chosen)
     assert (chosen[:, 0] > chosen[:, -1]).all()         # noise: more shrinkage than signal
+
+
+def test_ceiling_matches_sklearn_with_gap_groups_and_unequal_inner_folds():
+    """Before/after check of the ceiling (kept when its solver moved to
+    mapping.ridge_cv_per_target): whole-run outer folds with a gap, inner folds of unequal
+    sizes (the blocks' squared errors summed, each inner fold weighted by its size), equal to
+    the scikit-learn reference vertex by vertex."""
+    rng = np.random.default_rng(11)
+    n, segments, delays = 183, [61, 50, 72], [0, 1, 3]
+    levels = np.array([0.0, 0.05, 0.15, 0.4, 1.0, 2.5])
+    P = rng.standard_normal((n, levels.size))
+    Y = (levels * np.roll(P, 1, axis=0) + rng.standard_normal((n, levels.size)))
+    P, Y = P.astype(np.float32), Y.astype(np.float32)
+    groups = np.repeat(np.arange(len(segments)), segments)
+    folds = contiguous_folds(n, 3, groups=groups, gap_trs=4)
+    assert any(len(tr) % 5 for tr, _ in folds)          # unequal inner folds somewhere
+    ref, _ = _sk_ceiling(P, Y, segments, delays, 3, 5, folds=folds, summed=True)
+    r = nc.ceiling_scores(P, Y, segments, delays=delays, alphas=FULL_ALPHAS, n_folds=3,
+                          groups=groups, gap_trs=4, n_inner_folds=5, batch=4)
+    np.testing.assert_allclose(r, ref, rtol=1e-6, atol=1e-7)

@@ -23,6 +23,11 @@ test fold (:func:`contiguous_folds`); the inner folds have no gap. Effect of bot
 Subjects who heard the same stimulus sequence are fitted together, their vertices stacked as
 targets (:func:`forecast_scores_shared`). Measured speed and memory: ``docs/performance.md``.
 
+The same ridge on designs that differ between targets, each target predicted from its own
+predictor with FIR delays (the noise ceiling: the other listeners' mean at the same vertex), is
+:func:`per_target_scores` (solver :func:`ridge_cv_per_target`): same folds, standardisation,
+inner folds, refit and r, solved on each target's ``k x k`` sufficient statistics.
+
 The brain score is the mean of the fold scores. Targets (vertices) that contain a NaN or are
 constant are never sent to the solver and score NaN.
 """
@@ -37,8 +42,9 @@ import numpy as np
 from .design import fir_delays
 from .errors import ConfigError
 
-__all__ = ["resolve_backend", "contiguous_folds", "pearson_r", "encoding_scores",
-           "forecast_scores", "forecast_scores_shared", "valid_targets"]
+__all__ = ["DEFAULT_ALPHAS", "STATS", "resolve_backend", "contiguous_folds", "pearson_r",
+           "valid_targets", "encoding_scores", "forecast_scores", "forecast_scores_shared",
+           "design_scores", "per_target_scores", "ridge_cv_per_target"]
 
 DEFAULT_ALPHAS = np.logspace(-1, 8, 10)
 _BACKENDS = ("numpy", "torch", "torch_cuda")
@@ -686,6 +692,121 @@ def _ridge_cv_predict(X_train, Y_train, X_test, alphas=DEFAULT_ALPHAS, inner_cv=
 
 
 # --------------------------------------------------------------------------------------------
+# ridge of each target on its own small design (the noise ceiling's per-vertex predictor)
+# --------------------------------------------------------------------------------------------
+# Same model, inner folds and refit as the shared-design solver above: contiguous inner folds
+# of the training rows, each inner training block centred on its own means, one alpha per
+# target by least validation error (ties to the first alpha), refit on all training rows with
+# an intercept, weights V diag(1 / (s2 + alpha)) V' X'y from the eigendecomposition
+# X'X = V diag(s2) V' of the centred design (as :func:`_eig_gram`). But every target t has its
+# own design D[:, :, t] of k columns: a shared-design plan would be one plan per target, so the
+# algebra works on the k x k sufficient statistics of each inner block, batched over targets,
+# in float64; the validation error of an inner block is y'y - 2 w'X'y + w'X'Xw on its rows
+# centred on the inner training means, and no validation prediction is formed (O(n k^2) per
+# target and fold, plus O(n_alphas k^3) per inner block).
+# One difference, kept so that the noise ceiling is unchanged: the error of an alpha is the
+# squared error summed over all inner validation rows (each inner fold weighted by its size),
+# where the shared-design solver averages the folds' mean squared errors; the two are equal
+# when the inner folds have equal sizes (n_train a multiple of n_inner_folds) and otherwise can
+# pick different alphas for near-tied targets.
+def _block_stats(D, Y, rows):
+    """Sufficient statistics of ``rows``: n, sum x (T, k), sum y (T,), X'X (T, k, k), X'y
+    (T, k), y'y (T,)."""
+    Dr = D[rows]                      # (m, k, T)
+    yr = Y[rows]                      # (m, T)
+    k = Dr.shape[1]
+    sxx = np.empty((Dr.shape[2], k, k))
+    for i in range(k):
+        for j in range(i, k):
+            sxx[:, i, j] = sxx[:, j, i] = np.einsum("mt,mt->t", Dr[:, i], Dr[:, j])
+    sxy = np.einsum("mkt,mt->tk", Dr, yr)
+    return (len(rows), Dr.sum(0).T, yr.sum(0), sxx, sxy, np.einsum("mt,mt->t", yr, yr))
+
+
+def _centred_stats(stats):
+    """Means (T, k), (T,) and centred Gram (T, k, k) / cross products (T, k) of a row set."""
+    n, sx, sy, sxx, sxy, _ = stats
+    xbar, ybar = sx / n, sy / n
+    G = sxx - n * xbar[:, :, None] * xbar[:, None, :]
+    b = sxy - n * xbar * ybar[:, None]
+    return xbar, ybar, G, b
+
+
+def _eig_system(G, b):
+    """``(V, s2, V'b)`` of the batched centred Grams ``G`` (T, k, k); the ridge weights of a
+    penalty ``alpha`` (scalar or (T,)) are ``V @ (V'b / (s2 + alpha))``."""
+    s2, V = np.linalg.eigh(G)
+    return V, np.maximum(s2, 0.0), np.einsum("tkj,tk->tj", V, b)
+
+
+def _eig_weights(V, s2, q, alpha):
+    """Ridge weights (T, k) of the :func:`_eig_system` for one penalty per target or for all."""
+    alpha = np.asarray(alpha, dtype=np.float64)
+    return np.einsum("tkj,tj->tk", V, q / (s2 + (alpha[:, None] if alpha.ndim else alpha)))
+
+
+def ridge_cv_per_target(D, Y, train, test, alphas=DEFAULT_ALPHAS, n_inner_folds=5):
+    """Ridge of every target on its own small design: alpha by inner CV, refit, predict.
+
+    The solver of :func:`per_target_scores` (the noise ceiling): the model, contiguous inner
+    folds and refit of the encoding model's solver (:func:`encoding_scores`), for designs that
+    differ between targets.
+
+    Parameters
+    ----------
+    D : array of shape (n_samples, k, T)
+        Design of each target: target ``t`` is predicted from ``D[:, :, t]`` (k columns,
+        e.g. the FIR delays of one predictor), as given (standardise beforehand).
+    Y : array of shape (n_samples, T)
+    train, test : int arrays
+        Rows fitted (and split into ``n_inner_folds`` contiguous inner folds,
+        :func:`contiguous_folds`) and rows predicted.
+    alphas : array of shape (n_alphas,)
+    n_inner_folds : int
+
+    Returns
+    -------
+    Y_pred : float64 array of shape (len(test), T)
+        Predictions of ``Y[test]`` by the ridge refitted on all the training rows with the
+        chosen alpha (with intercept).
+    best_alpha : float64 array of shape (T,)
+        Alpha of least validation squared error summed over the inner folds (each inner
+        training block centred on its own means), the first one on ties. With inner folds of
+        equal sizes this is the encoding model's criterion (mean over the inner folds of the
+        validation MSE); with unequal ones the folds are weighted by their sizes.
+    """
+    D = np.asarray(D, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64)
+    if D.ndim != 3 or Y.shape != (D.shape[0], D.shape[2]):
+        raise ValueError(f"ridge_cv_per_target: D {D.shape} must be (n, k, T) and Y {Y.shape} "
+                         "(n, T)")
+    alphas = np.asarray(alphas, dtype=np.float64).reshape(-1)
+    train, test = np.asarray(train), np.asarray(test)
+    blocks = [_block_stats(D, Y, train[val])
+              for _, val in contiguous_folds(len(train), n_inner_folds)]
+    total = tuple(sum(parts) for parts in zip(*blocks))
+    err = np.zeros((len(alphas), D.shape[2]))
+    for val in blocks:
+        m, sx_v, sy_v, sxx_v, sxy_v, syy_v = val
+        xbar, ybar, G, b = _centred_stats(tuple(t - v for t, v in zip(total, val)))
+        # the validation rows centred on the inner training means
+        xx = (sxx_v - sx_v[:, :, None] * xbar[:, None, :] - xbar[:, :, None] * sx_v[:, None, :]
+              + m * xbar[:, :, None] * xbar[:, None, :])
+        xy = sxy_v - sx_v * ybar[:, None] - xbar * sy_v[:, None] + m * xbar * ybar[:, None]
+        yy = syy_v - 2 * ybar * sy_v + m * ybar ** 2
+        system = _eig_system(G, b)
+        xxt, xyt = xx.transpose(1, 2, 0), xy.T                  # (k, k, T), (k, T)
+        for a, alpha in enumerate(alphas):
+            w = _eig_weights(*system, alpha).T                  # (k, T)
+            # squared error summed over the block (the shared-design solver: its mean)
+            err[a] += yy - 2 * (w * xyt).sum(0) + (w[:, None] * xxt * w[None]).sum((0, 1))
+    best = alphas[np.argmin(err, axis=0)]
+    xbar, ybar, G, b = _centred_stats(total)
+    W = _eig_weights(*_eig_system(G, b), best)                  # (T, k)
+    return np.einsum("mkt,tk->mt", D[test] - xbar.T[None], W) + ybar[None], best
+
+
+# --------------------------------------------------------------------------------------------
 # public scores
 # --------------------------------------------------------------------------------------------
 def _segments_and_folds(n, segment_lengths, n_folds, groups, gap_trs=0):
@@ -1022,3 +1143,62 @@ def forecast_scores(X, windows, Y, segment_lengths=None, **kwargs):
         computed once and shared by every distance.
     """
     return forecast_scores_shared(X, windows, [Y], segment_lengths, **kwargs)[0]
+
+
+def per_target_scores(P, Y, segment_lengths=None, *, delays=range(6), alphas=DEFAULT_ALPHAS,
+                      n_folds=5, groups=None, n_inner_folds=5, batch=4096, gap_trs=0):
+    """Cross-validated score of each target predicted from its own predictor, with FIR delays.
+
+    Target ``Y[:, v]`` is predicted from ``P[:, v]`` alone, delayed by ``delays`` (zero-padded
+    per segment, :func:`brainpred.design.fir_delays`): the noise ceiling's model
+    (:func:`brainpred.noise_ceiling.ceiling_scores`). As in :func:`encoding_scores` (no PCA:
+    the design of a target is its ``len(delays)`` delayed columns): outer contiguous folds
+    (:func:`contiguous_folds`), the design standardised on the training rows of each fold, one
+    alpha per target and fold by contiguous inner CV (:func:`ridge_cv_per_target`), Pearson r
+    on the test fold, mean over the folds where r is defined.
+
+    Parameters
+    ----------
+    P : array of shape (n_trs, V)
+        Predictor of each target.
+    Y : array of shape (n_trs, V)
+    segment_lengths : sequence of int or None
+        TRs per segment (delays never cross a segment boundary); None = one segment.
+    delays : iterable of int
+    alphas : array of shape (n_alphas,)
+    n_folds : int
+    groups : None, "segments" or array of shape (n_trs,)
+        If given, outer folds are made of whole groups.
+    n_inner_folds : int
+    batch : int
+        Targets solved at once (memory: about ``n_trs * len(delays) * batch * 8`` bytes x 3).
+    gap_trs : int
+        TRs dropped from the training set on each side of every outer test fold.
+
+    Returns
+    -------
+    r : float32 array of shape (V,)
+        NaN where ``Y`` or ``P`` is NaN or constant, or r is undefined in every fold.
+    """
+    P = np.asarray(P, dtype=np.float32)
+    Y = np.asarray(Y, dtype=np.float32)
+    if P.shape != Y.shape or P.ndim != 2:
+        raise ValueError(f"per_target_scores: P {P.shape} and Y {Y.shape} must be equal 2-D "
+                         "shapes")
+    n, V = Y.shape
+    delays = [int(d) for d in delays]
+    segment_lengths, folds = _segments_and_folds(n, segment_lengths, n_folds, groups,
+                                                 gap_trs=gap_trs)
+    fold_r = np.full((len(folds), V), np.nan, dtype=np.float32)
+    cols = np.flatnonzero(valid_targets(Y) & valid_targets(P))
+    for start in range(0, cols.size, max(int(batch), 1)):
+        c = cols[start:start + int(batch)]
+        D = fir_delays(P[:, c], delays, segment_lengths).astype(np.float64)
+        D = D.reshape(n, len(delays), c.size)                  # (n, k, b)
+        y = Y[:, c].astype(np.float64)
+        for f, (train, test) in enumerate(folds):
+            mean, scale = _standardise_fit(D[train])
+            pred, _ = ridge_cv_per_target((D - mean) / scale, y, train, test, alphas,
+                                          n_inner_folds)
+            fold_r[f, c] = pearson_r(y[test], pred)
+    return _fold_mean(fold_r)

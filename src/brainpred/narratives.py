@@ -250,7 +250,7 @@ def _as_set(value, key):
         raise ConfigError(f"{key}: expected 'all' or a list of names, got {value!r}.") from exc
 
 
-def _stim_story(stims):
+def stim_story(stims):
     stems = []
     for s in stims:
         if _na(s):
@@ -474,7 +474,7 @@ def build_run_table(root, tasks="all", subjects="all", space="fsaverage6",
         if "bold.json" in files:
             tr = _read_tr(files["bold.json"])
         cond = condition.get((subject, task), "")
-        stems = _stim_story(stims)
+        stems = stim_story(stims)
         if task == SCHEMA_TASK:
             story = ",".join(stems) if stems else task
         elif len(stems) == 1:

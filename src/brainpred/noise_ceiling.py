@@ -27,28 +27,32 @@ mostly measure how well the shared low-dimensional signal predicts each vertex, 
 borrow signal from neighbouring vertices; the per-vertex design is the usual inter-subject
 correlation ceiling, made comparable to the brain score (same delays, ridge, folds and r).
 
-The per-vertex regressions are vectorised over vertices: every (vertex, fold) needs only the
-``k x k`` Gram matrix of its delayed predictor (``k = len(delays)``), so the ridge is solved in
-closed form for all alphas at once through a batched eigendecomposition. As in
-:mod:`brainpred.mapping`: the delayed design is standardised on the training rows of each outer
-fold, alpha is chosen per vertex among the configured alphas by contiguous inner folds of the
-training rows (mean squared error on the held-out inner block, the inner training block centred
-on its own means), and the score is the mean over outer folds of the test-fold Pearson r.
+The ridge is the mapping's (:func:`brainpred.mapping.per_target_scores`, solver
+:func:`brainpred.mapping.ridge_cv_per_target`), vectorised over vertices: every (vertex, fold)
+needs only the ``k x k`` Gram matrix of its delayed predictor (``k = len(delays)``). As in
+:func:`brainpred.mapping.encoding_scores`: the delayed design is standardised on the training
+rows of each outer fold, alpha is chosen per vertex among the configured alphas
+(``mapping.DEFAULT_ALPHAS`` by default) by contiguous inner folds of the training rows (squared
+error on the held-out inner blocks, the inner training block centred on its own means; the
+blocks weighted by their sizes, see :func:`brainpred.mapping.ridge_cv_per_target`), and the
+score is the mean over outer folds of the test-fold Pearson r.
 """
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 
-from .design import fir_delays
 from .errors import DataError
-from .mapping import contiguous_folds, pearson_r
+from .io import load_npz, save_npz
+from .mapping import DEFAULT_ALPHAS, per_target_scores
+from .narratives import stim_story, story_folder
 
 __all__ = ["audio_of", "listener_sums", "listener_table", "other_subjects_mean",
-           "ceiling_scores", "percent_of_ceiling"]
-
-DEFAULT_ALPHAS = np.logspace(-1, 8, 10)
+           "ceiling_scores", "percent_of_ceiling", "runs_frame", "save_listener_sums",
+           "load_listener_sums"]
 
 
 def _text(value):
@@ -77,8 +81,6 @@ def audio_of(row):
         and the milkyway versions do not. Without a story, the ``stim_file`` stem; without
         either (an empty ``stim_file``), the task.
     """
-    from .narratives import _stim_story, story_folder
-
     get = row.get if isinstance(row, dict) else (lambda k, d=None: getattr(row, k, d))
     audio = _text(get("audio"))
     if audio:
@@ -86,7 +88,7 @@ def audio_of(row):
     story = _text(get("story"))
     if story:
         return story_folder(story)
-    stems = _stim_story([_text(get("stim_file"))] if _text(get("stim_file")) else [])
+    stems = stim_story([_text(get("stim_file"))] if _text(get("stim_file")) else [])
     return stems[0] if stems else _text(get("task"))
 
 
@@ -310,96 +312,13 @@ def other_subjects_mean(subject, runs, load, sums=None, return_runs=False):
     return out + (kept,) if return_runs else out
 
 
-def _sums(D, y, rows):
-    """Sufficient statistics of rows: n, sum x (V,k), sum y (V,), X'X (V,k,k), X'y (V,k), y'y."""
-    Dr = D[rows]                      # (m, k, V)
-    yr = y[rows]                      # (m, V)
-    k = Dr.shape[1]
-    sxx = np.empty((Dr.shape[2], k, k))
-    for i in range(k):
-        for j in range(i, k):
-            sxx[:, i, j] = sxx[:, j, i] = np.einsum("mv,mv->v", Dr[:, i], Dr[:, j])
-    sxy = np.einsum("mkv,mv->vk", Dr, yr)
-    return (len(rows), Dr.sum(0).T, yr.sum(0), sxx, sxy, np.einsum("mv,mv->v", yr, yr))
-
-
-def _add(a, b):
-    return tuple(x + y for x, y in zip(a, b))
-
-
-def _minus(a, b):
-    return tuple(x - y for x, y in zip(a, b))
-
-
-def _centred(stats):
-    """Means and centred Gram / cross products of a set of rows."""
-    n, sx, sy, sxx, sxy, _ = stats
-    xbar, ybar = sx / n, sy / n
-    G = sxx - n * xbar[:, :, None] * xbar[:, None, :]
-    b = sxy - n * xbar * ybar[:, None]
-    return xbar, ybar, G, b
-
-
-def _solve_spd(A, b, alpha):
-    """Solve ``(A + alpha I) c = b`` for many small SPD systems at once (Cholesky, vectorised).
-
-    ``A`` is (k, k, V), ``b`` (k, V); returns ``c`` (k, V). Loops run over k only (k = number of
-    delays), each step over all V systems, which is much faster than a batched LAPACK call on
-    thousands of 6 x 6 matrices.
-    """
-    k = A.shape[0]
-    L = np.zeros_like(A)
-    tiny = 1e-12 * (np.abs(np.einsum("iiv->v", A)) + alpha + 1e-300)
-    for j in range(k):
-        d = A[j, j] + alpha - (L[j, :j] ** 2).sum(0)
-        L[j, j] = np.sqrt(np.maximum(d, tiny))
-        for i in range(j + 1, k):
-            L[i, j] = (A[i, j] - (L[i, :j] * L[j, :j]).sum(0)) / L[j, j]
-    z = np.empty_like(b)
-    for i in range(k):
-        z[i] = (b[i] - (L[i, :i] * z[:i]).sum(0)) / L[i, i]
-    c = np.empty_like(b)
-    for i in range(k - 1, -1, -1):
-        c[i] = (z[i] - (L[i + 1:, i] * c[i + 1:]).sum(0)) / L[i, i]
-    return c
-
-
-def _fit_predict(D, y, train, test, alphas, n_inner_folds):
-    """Per-vertex ridge on one outer fold: alpha by inner CV, then refit and predict the test.
-
-    Everything but the final prediction works on the sufficient statistics of the inner blocks
-    (``k x k`` per vertex), so an inner fold costs O(n_alphas V k^3), not O(n V k).
-    """
-    k = D.shape[1]
-    blocks = [_sums(D, y, train[val]) for _, val in contiguous_folds(len(train), n_inner_folds)]
-    total = blocks[0]
-    for blk in blocks[1:]:
-        total = _add(total, blk)
-    err = np.zeros((len(alphas), D.shape[2]))
-    for val in blocks:
-        m, sx_v, sy_v, sxx_v, sxy_v, syy_v = val
-        xbar, ybar, G, b = _centred(_minus(total, val))
-        # validation rows centred on the inner training means
-        xx = (sxx_v - sx_v[:, :, None] * xbar[:, None, :] - xbar[:, :, None] * sx_v[:, None, :]
-              + m * xbar[:, :, None] * xbar[:, None, :])
-        xy = sxy_v - sx_v * ybar[:, None] - xbar * sy_v[:, None] + m * xbar * ybar[:, None]
-        yy = syy_v - 2 * ybar * sy_v + m * ybar ** 2
-        Gt, bt = np.ascontiguousarray(G.transpose(1, 2, 0)), np.ascontiguousarray(b.T)
-        xxt, xyt = xx.transpose(1, 2, 0), xy.T
-        for a, alpha in enumerate(alphas):
-            c = _solve_spd(Gt, bt, alpha)                      # (k, V)
-            err[a] += (yy - 2 * (c * xyt).sum(0)
-                       + (c[:, None] * xxt * c[None]).sum((0, 1)))
-    best = np.asarray(alphas)[np.argmin(err, axis=0)]          # (V,)
-    xbar, ybar, G, b = _centred(total)
-    W = np.linalg.solve(G + best[:, None, None] * np.eye(k)[None], b[:, :, None])[:, :, 0]
-    Xt = D[test] - xbar.T[None]
-    return np.einsum("mkv,vk->mv", Xt, W) + ybar[None], best
-
-
 def ceiling_scores(P, Y, segment_lengths=None, *, delays=range(6), alphas=DEFAULT_ALPHAS,
                    n_folds=5, groups=None, n_inner_folds=5, batch=4096, gap_trs=0):
     """Per-vertex cross-validated prediction of ``Y[:, v]`` from ``P[:, v]`` (with FIR delays).
+
+    :func:`brainpred.mapping.per_target_scores`: the mapping's folds, standardisation, ridge
+    (:func:`brainpred.mapping.ridge_cv_per_target`) and Pearson r, with the vertex's own
+    predictor as design (see the module docstring).
 
     Parameters
     ----------
@@ -430,38 +349,9 @@ def ceiling_scores(P, Y, segment_lengths=None, *, delays=range(6), alphas=DEFAUL
         Mean over outer folds of the test Pearson r; NaN where ``Y`` or ``P`` is NaN or
         constant.
     """
-    P = np.asarray(P, dtype=np.float32)
-    Y = np.asarray(Y, dtype=np.float32)
-    if P.shape != Y.shape or P.ndim != 2:
-        raise ValueError(f"ceiling_scores: P {P.shape} and Y {Y.shape} must be equal 2-D shapes")
-    n, V = Y.shape
-    delays = [int(d) for d in delays]
-    alphas = np.asarray(alphas, dtype=np.float64)
-    ok = (np.isfinite(Y).all(0) & (np.ptp(Y, axis=0) > 0) & np.isfinite(P).all(0)
-          & (np.ptp(P, axis=0) > 0))
-    out = np.full(V, np.nan)
-    folds = contiguous_folds(n, n_folds, groups=groups, gap_trs=gap_trs)
-    cols = np.flatnonzero(ok)
-    for start in range(0, cols.size, batch):
-        c = cols[start:start + batch]
-        D = fir_delays(P[:, c], delays, segment_lengths).astype(np.float64)
-        D = D.reshape(n, len(delays), c.size)                 # (n, k, b)
-        y = Y[:, c].astype(np.float64)
-        rs = np.zeros(c.size)
-        nfold = np.zeros(c.size)
-        for train, test in folds:
-            mean = D[train].mean(0)
-            scale = D[train].std(0)
-            scale[scale < 1e-12] = 1.0
-            Dz = (D - mean) / scale
-            pred, _ = _fit_predict(Dz, y, train, test, alphas, n_inner_folds)
-            r = pearson_r(y[test], pred)
-            good = np.isfinite(r)
-            rs[good] += r[good]
-            nfold[good] += 1
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[c] = np.where(nfold > 0, rs / np.maximum(nfold, 1), np.nan)
-    return out.astype(np.float32)
+    return per_target_scores(P, Y, segment_lengths, delays=delays, alphas=alphas,
+                             n_folds=n_folds, groups=groups, n_inner_folds=n_inner_folds,
+                             batch=batch, gap_trs=gap_trs)
 
 
 def percent_of_ceiling(score, ceiling, min_ceiling=0.0):
@@ -500,10 +390,6 @@ def runs_frame(table):
 def save_listener_sums(path, sums):
     """Write :func:`listener_sums` to one ``.npz`` (atomically): totals as float32 (sums of
     z-scored values), counts as int32, and the members and (task, audio) keys as JSON."""
-    import json
-
-    from .io import save_npz
-
     arrays, keys = {}, []
     for i, (key, (total, count, members)) in enumerate(sums.items()):
         arrays[f"s{i}__total"] = np.asarray(total, dtype=np.float32)
@@ -519,10 +405,6 @@ def save_listener_sums(path, sums):
 def load_listener_sums(paths):
     """Read and merge :func:`save_listener_sums` files: ``(task, audio) -> (total, count,
     members)``."""
-    import json
-
-    from .io import load_npz
-
     out = {}
     for path in paths:
         z = load_npz(path)
