@@ -903,7 +903,7 @@ def generate(root, cfg, progress=True):
     """
     root = Path(root)
     syn = _settings(cfg)
-    context_tokens = int(((cfg or {}).get("model") or {}).get("context_tokens") or 1024)
+    context_tokens = int(cfg["model"]["context_tokens"])
     rng = np.random.default_rng(int(syn["seed"]))
     runs, stories = _write_text_files(root, syn, rng)
     model, encode = _language_model(syn["model"], syn["model_seed"])
