@@ -55,6 +55,7 @@ __all__ = [
     "SCRAMBLED_TASKS",
     "SCHEMA_TASK",
     "SLUMLORDREACH_SPLIT",
+    "MAX_TAIL_S",
     "FIRST_WORD_FIXES",
     "RUN_TABLE_COLUMNS",
     "read_participants",
@@ -74,6 +75,7 @@ __all__ = [
     "gifti_time_step",
     "check_runs_cover_their_stories",
     "check_words_in_run",
+    "check_task_trs",
     "VERTICES_PER_HEMI",
     "load_bold",
 ]

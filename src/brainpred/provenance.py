@@ -37,6 +37,7 @@ from .features import TINY_GPT2
 
 __all__ = [
     "KEY",
+    "FIX",
     "MODEL_SETTINGS",
     "MAPPING_SETTINGS",
     "brainpred_version",
