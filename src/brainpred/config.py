@@ -268,8 +268,8 @@ def _check_distances(config):
         sc = config[section]
         if sc["enabled"] and sc["distances"] is not None:
             _check_distance_list(f"{section}.distances", sc["distances"],
-                                 f"Give distinct distances in that range, or null for "
-                                 f"forecast.distances.")
+                                 "Give distinct distances in that range, or null for "
+                                 "forecast.distances.")
     if config["layers"]["enabled"]:
         _check_distance_list("layers.distance", [config["layers"]["distance"]],
                              "Give one distance in that range (paper: 8).")
