@@ -273,3 +273,114 @@ def test_model_dims_from_a_local_folder_and_the_offline_cache(tmp_path, monkeypa
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     assert model_dims("no-such-org/model") is None              # left to the features job
+
+
+# --------------------------------------------------------------------------------------------
+# Cross-key checks at start (check_config) and the schema-filled helpers
+# --------------------------------------------------------------------------------------------
+
+def _filled_demo(**sections):
+    """The demo config, schema-filled, with ``sections`` updated (no model needed)."""
+    cfg = _load("config.yaml")
+    for name, values in sections.items():
+        cfg.setdefault(name, {}).update(values)
+    return prepare_config(cfg, check_model=False)
+
+
+@pytest.mark.parametrize("sections, match", [
+    # dstar_reference both in forecast.distances (was only caught at the group step)
+    ({"stats": {"dstar_reference": [0, 99]}},
+     r"stats.dstar_reference = \[0, 99\]: \[99\] not in forecast.distances.*add them"),
+    ({"stats": {"gain_distance": 99}},
+     r"stats.gain_distance = 99: not in forecast.distances.*'best'"),
+    ({"controls": {"enabled": True, "distances": [0, 8, 8]}},
+     r"controls.distances = \[0, 8, 8\]: \[8\] given more than once.*null for "
+     r"forecast.distances"),
+    ({"controls": {"enabled": True, "distances": [0, 500]}},
+     r"controls.distances = \[0, 500\]: \[500\] outside the distances -100..100"),
+    ({"syntax": {"enabled": True, "distances": [-200]}},
+     r"syntax.distances = \[-200\]: \[-200\] outside the distances -100..100.*null"),
+    ({"layers": {"enabled": True, "distance": 101}},
+     r"layers.distance = \[101\]: \[101\] outside the distances -100..100.*paper: 8"),
+    ({"controls": {"enabled": True, "widths": [3, 7], "width_distance": 150}},
+     r"controls.width_distance = \[150\]: \[150\] outside.*'best'"),
+    ({"controls": {"enabled": True, "widths": [3, 3]}},
+     r"controls.widths = \[3, 3\]: \[3\] given more than once.*distinct widths"),
+    ({"finetune": {"enabled": True, "alphas": [0.25, 0.5]}},
+     r"finetune.alphas = \[0.25, 0.5\]: 0 is missing.*Add 0"),
+    ({"finetune": {"enabled": True, "steps": 10, "checkpoints": [5, 20]}},
+     r"finetune.checkpoints = \[5, 20\]: \[20\] outside 1..finetune.steps \(10\)"),
+    ({"finetune": {"enabled": True, "context": 8, "target_distance": 8}},
+     r"finetune.target_distance = 8: not smaller than finetune.context = 8"),
+    ({"finetune": {"enabled": True, "train_layers": [12, 8]}},
+     r"finetune.train_layers = \[12, 8\]: first > last"),
+])
+def test_cross_key_checks_stop_the_workflow_at_start(sections, match):
+    with pytest.raises(ConfigError, match=match):
+        _filled_demo(**sections)
+
+
+def test_checks_the_schema_also_makes_hold_for_direct_callers():
+    """check_config on a schema-filled config that skipped validation (library use)."""
+    cfg = _filled_demo()
+    cfg["finetune"].update(enabled=True, alphas=[0.0, 1.0])
+    with pytest.raises(ConfigError, match=r"finetune.alphas = \[0.0, 1.0\]: \[1.0\] outside "
+                                          r"\[0, 1\)"):
+        check_config(cfg)
+    cfg = _filled_demo()
+    cfg["controls"].update(enabled=True, widths=[0, 7])
+    with pytest.raises(ConfigError, match=r"controls.widths = \[0, 7\]: \[0\] not a positive"):
+        check_config(cfg)
+
+
+def test_valid_distances_and_disabled_analyses_pass():
+    cfg = _filled_demo(controls={"enabled": True, "distances": [-3, 0, 8], "widths": [1, 7],
+                                 "width_distance": 8},
+                       syntax={"enabled": True, "distances": None},
+                       layers={"enabled": True, "distance": -5},
+                       finetune={"enabled": True, "alphas": [0.5, 0.0], "steps": 10,
+                                 "checkpoints": [5], "eval_layers": [0, 12]})
+    check_config(cfg)
+    # a disabled analysis is not checked (its keys are not read)
+    _filled_demo(controls={"enabled": False, "widths": [3, 3]},
+                 finetune={"enabled": False, "alphas": [0.5]})
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda c: c["finetune"].update(enabled=True, eval_layers=[0, 13]),
+     r"finetune.eval_layers = \[0, 13\]: \[13\] outside the layers 0..12 .*Use layers 0..12"),
+    (lambda c: c["finetune"].update(enabled=True, target_layer=13),
+     r"finetune.target_layer = \[13\]: \[13\] outside"),
+    (lambda c: c["layers"].update(enabled=True, layers=[0, 13]),
+     r"layers.layers = \[0, 13\]: \[13\] outside the layers 0..12"),
+    (lambda c: c["features"].update(layer=13), r"features.layer = \[13\]: \[13\] outside"),
+])
+def test_layer_keys_are_checked_against_the_model_at_start(edit, match):
+    from brainpred.config import check_model_config
+
+    cfg = _filled_demo()
+    edit(cfg)
+    with pytest.raises(ConfigError, match=match):
+        check_model_config(cfg, (12, 64))
+    check_model_config(_filled_demo(), (12, 64))
+
+
+def test_defaults_and_filled_are_the_schema():
+    from brainpred.config import defaults, filled
+
+    schema = load_schema()
+    assert defaults() == schema_defaults(schema)
+    assert defaults("mapping") == schema_defaults(schema)["mapping"]
+    d = defaults("finetune")
+    d["alphas"].append(0.9)                                   # a copy: the next call is intact
+    assert defaults("finetune")["alphas"] == [0.0, 0.5]
+    with pytest.raises(ConfigError, match="not a config section"):
+        defaults("mappings")
+    part = {"mapping": {"n_folds": 3}}
+    full = filled(part)
+    assert part == {"mapping": {"n_folds": 3}}                # not changed in place
+    assert full["mapping"]["n_folds"] == 3 and full["mapping"]["n_components"] == 20
+    assert full == apply_defaults(copy.deepcopy(part), schema)
+    assert filled({"n_folds": 3}, "mapping") == full["mapping"]
+    assert filled(section="model") == defaults("model")
+    assert defaults("dataset")["url"] == "///labs/hasson/narratives"

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from brainpred.config import filled
 from brainpred import download as dlmod
 from brainpred import narratives as nar
 from brainpred.errors import BrainpredError, ConfigError, DataError
@@ -253,7 +254,7 @@ def release(tmp_path, git_identity):
                  f'{{"RepetitionTime": 1.5, "TaskName": "{base}"}}\n')
             for h in "LR":
                 seed += 1
-                _gifti(src / nar._bold_rel(subject, task, run, "fsaverage6", h), 6, seed=seed)
+                _gifti(src / nar.bold_rel(subject, task, run, "fsaverage6", h), 6, seed=seed)
     _put(src / "participants.tsv", "\n".join(lines) + "\n")
     _put(src / "code" / "scan_exclude.json", "{}\n")
     _put(src / "code" / "task_meta.json", "{}\n")
@@ -272,7 +273,7 @@ def _config(src, root, subjects):
     with open(REPO / "config" / "pieman.yaml") as f:
         cfg = yaml.safe_load(f)
     cfg["dataset"].update(url=str(src), root=str(root), subjects=subjects)
-    return cfg
+    return filled(cfg)                 # the library reads a schema-filled config, as the CLI
 
 
 def _content(root, rel):

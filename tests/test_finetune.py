@@ -311,8 +311,24 @@ def test_train_checks_sequences(seqs, tmp_path):
 
 
 def test_defaults_are_valid():
-    cfg = ft.validate_config({})
+    cfg = ft.validate_config({"alpha": 0.5})
     assert cfg["target_layer"] == 8 and cfg["target_distance"] == 8
     assert cfg["train_layers"] == [8, 12] and cfg["temperature"] == 0.1
     assert cfg["lr"] == 5e-5 and cfg["context"] == 256 and cfg["rescale_every"] == 50
     assert cfg["checkpoints"] == [cfg["steps"]]
+
+
+def test_defaults_are_the_schemas_and_alpha_is_stated():
+    """No default of its own: every training setting left out is the schema's finetune one."""
+    from brainpred.config import defaults
+
+    schema = defaults("finetune")
+    cfg = ft.validate_config({"alpha": 0.0, "enabled": True, "corpus": "stories"})
+    assert set(cfg) == set(ft.TRAIN_KEYS) | {"alpha"}          # workflow keys ignored
+    for key in ft.TRAIN_KEYS:
+        want = sorted(set(schema[key]) | {schema["steps"]}) if key == "checkpoints" \
+            else schema[key]
+        assert cfg[key] == want, key
+    assert set(ft.TRAIN_KEYS) <= set(schema)
+    with pytest.raises(ConfigError, match=r"finetune\.alpha: missing.*finetune.alphas"):
+        ft.validate_config({})

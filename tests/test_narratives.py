@@ -63,7 +63,7 @@ def _make_run(root, subject, task, run="", onset=0.0, stim=None, tr=1.5, events=
         _write(f"{base}_bold.json", json.dumps({"RepetitionTime": tr, "EchoTime": 0.028}))
     if n_trs is not None:
         for hemi in "LR":
-            rel = nar._bold_rel(subject, task, run, "fsaverage6", hemi)
+            rel = nar.bold_rel(subject, task, run, "fsaverage6", hemi)
             _make_gifti(Path(root) / rel, np.zeros((n_trs, n_vertices)))
 
 
@@ -550,7 +550,7 @@ def test_crop_with_other_subjects_not_fetched(tmp_path):
         f.unlink()
         f.symlink_to(root / "annex" / f.name)   # dangling
     for hemi in "LR":
-        p = root / nar._bold_rel("sub-B", "pieman", "", "fsaverage6", hemi)
+        p = root / nar.bold_rel("sub-B", "pieman", "", "fsaverage6", hemi)
         p.unlink()
         p.symlink_to(root / "annex" / p.name)
     t = nar.build_run_table(root, subjects=["sub-A"])
@@ -580,7 +580,7 @@ def test_real_crop_is_the_same_for_any_subject_selection(tmp_path):
         n = base + 1 + (i * 7) % 23 if r.kept else base - 50
         lengths[(r.subject, r.task, r.run)] = n
         for hemi in "LR":
-            _stub_gifti(root / nar._bold_rel(r.subject, r.task, r.run, "fsaverage6", hemi), n)
+            _stub_gifti(root / nar.bold_rel(r.subject, r.task, r.run, "fsaverage6", hemi), n)
     kept = full[full.kept]
     want = {t: min(lengths[(r.subject, r.task, r.run)] for r in g.itertuples())
             for t, g in kept.groupby("task")}
@@ -905,13 +905,13 @@ def test_tr_disagreeing_with_sidecar(tmp_path):
     root = _make_dataset(tmp_path / "ds", {"sub-001": [("pieman", "")]},
                          [dict(subject="sub-001", task="pieman", tr=1.5)], exclude={})
     for hemi in "LR":
-        _gifti_with_time_step(root / nar._bold_rel("sub-001", "pieman", "", "fsaverage6", hemi),
+        _gifti_with_time_step(root / nar.bold_rel("sub-001", "pieman", "", "fsaverage6", hemi),
                               np.zeros((4, 3)), 2000)
     with pytest.raises(DataError, match=r"hemi-L_desc-clean\.func\.gii: TimeStep 2 s disagrees "
                                         r"with RepetitionTime 1\.5 s of .*_bold\.json"):
         nar.build_run_table(root)
     for hemi in "LR":
-        _gifti_with_time_step(root / nar._bold_rel("sub-001", "pieman", "", "fsaverage6", hemi),
+        _gifti_with_time_step(root / nar.bold_rel("sub-001", "pieman", "", "fsaverage6", hemi),
                               np.zeros((4, 3)), 1500)
     assert nar.build_run_table(root).n_trs.tolist() == [4]
 

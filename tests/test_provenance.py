@@ -459,3 +459,20 @@ def test_legacy_analysis_fit_is_refused(analysis_fits, tmp_path):
     legacy = tmp_path / "fit-002_desc-layersfit.npz"
     io.save_npz(legacy, **z)
     _raises(lambda: stages_common.read_fits([legacy], "layers"), legacy, "records no provenance")
+
+
+def test_recorded_settings_and_their_defaults_are_the_schemas():
+    """The recorded keys are the schema's model / mapping keys that change results, and a key
+    left out is recorded at its schema default (no second list of defaults)."""
+    from brainpred.config import RUNTIME_KEYS, defaults
+
+    model, mapping = defaults("model"), defaults("mapping")
+    assert set(prov.MODEL_SETTINGS) == set(model) - set(RUNTIME_KEYS["model"])
+    assert set(prov.MAPPING_SETTINGS) == (set(mapping) - set(RUNTIME_KEYS["mapping"])
+                                          - {"shared_subjects"})
+    assert prov.model_settings({}) == {k: model[k] for k in prov.MODEL_SETTINGS}
+    assert prov.model_settings({})["name"] == "gpt2"           # the schema's, not None
+    assert prov.model_settings({"name": None, "seed": 3})["name"] == "gpt2"
+    assert prov.mapping_settings({}) == {k: mapping[k] for k in prov.MAPPING_SETTINGS}
+    part = prov.mapping_settings({"alphas": {"start": 0}, "backend": "numpy"})
+    assert part["alphas"] == {"start": 0, "stop": 8, "num": 10} and "backend" not in part

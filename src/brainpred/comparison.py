@@ -34,7 +34,7 @@ import pandas as pd
 
 from . import stats
 
-__all__ = ["PAPER", "COLUMNS", "paper_comparison"]
+__all__ = ["PAPER", "COLUMNS", "LEVELS", "RESPONSIVE", "paper_comparison"]
 
 #: The analyses' region of the vertices with a reliable brain score (level "responsive").
 RESPONSIVE = "reliable brain score"

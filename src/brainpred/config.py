@@ -16,16 +16,19 @@ before the first job instead of inside one.
 from __future__ import annotations
 
 import copy
+import functools
+import json
+import os
 from pathlib import Path
 
 import yaml
 
 from .errors import ConfigError
 
-__all__ = ["SCHEMA_PATH", "load_schema", "schema_defaults", "apply_defaults", "check_config",
-           "model_dims", "check_model_config", "check_plan_sizes", "coerce_config",
-           "prepare_config", "dump_config", "RUNTIME_KEYS", "result_settings", "with_runtime",
-           "with_runtime_config"]
+__all__ = ["SCHEMA_PATH", "load_schema", "schema_defaults", "apply_defaults", "defaults",
+           "filled", "check_config", "model_dims", "check_model_config", "check_plan_sizes",
+           "coerce_config", "prepare_config", "dump_config", "RUNTIME_KEYS", "result_settings",
+           "with_runtime", "with_runtime_config"]
 
 #: The config schema of the workflow (``workflow/schemas/config.schema.yaml``).
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -157,8 +160,165 @@ def apply_defaults(config, schema):
     return config
 
 
+@functools.lru_cache(maxsize=1)
+def _schema():
+    """:data:`SCHEMA_PATH`, read once per process (never modified: callers get copies)."""
+    return load_schema()
+
+
+def defaults(section=None):
+    """The schema's defaults, a fresh copy: of the config section ``section``, or of all.
+
+    Parameters
+    ----------
+    section : str, optional
+        A top-level key (``"mapping"``, ``"finetune"``, ...); None: the nested dict of every
+        section.
+
+    Returns
+    -------
+    dict
+
+    Raises
+    ------
+    ConfigError
+        ``section`` is not a section of the schema that declares defaults.
+    """
+    out = schema_defaults(_schema())
+    if section is None:
+        return out
+    if section not in out:
+        raise ConfigError(f"{section!r}: not a config section with schema defaults; expected "
+                          f"one of {sorted(out)}.")
+    return out[section]
+
+
+def filled(config=None, section=None):
+    """A copy of ``config`` with every key it leaves out at its schema default.
+
+    What library code and tests pass where the workflow passes its effective config
+    (:func:`prepare_config`): no validation and no cross-key checks, only the defaults.
+
+    Parameters
+    ----------
+    config : dict, optional
+        A (partial) workflow config; or, with ``section``, a (partial) config section.
+    section : str, optional
+        ``config`` is this section (``filled({"n_folds": 3}, "mapping")``).
+
+    Returns
+    -------
+    dict
+        A new dict; ``config`` is not changed.
+    """
+    config = copy.deepcopy(config or {})
+    if section is None:
+        return apply_defaults(config, _schema())
+    try:
+        sub = _schema()["properties"][section]
+    except KeyError:
+        raise ConfigError(f"{section!r}: not a config section of the schema.") from None
+    return apply_defaults(config, sub)
+
+
 def _distances(config):
     return [int(d) for d in config["forecast"]["distances"]]
+
+
+def _distance_bounds():
+    """The range the schema allows a forecast distance (``forecast.distances`` items)."""
+    items = _schema()["properties"]["forecast"]["properties"]["distances"]["items"]
+    return int(items["minimum"]), int(items["maximum"])
+
+
+def _check_distance_list(key, values, fix):
+    lo, hi = _distance_bounds()
+    values = [int(d) for d in values]
+    bad = [d for d in values if not lo <= d <= hi]
+    if bad:
+        raise ConfigError(f"{key} = {values}: {bad} outside the distances {lo}..{hi} a forecast "
+                          f"window may have (forecast.distances). {fix}")
+    dup = sorted({d for d in values if values.count(d) > 1})
+    if dup:
+        raise ConfigError(f"{key} = {values}: {dup} given more than once, so the same "
+                          f"condition would be fitted twice. {fix}")
+
+
+def _check_distances(config):
+    """The distances other sections name, against what the analyses fit."""
+    distances = _distances(config)
+    st = config["stats"]
+    ref = [int(d) for d in st["dstar_reference"]]
+    missing = [d for d in ref if d not in distances]
+    if missing:
+        raise ConfigError(
+            f"stats.dstar_reference = {ref}: {missing} not in forecast.distances {distances}. "
+            "Use two of the fitted distances (paper: [0, 8]) or add them to forecast.distances.")
+    if ref[0] == ref[1]:
+        raise ConfigError(
+            f"stats.dstar_reference = {ref}: the two distances must differ (the d* map is shown "
+            "where F(d1) - F(d0) is reliably above 0; paper: [0, 8]).")
+    gd = st["gain_distance"]
+    if gd != "best" and int(gd) not in distances:
+        raise ConfigError(
+            f"stats.gain_distance = {gd}: not in forecast.distances {distances}. Use one of "
+            "them (paper: 8) or 'best' (the group's best distance).")
+    # the analyses fit their own windows (analyses.conditions): null = forecast.distances
+    for section in ("controls", "syntax"):
+        sc = config[section]
+        if sc["enabled"] and sc["distances"] is not None:
+            _check_distance_list(f"{section}.distances", sc["distances"],
+                                 "Give distinct distances in that range, or null for "
+                                 "forecast.distances.")
+    if config["layers"]["enabled"]:
+        _check_distance_list("layers.distance", [config["layers"]["distance"]],
+                             "Give one distance in that range (paper: 8).")
+    ctl = config["controls"]
+    if ctl["enabled"] and ctl["widths"]:
+        wd = ctl["width_distance"]
+        if wd != "best":
+            _check_distance_list("controls.width_distance", [wd],
+                                 "Give one distance in that range, or 'best' (the main "
+                                 "analysis' best distance).")
+        widths = [int(w) for w in ctl["widths"]]
+        bad = [w for w in widths if w < 1]
+        if bad:
+            raise ConfigError(f"controls.widths = {widths}: {bad} not a positive number of "
+                              "words. Use widths >= 1 (paper: 7).")
+        dup = sorted({w for w in widths if widths.count(w) > 1})
+        if dup:
+            raise ConfigError(f"controls.widths = {widths}: {dup} given more than once, so the "
+                              "same condition would be fitted twice. Give distinct widths.")
+
+
+def _check_finetune(config):
+    ft = config["finetune"]
+    if not ft["enabled"]:
+        return
+    alphas = [float(a) for a in ft["alphas"]]
+    bad = [a for a in alphas if not 0.0 <= a < 1.0]
+    if bad:
+        raise ConfigError(f"finetune.alphas = {alphas}: {bad} outside [0, 1) (the share of the "
+                          "contrastive loss; 0 = next-word only). Use values in [0, 1) "
+                          "(paper: [0, 0.5]).")
+    if 0.0 not in alphas:
+        raise ConfigError(f"finetune.alphas = {alphas}: 0 is missing, the next-word-only "
+                          "control every gain is measured against. Add 0 (paper: [0, 0.5]).")
+    steps = int(ft["steps"])
+    bad = [int(s) for s in ft["checkpoints"] if not 1 <= int(s) <= steps]
+    if bad:
+        raise ConfigError(f"finetune.checkpoints = {list(ft['checkpoints'])}: {bad} outside "
+                          f"1..finetune.steps ({steps}). Use steps of the run, or raise "
+                          "finetune.steps.")
+    if int(ft["target_distance"]) >= int(ft["context"]):
+        raise ConfigError(f"finetune.target_distance = {ft['target_distance']}: not smaller "
+                          f"than finetune.context = {ft['context']}, so no token of a training "
+                          "sequence has a target. Use a longer context or a shorter distance "
+                          "(paper: 8).")
+    a, b = (int(v) for v in ft["train_layers"])
+    if a > b:
+        raise ConfigError(f"finetune.train_layers = {[a, b]}: first > last. Give [first, last] "
+                          "(inclusive, paper: [8, 12]).")
 
 
 def check_config(config):
@@ -172,30 +332,29 @@ def check_config(config):
     Raises
     ------
     ConfigError
-        Naming the key and the fix, for: ``stats.dstar_reference`` not two different distances
-        of ``forecast.distances``; fine-tuning on the stimulus transcripts
-        (``finetune.corpus: stories``) of real data without ``finetune.allow_stimulus_corpus``.
+        Naming the key, the bad value and the fix, for:
+
+        - ``stats.dstar_reference`` not two different distances of ``forecast.distances``;
+          a fixed ``stats.gain_distance`` not one of them;
+        - with the analysis on: ``controls.distances`` / ``syntax.distances`` (null =
+          ``forecast.distances``), ``layers.distance`` and a fixed ``controls.width_distance``
+          (when ``controls.widths`` is set) outside the range of ``forecast.distances`` or
+          repeated (each analysis fits its own windows at these distances,
+          :func:`brainpred.analyses.conditions`); ``controls.widths`` not positive or repeated;
+        - with fine-tuning on: ``finetune.alphas`` outside [0, 1) or without 0 (the control);
+          ``finetune.checkpoints`` outside 1..``finetune.steps``; ``finetune.target_distance``
+          not below ``finetune.context``; ``finetune.train_layers`` first > last;
+        - fine-tuning on the stimulus transcripts (``finetune.corpus: stories``) of real data
+          without ``finetune.allow_stimulus_corpus``.
+
+        The layer keys against the model are :func:`check_model_config`'s.
     """
-    distances = _distances(config)
-    ref = [int(d) for d in config["stats"]["dstar_reference"]]
-    missing = [d for d in ref if d not in distances]
-    if missing:
-        raise ConfigError(
-            f"stats.dstar_reference = {ref}: {missing} not in forecast.distances {distances}. "
-            "Use two of the fitted distances (paper: [0, 8]) or add them to forecast.distances.")
-    if ref[0] == ref[1]:
-        raise ConfigError(
-            f"stats.dstar_reference = {ref}: the two distances must differ (the d* map is shown "
-            "where F(d1) - F(d0) is reliably above 0; paper: [0, 8]).")
-    gd = config["stats"]["gain_distance"]
-    if gd != "best" and int(gd) not in distances:
-        raise ConfigError(
-            f"stats.gain_distance = {gd}: not in forecast.distances {distances}. Use one of "
-            "them (paper: 8) or 'best' (the group's best distance).")
-    ft = config.get("finetune") or {}
-    if (ft.get("enabled") and ft.get("corpus") == "stories"
+    _check_distances(config)
+    _check_finetune(config)
+    ft = config["finetune"]
+    if (ft["enabled"] and ft["corpus"] == "stories"
             and config["dataset"]["source"] != "synthetic"
-            and not ft.get("allow_stimulus_corpus")):
+            and not ft["allow_stimulus_corpus"]):
         raise ConfigError(
             "finetune.corpus = stories with real data: the model would be fine-tuned on the "
             "very transcripts it is then scored on, so the 'fine-tuning gain' would measure "
@@ -242,8 +401,6 @@ def check_plan_sizes(runs, config):
 
 
 def _offline():
-    import os
-
     return any(os.environ.get(v, "") not in ("", "0", "false", "False")
                for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
@@ -261,8 +418,6 @@ def model_dims(name):
         ``model.name`` is a local path that does not exist or has no ``config.json``, or a hub id
         that is not cached while HF_HUB_OFFLINE is set.
     """
-    import json
-
     from .features import _TINY_CONFIG, TINY_GPT2
 
     if name == TINY_GPT2:
@@ -324,7 +479,8 @@ def check_model_config(config, dims):
         bad = [int(v) for v in values if not 0 <= int(v) <= n_layers]
         if bad:
             raise ConfigError(f"{key} = {values}: {bad} outside the layers 0..{n_layers} of "
-                              f"model.name = {name!r} (0 = token embedding).")
+                              f"model.name = {name!r} (0 = token embedding). Use layers "
+                              f"0..{n_layers}, or another model.")
     n_comp = int(config["mapping"]["n_components"])
     if n_comp > hidden:
         raise ConfigError(f"mapping.n_components = {n_comp}: more than the {hidden} units of "
@@ -381,13 +537,14 @@ def _check_synthetic_layers(syn, dims):
     for key in ("layer", "depth_layer"):
         if not 0 <= int(syn[key]) <= dims[0]:
             raise ConfigError(f"synthetic.{key} = {syn[key]}: outside the layers 0..{dims[0]} of "
-                              f"synthetic.model = {syn['model']!r}.")
+                              f"synthetic.model = {syn['model']!r}. Use a layer 0..{dims[0]}.")
 
 
 #: Keys that change how fast or where a job runs, never its results: they are not job params
 #: (Snakemake re-runs a job whose params change), the scripts read them from the full config.
+#: (``dataset.url``, where a DataLad clone comes from, is read by the download command only.)
 RUNTIME_KEYS = {
-    "dataset": ("download_jobs",),
+    "dataset": ("download_jobs", "url"),
     "model": ("batch_size", "device"),
     "mapping": ("backend", "target_batch"),
     "noise_ceiling": ("batch",),
@@ -401,11 +558,11 @@ def result_settings(section_cfg, section):
 
 
 def with_runtime(section_cfg, full_config, section):
-    """``section_cfg`` (from a job's params) with the runtime keys of ``full_config`` added."""
+    """``section_cfg`` (from a job's params) with the runtime keys of ``full_config`` (the
+    effective config, :func:`prepare_config`) added."""
     out = dict(section_cfg or {})
     for key in RUNTIME_KEYS.get(section, ()):
-        if key in (full_config.get(section) or {}):
-            out[key] = full_config[section][key]
+        out[key] = full_config[section][key]
     return out
 
 

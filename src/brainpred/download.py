@@ -51,7 +51,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
+from .config import defaults, prepare_config
 from .errors import BrainpredError, ConfigError, DataError
+from .narratives import bold_rel, build_run_table, story_folder
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +63,9 @@ __all__ = ["DEFAULT_URL", "SUBDATASETS", "FREESURFER_FILES", "check_tools", "met
            "needed_files", "is_optional", "clone", "fetch", "fetch_outputs", "fetch_metadata",
            "download", "main"]
 
-#: Where the Narratives release lives (``dataset.url`` overrides it; a local path works).
-DEFAULT_URL = "///labs/hasson/narratives"
+#: Where the Narratives release lives: the schema's ``dataset.url`` default (a config's
+#: ``dataset.url`` overrides it; a local path works).
+DEFAULT_URL = defaults("dataset")["url"]
 #: Subdatasets of the release that the analysis reads from.
 SUBDATASETS = ("derivatives/afni-nosmooth", "derivatives/freesurfer")
 #: FreeSurfer files of the analysis space, ``{space}`` and ``{h}`` (``lh``/``rh``) filled in.
@@ -176,8 +181,6 @@ def needed_files(run_table, space, stories=None, transcripts=True, freesurfer=Tr
     list of str
         Sorted, unique POSIX paths.
     """
-    from .narratives import _PART_PARENT, _bold_rel
-
     table = run_table
     if "kept" in table.columns:
         table = table[table["kept"].astype(bool)]
@@ -192,12 +195,12 @@ def needed_files(run_table, space, stories=None, transcripts=True, freesurfer=Tr
             out.add(f"{row.subject}/func/{base}_events.tsv")
             out.add(f"{row.subject}/func/{base}_bold.json")
         for hemi in ("L", "R"):
-            out.add(_bold_rel(row.subject, row.task, run, space, hemi))
+            out.add(bold_rel(row.subject, row.task, run, space, hemi))
     if stories is None:
         stories = sorted(set(table["story"]))
     for story in stories:
         for part in str(story).split(","):  # schema runs list several stories
-            folder = _PART_PARENT.get(part, (part,))[0]
+            folder = story_folder(part)
             out.add(f"stimuli/gentle/{folder}/align.csv")
             if transcripts:
                 out.add(f"stimuli/gentle/{folder}/transcript.txt")
@@ -461,12 +464,10 @@ def fetch_outputs(root, outputs, extra=(), jobs=None):
 # --------------------------------------------------------------------------------------------
 
 def _dataset_cfg(config):
-    ds = dict(config.get("dataset", {}))
-    if ds.get("source") != "datalad":
-        raise ConfigError(f"dataset.source = {ds.get('source')!r}: downloading needs "
+    ds = config["dataset"]
+    if ds["source"] != "datalad":
+        raise ConfigError(f"dataset.source = {ds['source']!r}: downloading needs "
                           "dataset.source: datalad.")
-    ds.setdefault("url", DEFAULT_URL)
-    ds.setdefault("space", "fsaverage6")
     return ds
 
 
@@ -476,7 +477,8 @@ def fetch_metadata(config, install_subdatasets=True, jobs=None):
     Parameters
     ----------
     config : dict
-        Workflow configuration (``dataset.source: datalad``).
+        Workflow configuration filled from the schema (``dataset.source: datalad``;
+        :func:`brainpred.config.prepare_config`, or :func:`brainpred.config.filled`).
     install_subdatasets : bool
         Also install the subdatasets and log the size of what the analysis will fetch.
     jobs : int, optional
@@ -487,15 +489,11 @@ def fetch_metadata(config, install_subdatasets=True, jobs=None):
     list of str
         Paths of the data files (:func:`needed_files`) the analysis will fetch.
     """
-    from .narratives import build_run_table
-
     ds = _dataset_cfg(config)
     root = clone(ds["url"], ds["root"])
-    fetch(root, metadata_files(root, ds.get("subjects", "all")), jobs=jobs)
-    table = build_run_table(root, tasks=ds.get("tasks", "all"),
-                            subjects=ds.get("subjects", "all"), space=ds["space"],
-                            keep_scrambled=ds.get("keep_scrambled", False),
-                            keep_schema=ds.get("keep_schema", False))
+    fetch(root, metadata_files(root, ds["subjects"]), jobs=jobs)
+    table = build_run_table(root, tasks=ds["tasks"], subjects=ds["subjects"], space=ds["space"],
+                            keep_scrambled=ds["keep_scrambled"], keep_schema=ds["keep_schema"])
     kept = table[table["kept"]]
     log.info("run plan: %d kept runs of %d subjects, %d stories", len(kept),
              kept["subject"].nunique(), kept["story"].nunique())
@@ -506,7 +504,8 @@ def fetch_metadata(config, install_subdatasets=True, jobs=None):
 
 
 def download(config, jobs=None):
-    """Steps 1 and 2 at once: clone, metadata, then every data file of the configured analysis.
+    """Steps 1 and 2 at once: clone, metadata, then every data file of the configured analysis
+    (``config`` as in :func:`fetch_metadata`).
 
     Returns
     -------
@@ -521,10 +520,6 @@ def download(config, jobs=None):
 def _load_config(paths, root=None):
     """The effective config of the given files, as the workflow builds it (schema defaults
     for every key they leave out; :func:`brainpred.config.prepare_config`)."""
-    import yaml
-
-    from .config import prepare_config
-
     config = {}
     for p in paths:
         if not Path(p).is_file():

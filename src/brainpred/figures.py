@@ -27,7 +27,8 @@ import pandas as pd  # noqa: E402
 from .io import atomic_path  # noqa: E402
 from .stats import mean_ci  # noqa: E402
 
-__all__ = ["plot_surface", "plot_forecast_curves", "plot_distribution", "SYNTHETIC_MARK",
+__all__ = ["plot_surface", "plot_forecast_curves", "plot_region_curves", "plot_distribution",
+           "SYNTHETIC_MARK",
            "N_FSAVERAGE5", "N_FSAVERAGE6"]
 
 SYNTHETIC_MARK = "SYNTHETIC DATA"

@@ -71,11 +71,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .config import defaults
 from .errors import ConfigError, DataError
 from .io import atomic_write, read_tsv
 
 __all__ = [
-    "DEFAULT_CONFIG",
+    "TRAIN_KEYS",
     "validate_config",
     "load_corpus",
     "info_nce",
@@ -89,26 +90,14 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Defaults of ``config["finetune"]``; missing keys take these values. Keys not listed here are
-#: ignored (the workflow may keep its own keys, e.g. the corpus, in the same section).
-DEFAULT_CONFIG = {
-    "alpha": 0.5,            # share of the contrastive loss in the total, in [0, 1)
-    "steps": 1000,           # optimizer updates
-    "lr": 5e-5,              # AdamW learning rate
-    "weight_decay": 0.0,     # AdamW weight decay (HF Trainer's default)
-    "warmup": 0,             # linear warm-up steps of the learning rate (then constant)
-    "max_grad_norm": 1.0,    # gradient clipping (HF Trainer's default); 0 or None = off
-    "context": 256,          # tokens per training sequence
-    "batch_size": 8,         # sequences per step
-    "checkpoints": [],       # steps at which to save (the last step is always saved)
-    "seed": 0,               # data order, head initialisation, dropout
-    "queue_size": 4096,      # FIFO queue of negative targets (0 = in-batch negatives only)
-    "temperature": 0.1,      # InfoNCE temperature
-    "target_layer": 8,       # layer of the frozen model to predict
-    "target_distance": 8,    # tokens ahead
-    "rescale_every": 50,     # steps between lambda rescalings
-    "train_layers": [8, 12],  # trained layers, inclusive (layer k = block k - 1)
-}
+#: The settings of ``config["finetune"]`` that :func:`train` reads; a key left out takes the
+#: schema's default (``workflow/schemas/config.schema.yaml``, :func:`brainpred.config.defaults`).
+#: The section's other keys (``enabled``, ``alphas``, ``corpus``, ``eval_layers``, ...) are the
+#: workflow's and are ignored here. ``alpha``, the loss mix of one run (one of
+#: ``finetune.alphas``), has no default: every run states it.
+TRAIN_KEYS = ("steps", "lr", "weight_decay", "warmup", "max_grad_norm", "context", "batch_size",
+              "checkpoints", "seed", "queue_size", "temperature", "target_layer",
+              "target_distance", "rescale_every", "train_layers")
 
 #: Keys that may change between a run and its continuation (the others must match).
 _RESUMABLE_KEYS = ("steps", "checkpoints")
@@ -155,13 +144,14 @@ def validate_config(cfg=None) -> dict:
     Parameters
     ----------
     cfg : dict or None
-        Keys of :data:`DEFAULT_CONFIG`; missing ones take the default, others are ignored.
+        ``alpha`` (required) and keys of :data:`TRAIN_KEYS`; missing ones take the schema's
+        default (``config.defaults("finetune")``), other keys are ignored.
 
     Returns
     -------
     dict
-        A new dict with every key of :data:`DEFAULT_CONFIG`, typed (``checkpoints`` sorted,
-        unique, the last step added; ``train_layers`` a list of two ints).
+        A new dict with ``alpha`` and every key of :data:`TRAIN_KEYS`, typed (``checkpoints``
+        sorted, unique, the last step added; ``train_layers`` a list of two ints).
 
     Raises
     ------
@@ -174,7 +164,13 @@ def validate_config(cfg=None) -> dict:
         cfg = {}
     if not isinstance(cfg, dict):
         raise ConfigError(f"finetune: must be a mapping of settings, got {type(cfg).__name__}.")
-    c = {**DEFAULT_CONFIG, **{k: v for k, v in cfg.items() if k in DEFAULT_CONFIG}}
+    if "alpha" not in cfg:
+        raise ConfigError("finetune.alpha: missing; give the loss mix of this run, the share of "
+                          "the contrastive loss in [0, 1) (one of finetune.alphas; 0 = "
+                          "next-word only, paper: 0.5).")
+    schema = defaults("finetune")
+    c = {**{k: schema[k] for k in TRAIN_KEYS},
+         **{k: v for k, v in cfg.items() if k in TRAIN_KEYS or k == "alpha"}}
     out = {}
     alpha = _float(c, "alpha")
     if not 0.0 <= alpha < 1.0:
@@ -907,7 +903,8 @@ def train(model_name, corpus_sequences, out_dir, cfg, model_seed=0, device="auto
         that visits all of them once per epoch, reshuffled every epoch with the seed.
     out_dir : str or Path
     cfg : dict
-        ``config["finetune"]`` (see :data:`DEFAULT_CONFIG` and :func:`validate_config`).
+        ``config["finetune"]`` with the run's ``alpha`` (see :data:`TRAIN_KEYS` and
+        :func:`validate_config`).
     model_seed : int
         Seed of ``"tiny-gpt2"`` (ignored for pretrained models).
     device : str

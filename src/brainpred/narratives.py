@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, DataError
+from .io import read_json
 
 log = logging.getLogger("brainpred")
 
@@ -54,6 +55,7 @@ __all__ = [
     "SCRAMBLED_TASKS",
     "SCHEMA_TASK",
     "SLUMLORDREACH_SPLIT",
+    "MAX_TAIL_S",
     "FIRST_WORD_FIXES",
     "RUN_TABLE_COLUMNS",
     "read_participants",
@@ -63,6 +65,7 @@ __all__ = [
     "task_crop_lengths",
     "story_parts",
     "story_folder",
+    "bold_rel",
     "split_story_rows",
     "read_alignment",
     "fix_first_words",
@@ -72,6 +75,7 @@ __all__ = [
     "gifti_time_step",
     "check_runs_cover_their_stories",
     "check_words_in_run",
+    "check_task_trs",
     "VERTICES_PER_HEMI",
     "load_bold",
 ]
@@ -316,7 +320,9 @@ def _read_tr(path):
     return tr
 
 
-def _bold_rel(subject, task, run, space, hemi):
+def bold_rel(subject, task, run, space, hemi) -> str:
+    """Path of a run's cleaned BOLD GIfTI (one hemisphere, ``L``/``R``) below the dataset root
+    (``derivatives/afni-nosmooth/...``; ``run`` "" or None for a single-run task)."""
     run_part = f"_run-{run}" if run else ""
     return (f"derivatives/afni-nosmooth/{subject}/func/{subject}_task-{task}{run_part}"
             f"_space-{space}_hemi-{hemi}_desc-clean.func.gii")
@@ -483,8 +489,8 @@ def build_run_table(root, tasks="all", subjects="all", space="fsaverage6",
             story = f"milkyway{cond}"
         else:
             story = task
-        bold_l = _bold_rel(subject, task, run, space, "L")
-        bold_r = _bold_rel(subject, task, run, space, "R")
+        bold_l = bold_rel(subject, task, run, space, "L")
+        bold_r = bold_rel(subject, task, run, space, "R")
         present = [root / p for p in (bold_l, bold_r) if (root / p).exists()]
         counts = [gifti_n_trs(p) for p in present]
         if present and "bold.json" in files:
@@ -585,7 +591,6 @@ def _load_exclude(root, scan_exclude, warn=True):
     if isinstance(scan_exclude, dict):
         _check_exclude(scan_exclude, "scan_exclude")
         return scan_exclude
-    from .io import read_json
     exclude = read_json(scan_exclude)
     _check_exclude(exclude, scan_exclude)
     return exclude
@@ -683,7 +688,7 @@ def task_crop_lengths(root, tasks=None, space="fsaverage6", keep_scrambled=False
         counts = []
         if reason == "":
             for hemi in "LR":
-                path = root / _bold_rel(subject, task, run, space, hemi)
+                path = root / bold_rel(subject, task, run, space, hemi)
                 if path.exists():
                     try:
                         counts.append(gifti_n_trs(path))

@@ -30,10 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
+from . import __version__, io
+from .config import RUNTIME_KEYS, defaults, filled
 from .errors import DataError
+from .features import TINY_GPT2
 
 __all__ = [
     "KEY",
+    "FIX",
     "MODEL_SETTINGS",
     "MAPPING_SETTINGS",
     "brainpred_version",
@@ -58,17 +62,18 @@ __all__ = [
 #: Key of the provenance entry in an ``.npz`` file.
 KEY = "provenance"
 
-#: ``model.*`` settings that change the activations (``batch_size`` and ``device`` do not),
-#: with the defaults :func:`brainpred.pipeline.make_story_features` applies.
-MODEL_SETTINGS = {"name": None, "seed": 0, "context_tokens": 1024, "mode": "exact",
-                  "min_context": 512, "dtype": "float32"}
+#: ``model.*`` settings that change the activations: every key of the schema's ``model``
+#: section but the runtime keys (``batch_size``, ``device``: :data:`brainpred.config.RUNTIME_KEYS`).
+MODEL_SETTINGS = tuple(k for k in defaults("model") if k not in RUNTIME_KEYS["model"])
 
-#: ``mapping.*`` settings that change the scores (not ``backend``, ``target_batch`` or
-#: ``shared_subjects``, which change only speed and memory), with the mapping's defaults.
-MAPPING_SETTINGS = {"n_components": 20, "delays": [0, 1, 2, 3, 4, 5],
-                    "alphas": {"start": -1, "stop": 8, "num": 10}, "n_folds": 5,
-                    "group_folds_by_story": False, "inner_cv": "contiguous",
-                    "n_inner_folds": 5, "zscore_runs": True, "gap_trs": 0}
+#: ``mapping.*`` keys that change only speed and memory, never a score, besides the runtime keys:
+#: ``shared_subjects`` groups subjects who heard the same stimuli into one job.
+_MAPPING_SPEED_ONLY = ("shared_subjects",)
+
+#: ``mapping.*`` settings that change the scores: every key of the schema's ``mapping`` section
+#: but ``backend``, ``target_batch`` (runtime keys) and ``shared_subjects``.
+MAPPING_SETTINGS = tuple(k for k in defaults("mapping")
+                         if k not in RUNTIME_KEYS["mapping"] + _MAPPING_SPEED_ONLY)
 
 FIX = "delete it and re-run snakemake"
 
@@ -81,8 +86,6 @@ def brainpred_version() -> str:
     try:
         return metadata.version("brainpred")
     except metadata.PackageNotFoundError:
-        from . import __version__
-
         return __version__
 
 
@@ -115,12 +118,13 @@ def _json_default(obj):
 
 
 def model_settings(model_cfg) -> dict:
-    """The result-changing ``model.*`` settings (:data:`MODEL_SETTINGS`), defaults filled in.
+    """The result-changing ``model.*`` settings (:data:`MODEL_SETTINGS`), schema defaults
+    filled in.
 
     Parameters
     ----------
     model_cfg : dict
-        The ``model`` section of the config.
+        The ``model`` section of the config (keys left out or None: the schema's default).
 
     Returns
     -------
@@ -128,16 +132,15 @@ def model_settings(model_cfg) -> dict:
         ``name, seed, context_tokens, mode, min_context, dtype``; ``batch_size`` and
         ``device`` are left out, so changing them leaves the recorded settings equal.
     """
-    cfg = model_cfg or {}
-    return _plain({k: default if cfg.get(k) is None else cfg[k]
-                   for k, default in MODEL_SETTINGS.items()})
+    cfg = filled({k: v for k, v in (model_cfg or {}).items() if v is not None}, "model")
+    return _plain({k: cfg[k] for k in MODEL_SETTINGS})
 
 
 def mapping_settings(mapping_cfg) -> dict:
-    """The result-changing ``mapping.*`` settings (:data:`MAPPING_SETTINGS`), defaults
+    """The result-changing ``mapping.*`` settings (:data:`MAPPING_SETTINGS`), schema defaults
     filled in."""
-    cfg = mapping_cfg or {}
-    return _plain({k: cfg.get(k, default) for k, default in MAPPING_SETTINGS.items()})
+    cfg = filled(mapping_cfg, "mapping")
+    return _plain({k: cfg[k] for k in MAPPING_SETTINGS})
 
 
 def model_revision(name, model=None, seed=0) -> str:
@@ -159,8 +162,6 @@ def model_revision(name, model=None, seed=0) -> str:
         local folder; the HF commit hash when the loaded model knows it; ``"unknown"``
         otherwise.
     """
-    from .features import TINY_GPT2
-
     if name == TINY_GPT2:
         return f"{TINY_GPT2} seed {int(seed or 0)}"
     path = Path(str(name)).expanduser()
@@ -411,8 +412,6 @@ def save_bold(npy_path, bold, subject, basename, tr, space=None, sources=(), sid
     dict
         The sidecar record.
     """
-    from . import io
-
     bold = np.asarray(bold, dtype=np.float32)
     rec = record("bold_cache", subject=str(subject), basename=str(basename),
                  sources=[_source(p) for p in sources], n_trs=int(bold.shape[0]),

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .io import write_label_gifti  # noqa: F401  (re-exported: an I/O helper)
 
 __all__ = ["load_labels", "read_hemi_labels", "region_means", "write_label_gifti",
@@ -281,8 +281,6 @@ def hemi_paths(root, pattern):
         try:
             rel = pattern.format(hemi=h, fs_hemi=_FS_HEMI[h])
         except (KeyError, IndexError, ValueError) as exc:
-            from .errors import ConfigError
-
             raise ConfigError(f"{pattern!r}: only {{hemi}} (L/R) and {{fs_hemi}} (lh/rh) may "
                               f"appear in a per-hemisphere path ({exc}).") from exc
         out.append(rel if Path(rel).is_absolute() else f"{str(root).rstrip('/')}/{rel}")

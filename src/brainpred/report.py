@@ -14,7 +14,7 @@ import numpy as np
 from .errors import DataError
 from .io import atomic_write, read_tsv
 
-__all__ = ["write_report", "package_versions", "SYNTHETIC_BANNER"]
+__all__ = ["write_report", "package_versions", "PACKAGES", "SYNTHETIC_BANNER"]
 
 SYNTHETIC_BANNER = ("Synthetic data — these results come from the built-in demo dataset with "
                     "planted effects, not from real fMRI")

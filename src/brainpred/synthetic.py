@@ -66,9 +66,11 @@ import pandas as pd
 from .errors import ConfigError, DataError
 from .io import atomic_write, write_func_gifti, write_json, write_label_gifti, write_tsv
 
-__all__ = ["TRUTH_DIR", "PATCHES", "PATCH_LABELS", "STORY_NAMES", "TR", "make_story",
-           "random_sentence", "plan",
-           "surface_layout", "spm_hrf", "window_sums", "generate", "output_files"]
+__all__ = ["TRUTH_DIR", "PATCHES", "PATCH_LABELS", "STORY_NAMES", "TR", "AUDIO_ONSETS",
+           "MUSIC_DURATIONS", "TINY_MODEL", "READOUT_PCS", "DRIVES", "FORECAST_PATCHES",
+           "WINDOW_PATCHES", "CONTROL_CENTRES", "PATCH_CENTRES", "make_story",
+           "random_sentence", "plan", "surface_layout", "spm_hrf", "window_sums", "generate",
+           "output_files"]
 
 log = logging.getLogger(__name__)
 
@@ -903,7 +905,7 @@ def generate(root, cfg, progress=True):
     """
     root = Path(root)
     syn = _settings(cfg)
-    context_tokens = int(((cfg or {}).get("model") or {}).get("context_tokens") or 1024)
+    context_tokens = int(cfg["model"]["context_tokens"])
     rng = np.random.default_rng(int(syn["seed"]))
     runs, stories = _write_text_files(root, syn, rng)
     model, encode = _language_model(syn["model"], syn["model_seed"])
