@@ -263,10 +263,10 @@ def model_dims(name):
     """
     import json
 
-    from .features import _TINY_CONFIG, TINY_GPT2
+    from .lm import TINY_GPT2, TINY_GPT2_CONFIG
 
     if name == TINY_GPT2:
-        return int(_TINY_CONFIG["n_layer"]), int(_TINY_CONFIG["n_embd"])
+        return int(TINY_GPT2_CONFIG["n_layer"]), int(TINY_GPT2_CONFIG["n_embd"])
     path = Path(name).expanduser()
     looks_local = name.startswith((".", "/", "~")) or path.exists()
     cfg_file = None
