@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import provenance as prov
 from .errors import ConfigError, DataError
 from .io import atomic_write, load_npz
 from .lm import max_positions, n_layers, place_model, states_forward
@@ -408,8 +409,6 @@ def save_features(path, activations, words, meta=None, provenance=None):
               "meta_json": np.array(json.dumps(meta or {}, default=_json_default)),
               "word_columns": np.array([str(c) for c in words.columns], dtype=str)}
     if provenance is not None:
-        from . import provenance as prov
-
         arrays[prov.KEY] = prov.to_array(provenance)
     for col in words.columns:
         values = words[col].to_numpy()
@@ -480,8 +479,6 @@ def load_features(path, expect=None):
         if key not in meta or meta[key] != value:
             raise DataError(f"{path}: metadata {key} = {meta.get(key, '<missing>')!r}, expected "
                             f"{value!r}: the file was made with other settings. {fix}")
-    from . import provenance as prov
-
     rec = prov.read(path, z)
     if rec is not None:
         meta = {**meta, "provenance": rec}
