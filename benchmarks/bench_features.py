@@ -51,6 +51,7 @@ import torch  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 from brainpred import features as F  # noqa: E402
+from brainpred import lm  # noqa: E402
 
 ALIGN = (Path(__file__).resolve().parents[2] / "shared" / "narratives" / "stimuli" / "gentle"
          / "pieman" / "align.csv")
@@ -115,7 +116,7 @@ def naive(model, ids, last, context, device):
     """One unbatched HF pass per word over its full past-only window."""
     backbone = model.base_model
     emb = model.get_input_embeddings()
-    out = np.empty((F.n_layers(model) + 1, last.size, emb.embedding_dim), np.float32)
+    out = np.empty((lm.n_layers(model) + 1, last.size, emb.embedding_dim), np.float32)
     with torch.inference_mode():
         for w, t in enumerate(last):
             x = torch.as_tensor(ids[max(0, t - context + 1): t + 1], device=device)[None]
@@ -165,7 +166,7 @@ def main(argv=None):
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="float32", help="float16/bfloat16 on GPU only")
     parser.add_argument("--model", default=None,
-                        help="load this model with brainpred.features.load_model (e.g. 'gpt2' "
+                        help="load this model with brainpred.lm.load_model (e.g. 'gpt2' "
                              "from the HuggingFace cache) instead of a random GPT-2: gives the "
                              "strided-vs-exact difference for real weights")
     parser.add_argument("--context", type=int, default=None, help="context tokens")
@@ -190,18 +191,18 @@ def main(argv=None):
     else:
         cfg = dict(n_layer=4, n_embd=128, n_head=4, n_positions=256)
         context, min_context, batch_size = 256, 128, args.batch_size or 8
-    device = F._resolve_device(args.device)
-    dtype = F._resolve_dtype(args.dtype, device)
+    device = lm.resolve_device(args.device)
+    dtype = lm.resolve_dtype(args.dtype, device)
     if args.model:
-        model, tokenizer = F.load_model(args.model, device=str(device), dtype=args.dtype)
-        cfg = dict(n_layer=F.n_layers(model), n_embd=model.get_input_embeddings().embedding_dim)
-        context = args.context or min(1024, F._max_positions(model) or 1024)
+        model, tokenizer = lm.load_model(args.model, device=str(device), dtype=args.dtype)
+        cfg = dict(n_layer=lm.n_layers(model), n_embd=model.get_input_embeddings().embedding_dim)
+        context = args.context or min(1024, lm.max_positions(model) or 1024)
         min_context = context // 2
         label = f"{args.model}"
     else:
         torch.manual_seed(0)
         model = GPT2LMHeadModel(GPT2Config(vocab_size=50257, **cfg)).to(device, dtype).eval()
-        tokenizer = F.gpt2_tokenizer()
+        tokenizer = lm.gpt2_tokenizer()
         context = args.context or context
         min_context = context // 2
         label = "random GPT-2"

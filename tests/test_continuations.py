@@ -18,6 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from brainpred import continuations as C  # noqa: E402
 from brainpred import features as F  # noqa: E402
+from brainpred import lm  # noqa: E402
 from brainpred.design import forecast_windows  # noqa: E402
 from brainpred.errors import ConfigError  # noqa: E402
 
@@ -42,7 +43,7 @@ _SENTENCES = [
 
 @pytest.fixture(scope="module")
 def tiny(cache_dir):
-    return F.load_model("tiny-gpt2", seed=0, device="cpu")
+    return lm.load_model("tiny-gpt2", seed=0, device="cpu")
 
 
 def _story(n_sentences=4, newline_every=0):
@@ -91,7 +92,7 @@ def _reference(model, tok, ids, t, horizon, context_tokens, max_new):
     texts = [tok.decode([g]) for g in gen]
     ends, used = _split_words(texts, horizon, [g == tok.eos_token_id for g in gen])
     full = np.array(ctx + gen[:used])
-    acts = np.zeros((F.n_layers(model) + 1, horizon, model.config.n_embd), np.float32)
+    acts = np.zeros((lm.n_layers(model) + 1, horizon, model.config.n_embd), np.float32)
     if ends:
         acts[:, :len(ends)] = F.extract_word_activations(
             model, full, len(ctx) + np.array(ends), context_tokens=len(full), backend="hf")

@@ -15,6 +15,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from brainpred import features as F  # noqa: E402
+from brainpred import lm  # noqa: E402
 from brainpred.errors import ConfigError, DataError  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -28,12 +29,12 @@ GENTLE = NARRATIVES / "stimuli" / "gentle"
 
 @pytest.fixture(scope="session")
 def tok(cache_dir):
-    return F.gpt2_tokenizer()
+    return lm.gpt2_tokenizer()
 
 
 @pytest.fixture(scope="session")
 def tiny(cache_dir):
-    return F.load_model("tiny-gpt2", seed=0, device="cpu")
+    return lm.load_model("tiny-gpt2", seed=0, device="cpu")
 
 
 def small_gpt2(seed=0, n_layer=2, n_embd=32, n_positions=64, wpe_scale=1.0):
@@ -115,7 +116,7 @@ def test_gpt2_tokenizer_is_the_real_one(cache_dir, tok):
     merges = cache_dir / "gpt2-tokenizer" / "merges.txt"
     assert vocab.exists() and merges.exists()
     mtime = vocab.stat().st_mtime_ns
-    F.gpt2_tokenizer()  # second call: files are not copied again
+    lm.gpt2_tokenizer()  # second call: files are not copied again
     assert vocab.stat().st_mtime_ns == mtime
     assert not [p for p in vocab.parent.iterdir() if p.name.startswith(".")]  # no temp left
 
@@ -217,8 +218,8 @@ def test_word_token_index_both_offset_conventions(cache_dir):
 
     text = "  I  don't   know,\nthe 91st <unk> man’s story."
     cs, ce = chunk_spans(text)
-    plain = F.gpt2_tokenizer()
-    trimmed = F.gpt2_tokenizer()
+    plain = lm.gpt2_tokenizer()
+    trimmed = lm.gpt2_tokenizer()
     trimmed.backend_tokenizer.post_processor = processors.ByteLevel(trim_offsets=True)
     off_a = plain(text, return_offsets_mapping=True)["offset_mapping"]
     off_b = trimmed(text, return_offsets_mapping=True)["offset_mapping"]
@@ -245,7 +246,7 @@ def test_exact_equals_one_by_one_tiny(tiny):
     ids, last = F.word_token_index(text, cs, ce, tok)
     acts = F.extract_word_activations(model, ids, last)
     assert acts.dtype == np.float32
-    assert acts.shape == (F.n_layers(model) + 1, len(cs), 64) == (13, len(cs), 64)
+    assert acts.shape == (lm.n_layers(model) + 1, len(cs), 64) == (13, len(cs), 64)
     np.testing.assert_allclose(acts, one_by_one(model, ids, last, 1024), atol=1e-5, rtol=1e-4)
     # layer 0 = token embedding, without position embedding
     wte = model.transformer.wte.weight.detach().numpy()
@@ -320,12 +321,12 @@ def test_no_future_leakage_text(tiny):
 
 def test_tiny_gpt2_deterministic(cache_dir):
     state = torch.random.get_rng_state()
-    m1, tok = F.load_model("tiny-gpt2", seed=0, device="cpu")
+    m1, tok = lm.load_model("tiny-gpt2", seed=0, device="cpu")
     assert torch.equal(state, torch.random.get_rng_state())  # global RNG untouched
-    m2, _ = F.load_model("tiny-gpt2", seed=0, device="cpu")
-    m3, _ = F.load_model("tiny-gpt2", seed=1, device="cpu")
+    m2, _ = lm.load_model("tiny-gpt2", seed=0, device="cpu")
+    m3, _ = lm.load_model("tiny-gpt2", seed=1, device="cpu")
     assert not m1.training
-    assert F.n_layers(m1) == 12 and m1.config.n_embd == 64 and m1.config.vocab_size == 50257
+    assert lm.n_layers(m1) == 12 and m1.config.n_embd == 64 and m1.config.vocab_size == 50257
     for (k, v1), v2 in zip(m1.state_dict().items(), m2.state_dict().values()):
         assert torch.equal(v1, v2), k
     assert not torch.equal(m1.transformer.wte.weight, m3.transformer.wte.weight)
@@ -384,7 +385,7 @@ def test_fast_gpt2_equals_hf_forward(tok, cfg):
     torch.manual_seed(3)
     conf = dict(n_layer=3, n_embd=32, n_head=4, n_positions=48, vocab_size=50257)
     model = GPT2LMHeadModel(GPT2Config(**{**conf, **cfg})).eval()
-    assert F._FastGPT2.supports(model)
+    assert lm.FastGPT2.supports(model)
     ids, last = _long_story(tok, 120)
     kw = dict(context_tokens=40, batch_size=3)
     fast = F.extract_word_activations(model, ids, last, **kw)
@@ -400,7 +401,7 @@ def test_gpt2_size_exact_equals_one_by_one(tok):
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(n_positions=16, vocab_size=1000, bos_token_id=None,
                                        eos_token_id=None)).eval()
-    assert F.n_layers(model) == 12 and model.config.n_embd == 768
+    assert lm.n_layers(model) == 12 and model.config.n_embd == 768
     ids, last = _long_story(tok, 30)
     ids = ids % 1000  # a small vocabulary keeps the random initialisation quick
     assert ids.size > 2 * 12
@@ -419,7 +420,7 @@ def test_other_models_use_hf_forward(tok):
                                          num_hidden_layers=2, num_attention_heads=4,
                                          num_key_value_heads=2, max_position_embeddings=64))
     model.eval()
-    assert not F._FastGPT2.supports(model)
+    assert not lm.FastGPT2.supports(model)
     ids, last = _long_story(tok, 80)
     C = 32
     acts = F.extract_word_activations(model, ids, last, context_tokens=C, batch_size=3)
@@ -472,23 +473,23 @@ def test_progress_bar(tok, capsys):
 
 def test_device_resolution(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert F._resolve_device("auto").type == "cpu"
-    assert F._resolve_device(None).type == "cpu"
+    assert lm.resolve_device("auto").type == "cpu"
+    assert lm.resolve_device(None).type == "cpu"
     with pytest.raises(ConfigError, match="model.device.*CUDA"):
-        F._resolve_device("cuda")
+        lm.resolve_device("cuda")
     with pytest.raises(ConfigError, match="model.device"):
-        F._resolve_device("tpu-please")
+        lm.resolve_device("tpu-please")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert F._resolve_device("auto").type == "cuda"   # auto prefers CUDA when present
-    assert F._resolve_dtype("bfloat16", torch.device("cuda")) == torch.bfloat16
-    assert F._resolve_dtype("float16", torch.device("cuda")) == torch.float16
+    assert lm.resolve_device("auto").type == "cuda"   # auto prefers CUDA when present
+    assert lm.resolve_dtype("bfloat16", torch.device("cuda")) == torch.bfloat16
+    assert lm.resolve_dtype("float16", torch.device("cuda")) == torch.float16
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 def test_cuda_matches_cpu(cache_dir, tiny, dtype):
     cpu_model, tok = tiny
-    model, _ = F.load_model("tiny-gpt2", seed=0, device="auto", dtype=dtype)
+    model, _ = lm.load_model("tiny-gpt2", seed=0, device="auto", dtype=dtype)
     assert next(model.parameters()).device.type == "cuda"
     ids, last = _long_story(tok, 1500)
     assert ids.size > 1500  # beyond one 1024-token window
@@ -527,22 +528,22 @@ def test_bad_arguments(tok):
 def test_bad_model_name(cache_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ConfigError, match="model.name"):
-        F.load_model(str(tmp_path / "no" / "such" / "model"), device="cpu")
+        lm.load_model(str(tmp_path / "no" / "such" / "model"), device="cpu")
     with pytest.raises(ConfigError, match="model.name"):
-        F.load_model("./missing-model-dir", device="cpu")
+        lm.load_model("./missing-model-dir", device="cpu")
     with pytest.raises(ConfigError, match="model.name.*HF_HUB_OFFLINE"):
-        F.load_model("brainpred-test/definitely-not-a-model", device="cpu")
+        lm.load_model("brainpred-test/definitely-not-a-model", device="cpu")
     with pytest.raises(ConfigError, match="model.dtype"):
-        F.load_model("tiny-gpt2", device="cpu", dtype="float16")
+        lm.load_model("tiny-gpt2", device="cpu", dtype="float16")
     with pytest.raises(ConfigError, match="model.dtype"):
-        F.load_model("tiny-gpt2", device="cpu", dtype="float8")
+        lm.load_model("tiny-gpt2", device="cpu", dtype="float8")
 
 
 def test_local_model_dir(tmp_path, tiny):
     model, tok = tiny
     model.save_pretrained(tmp_path / "m")
     tok.save_pretrained(tmp_path / "m")
-    m2, t2 = F.load_model(str(tmp_path / "m"), device="cpu")
+    m2, t2 = lm.load_model(str(tmp_path / "m"), device="cpu")
     assert t2.is_fast and t2("Hello world")["input_ids"] == [15496, 995]
     for v1, v2 in zip(model.state_dict().values(), m2.state_dict().values()):
         assert torch.equal(v1, v2)

@@ -45,6 +45,7 @@ from brainpred.stages import mapping as stage_mapping  # noqa: E402
 from brainpred import continuations as C  # noqa: E402
 from brainpred import features as F  # noqa: E402
 from brainpred import finetune as ft  # noqa: E402
+from brainpred import lm  # noqa: E402
 from brainpred import provenance as prov  # noqa: E402
 from brainpred.errors import ConfigError  # noqa: E402
 from brainpred.features import load_features, save_features  # noqa: E402
@@ -69,7 +70,7 @@ _WORDS = ("the cat sat on a mat and looked at the old door while cold rain fell 
 
 @pytest.fixture(scope="module")
 def tiny():
-    return F.load_model("tiny-gpt2", seed=0, device="cpu")
+    return lm.load_model("tiny-gpt2", seed=0, device="cpu")
 
 
 def _text(n_words, seed=0):
@@ -124,41 +125,41 @@ def _same_params(a, b):
 
 def test_resolve_device_accepts_strings_and_torch_devices(monkeypatch):
     for dev in ("cpu", torch.device("cpu")):
-        got = F._resolve_device(dev)
+        got = lm.resolve_device(dev)
         assert isinstance(got, torch.device) and got.type == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert F._resolve_device("auto") == torch.device("cpu")
+    assert lm.resolve_device("auto") == torch.device("cpu")
     for dev in ("cuda", "cuda:0", torch.device("cuda")):
         with pytest.raises(ConfigError, match="CUDA is not available"):
-            F._resolve_device(dev)
+            lm.resolve_device(dev)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert F._resolve_device(None).type == "cuda"
-    assert F._resolve_device(torch.device("cuda:1")) == torch.device("cuda:1")
+    assert lm.resolve_device(None).type == "cuda"
+    assert lm.resolve_device(torch.device("cuda:1")) == torch.device("cuda:1")
 
 
 def test_resolve_dtype_names_and_torch_dtypes():
     cpu = torch.device("cpu")
     for dt in ("float32", torch.float32, "torch.float32"):
-        assert F._resolve_dtype(dt, cpu) is torch.float32
+        assert lm.resolve_dtype(dt, cpu) is torch.float32
     for dt in ("bfloat16", torch.bfloat16, "float16", torch.float16):
         with pytest.raises(ConfigError, match=r"model\.dtype: b?float16 is only supported on "
                                               r"GPU; use float32 on CPU"):
-            F._resolve_dtype(dt, cpu)
-        assert F._resolve_dtype(dt, torch.device("cuda")) is getattr(
+            lm.resolve_dtype(dt, cpu)
+        assert lm.resolve_dtype(dt, torch.device("cuda")) is getattr(
             torch, str(dt).replace("torch.", ""))
     with pytest.raises(ConfigError, match="model.dtype: 'float64' is not one of"):
-        F._resolve_dtype("float64", cpu)
+        lm.resolve_dtype("float64", cpu)
 
 
 def test_load_model_on_cpu_as_string_or_torch_device(tiny):
     ref, _ = tiny
     for dev in ("cpu", torch.device("cpu")):
-        model, _ = F.load_model("tiny-gpt2", seed=0, device=dev, dtype="float32")
+        model, _ = lm.load_model("tiny-gpt2", seed=0, device=dev, dtype="float32")
         assert {p.device.type for p in model.parameters()} == {"cpu"}
         assert {p.dtype for p in model.parameters()} == {torch.float32}
         assert not model.training and _same_params(model, ref)
     with pytest.raises(ConfigError, match="model.dtype: bfloat16 is only supported on GPU"):
-        F.load_model("tiny-gpt2", device="cpu", dtype="bfloat16")
+        lm.load_model("tiny-gpt2", device="cpu", dtype="bfloat16")
 
 
 def test_load_model_leaves_the_cuda_rng_untouched(monkeypatch):
@@ -167,16 +168,16 @@ def test_load_model_leaves_the_cuda_rng_untouched(monkeypatch):
     (``torch.cuda.manual_seed_all``), which that fork does not restore."""
     calls = []
     monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(seed))
-    F.load_model("tiny-gpt2", seed=5, device="cpu")
+    lm.load_model("tiny-gpt2", seed=5, device="cpu")
     assert not calls, f"torch.cuda.manual_seed_all({calls[0]}): the CUDA RNG was reseeded"
 
 
 def test_place_model_moves_to_the_device_and_sets_eval(tiny):
     model = copy.deepcopy(tiny[0]).train()
-    assert F._place_model(model, None) == torch.device("cpu") and not model.training
+    assert lm.place_model(model, None) == torch.device("cpu") and not model.training
     for dev in ("cpu", torch.device("cpu")):
         model.train()
-        assert F._place_model(model, dev) == torch.device("cpu") and not model.training
+        assert lm.place_model(model, dev) == torch.device("cpu") and not model.training
 
 
 def test_extract_word_activations_device_forms_are_identical(tiny, story_tokens):
@@ -367,8 +368,8 @@ def test_finetune_device_forms_are_identical(ft_seqs, tmp_path):
         runs[name] = ft.train("tiny-gpt2", ft_seqs, tmp_path / name, FT_CFG, device=dev,
                               progress=False)
     np.testing.assert_array_equal(_loss(tmp_path / "str"), _loss(tmp_path / "obj"))
-    a, _ = F.load_model(str(runs["str"][-1]), device="cpu")
-    b, _ = F.load_model(str(runs["obj"][-1]), device=torch.device("cpu"))
+    a, _ = lm.load_model(str(runs["str"][-1]), device="cpu")
+    b, _ = lm.load_model(str(runs["obj"][-1]), device=torch.device("cpu"))
     assert _same_params(a, b)
     state = torch.load(runs["str"][-1] / "training_state.pt", map_location="cpu",
                        weights_only=True)
@@ -527,7 +528,7 @@ def test_fit_rules_with_the_torch_backend_equal_numpy(fit_inputs):
 # ======================================================================= CUDA only (GPU runs)
 
 def _cuda_model(dtype="float32", device="cuda"):
-    model, tok = F.load_model("tiny-gpt2", seed=0, device=device, dtype=dtype)
+    model, tok = lm.load_model("tiny-gpt2", seed=0, device=device, dtype=dtype)
     assert next(model.parameters()).device.type == "cuda"
     assert next(model.parameters()).dtype == getattr(torch, dtype)
     return model, tok
@@ -551,7 +552,7 @@ def test_cuda_features_float32_match_cpu(tiny, story_tokens, mode):
         got = F.extract_word_activations(moved, ids, last, device=dev, **kw)
         assert next(moved.parameters()).device.type == "cuda"
         _assert_close_layers(ref, got, F32_REL)
-    back = F._place_model(moved, "cpu")
+    back = lm.place_model(moved, "cpu")
     assert back.type == "cpu" and next(moved.parameters()).device.type == "cpu"
 
 
@@ -575,7 +576,7 @@ def test_cuda_half_features_close_to_cpu_float32(tiny, story_tokens, dtype, rel_
 def test_cuda_load_model_leaves_the_cuda_rng_untouched():
     torch.cuda.init()
     before = torch.cuda.get_rng_state()
-    F.load_model("tiny-gpt2", seed=5, device="cuda")
+    lm.load_model("tiny-gpt2", seed=5, device="cuda")
     assert torch.equal(before, torch.cuda.get_rng_state())
 
 
@@ -671,7 +672,7 @@ def test_cuda_finetune_runs_and_resumes(ft_seqs, tmp_path):
              progress=False)
     resumed = ft.train("tiny-gpt2", ft_seqs, b, cfg, device="cuda", progress=False)
     np.testing.assert_allclose(_loss(b), loss, rtol=1e-4, atol=1e-5)
-    wa, _ = F.load_model(str(straight[-1]), device="cpu")
-    wb, _ = F.load_model(str(resumed[-1]), device="cpu")
+    wa, _ = lm.load_model(str(straight[-1]), device="cpu")
+    wb, _ = lm.load_model(str(resumed[-1]), device="cpu")
     for (ka, pa), (kb, pb) in zip(wa.named_parameters(), wb.named_parameters()):
         torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-5, msg=ka)

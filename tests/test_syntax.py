@@ -17,6 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 spacy = pytest.importorskip("spacy")
 
 from brainpred import features as F  # noqa: E402
+from brainpred import lm  # noqa: E402
 from brainpred import syntax as S  # noqa: E402
 from brainpred.errors import ConfigError, DataError  # noqa: E402
 from brainpred.synthetic import random_sentence as synthetic_sentence  # noqa: E402
@@ -73,7 +74,7 @@ def tiny(tmp_path_factory):
     old = os.environ.get("BRAINPRED_CACHE")
     os.environ["BRAINPRED_CACHE"] = str(tmp_path_factory.mktemp("brainpred-cache"))
     try:
-        yield F.load_model("tiny-gpt2", seed=0, device="cpu")
+        yield lm.load_model("tiny-gpt2", seed=0, device="cpu")
     finally:
         if old is None:
             os.environ.pop("BRAINPRED_CACHE", None)
@@ -541,7 +542,7 @@ def test_xsyn_hf_forward_and_batching_agree(tiny, nlp, story, monkeypatch, conte
     one = S.syntactic_activations(words, text, model, tok, nlp, classes, batch_size=1,
                                   progress=True, **kw)
     np.testing.assert_allclose(one, fast, atol=1e-5, rtol=0)
-    monkeypatch.setattr(F._FastGPT2, "supports", staticmethod(lambda m: False))
+    monkeypatch.setattr(lm.FastGPT2, "supports", staticmethod(lambda m: False))
     hf = S.syntactic_activations(words, text, model, tok, nlp, classes, batch_size=5, **kw)
     np.testing.assert_allclose(hf, fast, atol=1e-4, rtol=0)
     summary = S.futures_summary(S.syntactic_futures(tagged, words, text, classes, nlp,
@@ -604,7 +605,7 @@ def test_shared_context_equals_one_pass_per_future(tiny, nlp, story, monkeypatch
         raise AssertionError("the shared-context path ran")
 
     monkeypatch.setattr(S, "_shared_context_states", no_shared_pass)
-    monkeypatch.setattr(F._FastGPT2, "supports", staticmethod(lambda m: False))
+    monkeypatch.setattr(lm.FastGPT2, "supports", staticmethod(lambda m: False))
     hf = S.syntactic_activations(words, text, model, tok, nlp, classes, batch_size=8, **kw)
     np.testing.assert_allclose(hf, ref, atol=1e-4, rtol=0)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError
+from .lm import TINY_GPT2, TINY_GPT2_CONFIG
 
 __all__ = ["SCHEMA_PATH", "load_schema", "schema_defaults", "apply_defaults", "defaults",
            "filled", "check_config", "model_dims", "check_model_config", "check_plan_sizes",
@@ -418,10 +419,8 @@ def model_dims(name):
         ``model.name`` is a local path that does not exist or has no ``config.json``, or a hub id
         that is not cached while HF_HUB_OFFLINE is set.
     """
-    from .features import _TINY_CONFIG, TINY_GPT2
-
     if name == TINY_GPT2:
-        return int(_TINY_CONFIG["n_layer"]), int(_TINY_CONFIG["n_embd"])
+        return int(TINY_GPT2_CONFIG["n_layer"]), int(TINY_GPT2_CONFIG["n_embd"])
     path = Path(name).expanduser()
     looks_local = name.startswith((".", "/", "~")) or path.exists()
     cfg_file = None

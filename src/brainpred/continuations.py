@@ -5,7 +5,7 @@ concatenates the activations of the TRUE words ``n+d-width+1 .. n+d``. This cont
 the true future words (``n+1, n+2, ...``) by a continuation the model generates itself from the
 true past::
 
-    model, tokenizer = features.load_model("gpt2")
+    model, tokenizer = lm.load_model("gpt2")
     gen = generate_continuations(words, text, model, tokenizer, horizon=30, layers=[8])
     X = features.story_features(words, text, model, tokenizer)[8]         # true activations
     W = generated_windows(gen[0], X, distance=5)                            # (n_words, 7 * D)
@@ -45,8 +45,9 @@ exactly gives the true windows).
 
 Implementation
 --------------
-Plain GPT-2 models use an incremental decoder built on the model's own modules and weights
-(key/value cache; same function as HF's forward to float rounding): the keys and values of a
+Plain GPT-2 models use the incremental decoding of :class:`brainpred.lm.FastGPT2` (the
+model's own modules and weights, a key/value cache; same function as HF's forward to float
+rounding): the keys and values of a
 story's first ``context_tokens - max_new_tokens`` tokens are computed ONCE and shared by every
 word whose context fits in them (a causal model's states for a prefix do not depend on what
 follows); later words (truncated windows, all of the same length) get one batched prefix pass
@@ -63,8 +64,8 @@ from numbers import Integral, Real
 import numpy as np
 
 from .errors import ConfigError, DataError
-from .features import (_FastGPT2, _backbone, _check_last_token, _max_positions, _place_model,
-                       n_layers, word_token_index)
+from .features import check_last_token, word_token_index
+from .lm import FastGPT2, backbone, max_positions, n_layers, place_model
 
 __all__ = [
     "METHODS",
@@ -227,99 +228,6 @@ def _choose(logits, method, temperature, top_k, uniforms):
 # Decoders: prefix pass, then one token per step
 # --------------------------------------------------------------------------------------------
 
-class _GPT2Decoder:
-    """Incremental GPT-2 forward on the model's own modules (same function as HF's).
-
-    ``past``: per layer ``(K, V)`` of the context, shape ``(Bp, H, Tp, hd)`` with ``Bp`` 1 (one
-    story prefix shared by every row, each row using its first ``plen[b]`` columns) or ``B``;
-    ``gen``: per layer ``(K, V)`` buffers ``(B, H, max_new_tokens, hd)`` of the generated tokens
-    (the same number for every row).
-    """
-
-    def __init__(self, model):
-        self.f = _FastGPT2(model)
-        self.bb = self.f.backbone
-        self.head = model.get_output_embeddings()
-        self.H, self.hd = self.f.n_head, self.f.head_dim
-        self.d = self.H * self.hd
-
-    def logits(self, h_final):
-        return self.head(h_final)
-
-    def prefix(self, ids):
-        """ids (B, T) without padding -> (past, h_final (B, T, d) after ln_f)."""
-        import torch.nn.functional as Fn
-
-        f, bb, d = self.f, self.bb, self.d
-        B, T = ids.shape
-        h = bb.wte(ids) + bb.wpe.weight[:T]
-        past = []
-        for blk, scale in zip(f.blocks, f.scales):
-            q, k, v = blk.attn.c_attn(blk.ln_1(h)).split(d, dim=2)
-            q, k, v = f._split_heads(q), f._split_heads(k), f._split_heads(v)
-            a = Fn.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
-            h = h + blk.attn.c_proj(a.transpose(1, 2).reshape(B, T, d))
-            h = f._mlp(blk, h)
-            past.append((k, v))
-        return past, bb.ln_f(h)
-
-    def new_cache(self, B, n_gen, like):
-        import torch
-
-        shape = (B, self.H, n_gen, self.hd)
-        return [(torch.zeros(shape, dtype=like.dtype, device=like.device),
-                 torch.zeros(shape, dtype=like.dtype, device=like.device))
-                for _ in self.f.blocks]
-
-    def step(self, tok, plen, s, past, gen, keep):
-        """Feed generated token ``s`` (0-based) of every row.
-
-        tok (B,) long; plen (B,) long tensor: context length of each row (the token sits at
-        position ``plen + s``); keep: sorted layer indices to return.
-        Returns (states (len(keep), B, d), logits (B, V)).
-        """
-        import torch
-
-        f, bb, d = self.f, self.bb, self.d
-        B = tok.shape[0]
-        L = len(f.blocks)
-        out = []
-        if 0 in keep:
-            out.append(bb.wte(tok))  # layer 0: token embedding, no position embedding
-        h = (bb.wte(tok) + bb.wpe(plen + s))[:, None]  # (B, 1, d)
-        Tp = past[0][0].shape[2]
-        pmask = torch.arange(Tp, device=tok.device)[None, :] >= plen[:, None]  # (B, Tp) masked
-        pmask = pmask[:, None, None, :]
-        for i, (blk, scale) in enumerate(zip(f.blocks, f.scales)):
-            q, k, v = blk.attn.c_attn(blk.ln_1(h)).split(d, dim=2)
-            q = f._split_heads(q)                                   # (B, H, 1, hd)
-            kg, vg = gen[i]
-            kg[:, :, s] = f._split_heads(k)[:, :, 0]
-            vg[:, :, s] = f._split_heads(v)[:, :, 0]
-            kp, vp = past[i]
-            if kp.shape[0] == 1 and B > 1:  # shared prefix: the B queries as one sequence
-                sp = (q.transpose(0, 2) @ kp.transpose(-1, -2)).transpose(0, 2)
-            else:
-                sp = q @ kp.transpose(-1, -2)                       # (B, H, 1, Tp)
-            sg = q @ kg[:, :, :s + 1].transpose(-1, -2)             # (B, H, 1, s + 1)
-            sc = torch.cat([sp.masked_fill(pmask, float("-inf")), sg], dim=-1) * scale
-            w = torch.softmax(sc.float(), dim=-1).to(q.dtype)
-            wp, wg = w[..., :Tp], w[..., Tp:]
-            if kp.shape[0] == 1 and B > 1:
-                a = (wp.transpose(0, 2) @ vp).transpose(0, 2)
-            else:
-                a = wp @ vp
-            a = a + wg @ vg[:, :, :s + 1]                           # (B, H, 1, hd)
-            h = h + blk.attn.c_proj(a.transpose(1, 2).reshape(B, 1, d))
-            h = f._mlp(blk, h)
-            if i + 1 < L and (i + 1) in keep:
-                out.append(h[:, 0])
-        hf = bb.ln_f(h[:, 0])
-        if L in keep:
-            out.append(hf)
-        return torch.stack(out), self.head(hf)
-
-
 class _HFDecoder:
     """The model's own HuggingFace forward with a DynamicCache, left padding and a mask."""
 
@@ -327,7 +235,7 @@ class _HFDecoder:
         import inspect
 
         self.model = model
-        self.base = _backbone(model)
+        self.base = backbone(model)
         self.head = model.get_output_embeddings()
         self.emb = model.get_input_embeddings()
         params = inspect.signature(self.base.forward).parameters
@@ -381,7 +289,7 @@ def generate_from_tokens(model, tokenizer, input_ids, last_token, horizon, metho
     Parameters
     ----------
     model, tokenizer
-        Causal LM and its tokenizer (:func:`brainpred.features.load_model`).
+        Causal LM and its tokenizer (:func:`brainpred.lm.load_model`).
     input_ids : array-like of int, shape (n_tokens,)
         The whole story, tokenised once (:func:`brainpred.features.word_token_index`).
     last_token : array-like of int, shape (n_words,)
@@ -406,7 +314,7 @@ def generate_from_tokens(model, tokenizer, input_ids, last_token, horizon, metho
     C = context_tokens
     if not _is_int(C) or C < 1:
         raise ConfigError(f"features.context_tokens: must be an integer >= 1, got {C!r}.")
-    max_pos = _max_positions(model)
+    max_pos = max_positions(model)
     if max_pos is not None and C > max_pos:
         raise ConfigError(f"features.context_tokens: {C} exceeds the model's {max_pos} "
                           f"positions; set it to at most {max_pos}.")
@@ -418,8 +326,8 @@ def generate_from_tokens(model, tokenizer, input_ids, last_token, horizon, metho
     ids = np.asarray(input_ids, dtype=np.int64).reshape(-1)
     last = np.asarray(last_token, dtype=np.int64).reshape(-1)
     n_tok, n_words = ids.size, last.size
-    _check_last_token(last, n_tok)
-    dev = _place_model(model, device)
+    check_last_token(last, n_tok)
+    dev = place_model(model, device)
     L = n_layers(model)
     keep = _check_layers(layers, L)
     kept = sorted(set(keep))
@@ -435,7 +343,7 @@ def generate_from_tokens(model, tokenizer, input_ids, last_token, horizon, metho
     word_end = np.full((n_words, horizon), -1, dtype=np.int64)
     start = np.maximum(last + 1 - P, 0)  # context = ids[start : last + 1]
 
-    fast = backend == "auto" and _FastGPT2.supports(model)
+    fast = backend == "auto" and FastGPT2.supports(model)
     head = np.flatnonzero(last + 1 <= P)   # full past fits: share the story's prefix
     tail = np.flatnonzero(last + 1 > P)    # truncated windows, all of length P
     if fast:  # head and tail words never share a batch
@@ -453,10 +361,15 @@ def generate_from_tokens(model, tokenizer, input_ids, last_token, horizon, metho
     with torch.inference_mode():
         ids_dev = torch.as_tensor(ids, device=dev)
         if fast:
-            dec = _GPT2Decoder(model)
-            if head.size:
-                T0 = int(last[head].max()) + 1
-                story_past, story_final = dec.prefix(ids_dev[None, :T0])
+            dec = FastGPT2(model)
+            if head.size:  # one pass over the story's first tokens: its cache, and the final
+                # states (after ln_f) at every head word's last token
+                reads = np.unique(last[head])
+                T0 = int(reads[-1]) + 1
+                states, story_past = dec.states(ids_dev[None, :T0], None, reads[None],
+                                                np.ones((1, reads.size), dtype=bool),
+                                                return_cache=True)
+                story_final = states[-1]  # (reads.size, d)
         else:
             dec = _HFDecoder(model)
         for batch in batches:
@@ -465,13 +378,15 @@ def generate_from_tokens(model, tokenizer, input_ids, last_token, horizon, metho
                 if last[batch[0]] + 1 <= P:  # head batch (head and tail never mix)
                     past = story_past
                     plen = torch.as_tensor(last[batch] + 1, device=dev)
-                    logits = dec.logits(story_final[0, plen - 1])
+                    at = torch.as_tensor(np.searchsorted(reads, last[batch]), device=dev)
+                    logits = dec.logits(story_final[at])
                 else:
                     win = ids_dev[torch.as_tensor(start[batch], device=dev)[:, None]
                                   + torch.arange(P, device=dev)]
-                    past, final = dec.prefix(win)
+                    states, past = dec.states(win, None, np.full((B, 1), P - 1),
+                                              np.ones((B, 1), dtype=bool), return_cache=True)
                     plen = torch.full((B,), P, dtype=torch.long, device=dev)
-                    logits = dec.logits(final[:, -1])
+                    logits = dec.logits(states[-1])
                 gen = dec.new_cache(B, M, past[0][0])
             else:
                 logits = dec.start([ids[start[w]:last[w] + 1] for w in batch], dev)
@@ -546,7 +461,7 @@ def generate_continuations(words, text, model, tokenizer, horizon, method="greed
     text : str
         The text the model reads.
     model, tokenizer
-        From :func:`brainpred.features.load_model`.
+        From :func:`brainpred.lm.load_model`.
     horizon : int
         Number of generated words per word (``controls.generated.horizon``; at least the
         largest forecast distance used with :func:`generated_windows`).

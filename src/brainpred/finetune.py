@@ -929,7 +929,7 @@ def train(model_name, corpus_sequences, out_dir, cfg, model_seed=0, device="auto
     """
     import torch
 
-    from .features import load_model
+    from .lm import load_model
 
     cfg = validate_config(cfg)
     out_dir = Path(out_dir)

@@ -162,6 +162,7 @@ import pandas as pd
 
 from . import features
 from .errors import ConfigError, DataError
+from .lm import FastGPT2, max_positions, n_layers, states_forward
 
 __all__ = [
     "DEFAULT_SPACY_MODEL",
@@ -1076,9 +1077,8 @@ def _future_states(model, seqs, n_words, n_futures, batch_size=8, progress=False
     dev = next(model.parameters()).device
     model.eval()
     dim = int(model.get_input_embeddings().embedding_dim)
-    L = features.n_layers(model)
-    forward = (features._FastGPT2(model) if features._FastGPT2.supports(model)
-               else (lambda *a: features._hf_states(model, *a)))
+    L = n_layers(model)
+    forward = states_forward(model)
     order = sorted(range(len(seqs)), key=lambda i: -seqs[i][0].size)  # stable
     B = int(batch_size)
     if B < 1:
@@ -1133,123 +1133,6 @@ def _shared_units(spans, per_span):
     return units
 
 
-class _SharedContextGPT2:
-    """GPT-2 forward in two steps: a shared context prefix once, then continuations of it.
-
-    :meth:`prefix` runs the prefixes (right padding) and returns every layer's keys and values;
-    :meth:`continuations` runs each continuation with position ids ``prefix length + offset``,
-    its attention reading the cached keys / values of its own prefix and its own tokens up to
-    itself, and returns the states at the read positions. It is the same function as
-    :class:`brainpred.features._FastGPT2` over ``prefix + continuation`` (same weights and
-    operations: fused attention, tanh GELU, last block computed only at the read positions,
-    layer 0 = token embedding without position embedding, last layer after ``ln_f``), up to
-    float rounding.
-    """
-
-    def __init__(self, model):
-        self.fast = features._FastGPT2(model)
-        self.bb = self.fast.backbone
-        self.d = self.fast.n_head * self.fast.head_dim
-
-    def _split(self, x):
-        return self.fast._split_heads(x)
-
-    def prefix(self, ids, lengths):
-        """Keys and values of every layer: list of L ``(k, v)``, each ``(G, heads, P, hd)``.
-
-        ids : (G, P) long tensor, right-padded; lengths : list of G ints, each >= 1 (so no
-        query row is fully masked). Keys / values at padded positions are finite and must be
-        masked by the caller.
-        """
-        import torch
-        import torch.nn.functional as Fn
-
-        f, bb, d = self.fast, self.bb, self.d
-        G, T = ids.shape
-        h = bb.wte(ids) + bb.wpe.weight[:T]
-        mask = None
-        if min(lengths) < T:
-            ar = torch.arange(T, device=ids.device)
-            valid = ar[None, :] < torch.as_tensor(lengths, device=ids.device)[:, None]
-            mask = ((ar[None, :] <= ar[:, None])[None] & valid[:, None, :])[:, None]
-        cache = []
-        for blk, scale in zip(f.blocks[:-1], f.scales[:-1]):
-            q, k, v = blk.attn.c_attn(blk.ln_1(h)).split(d, dim=2)
-            k, v = self._split(k), self._split(v)
-            cache.append((k, v))
-            a = Fn.scaled_dot_product_attention(self._split(q), k, v, attn_mask=mask,
-                                                is_causal=mask is None, scale=scale)
-            h = h + blk.attn.c_proj(a.transpose(1, 2).reshape(G, T, d))
-            h = f._mlp(blk, h)
-        blk = f.blocks[-1]  # last block: only its keys and values are needed
-        w, b = blk.attn.c_attn.weight, blk.attn.c_attn.bias
-        x = blk.ln_1(h)
-        kv = torch.addmm(b[d:], x.reshape(G * T, d), w[:, d:]).view(G, T, 2 * d)
-        k, v = kv.split(d, dim=2)
-        cache.append((self._split(k), self._split(v)))
-        return cache
-
-    def continuations(self, cache, rows, plen, ids, qpos, qvalid):
-        """States at the read positions of continuations of cached prefixes.
-
-        cache : from :meth:`prefix` (``P`` may be 0); rows : (n,) long tensor, the cache row of
-        each continuation; plen : (n,) long tensor, its prefix length (cached positions
-        ``>= plen`` are masked; 0 = no prefix); ids : (n, S) long tensor, right-padded;
-        qpos : (n, Q) ndarray of read offsets in the continuation (padded by repeating a valid
-        one); qvalid : (n, Q) bool ndarray. Returns (L + 1, n_valid, dim), rows in
-        (continuation, read) order.
-        """
-        import torch
-        import torch.nn.functional as Fn
-
-        f, bb, d = self.fast, self.bb, self.d
-        n, S = ids.shape
-        dev = ids.device
-        qpos, qvalid = (torch.as_tensor(a, device=dev) for a in (qpos, qvalid))
-        P = cache[0][0].shape[2]
-        rr = torch.arange(n, device=dev)[:, None].expand_as(qpos)
-        rr, cc = rr[qvalid], qpos[qvalid]
-        out = [bb.wte(ids[rr, cc])]  # layer 0: token embedding, no position embedding
-        ar = torch.arange(S, device=dev)
-        # positions continue after the prefix; padding (never read) may run past the last one
-        pos = (plen[:, None] + ar[None, :]).clamp_(max=bb.wpe.weight.shape[0] - 1)
-        h = bb.wte(ids) + bb.wpe.weight[pos]
-        in_prefix = torch.arange(P, device=dev)[None, :] < plen[:, None]  # (n, P)
-        mask = torch.cat([in_prefix[:, None, :].expand(n, S, P),
-                          (ar[None, :] <= ar[:, None])[None].expand(n, S, S)], dim=2)[:, None]
-
-        def keys_values(layer, k, v):
-            pk, pv = cache[layer]
-            return (torch.cat([pk.index_select(0, rows), self._split(k)], dim=2),
-                    torch.cat([pv.index_select(0, rows), self._split(v)], dim=2))
-
-        for i, (blk, scale) in enumerate(zip(f.blocks[:-1], f.scales[:-1])):
-            q, k, v = blk.attn.c_attn(blk.ln_1(h)).split(d, dim=2)
-            k, v = keys_values(i, k, v)
-            a = Fn.scaled_dot_product_attention(self._split(q), k, v, attn_mask=mask,
-                                                scale=scale)
-            h = h + blk.attn.c_proj(a.transpose(1, 2).reshape(n, S, d))
-            h = f._mlp(blk, h)
-            out.append(h[rr, cc])
-        # last block: keys/values for every token, everything else at the read positions only
-        blk, scale = f.blocks[-1], f.scales[-1]
-        x = blk.ln_1(h)
-        w, b = blk.attn.c_attn.weight, blk.attn.c_attn.bias
-        kv = torch.addmm(b[d:], x.reshape(n * S, d), w[:, d:]).view(n, S, 2 * d)
-        k, v = keys_values(len(f.blocks) - 1, *kv.split(d, dim=2))
-        Q = qpos.shape[1]
-        bidx = torch.arange(n, device=dev)[:, None]
-        hq = h[bidx, qpos]  # (n, Q, d)
-        q = torch.addmm(b[:d], x[bidx, qpos].reshape(n * Q, d), w[:, :d]).view(n, Q, d)
-        qmask = torch.cat([in_prefix[:, None, :].expand(n, Q, P),
-                           ar[None, None, :] <= qpos[:, :, None]], dim=2)[:, None]
-        a = Fn.scaled_dot_product_attention(self._split(q), k, v, attn_mask=qmask, scale=scale)
-        hq = hq + blk.attn.c_proj(a.transpose(1, 2).reshape(n, Q, d))
-        hq = f._mlp(blk, hq)
-        out.append(bb.ln_f(hq[qvalid]))  # HF convention: last layer after the final norm
-        return torch.stack(out)
-
-
 def _shared_context_states(model, units, n_words, n_futures, context_tokens, batch_size=8,
                            progress=False):
     """:func:`_future_states` computed from shared prefixes (GPT-2 only): (L + 1, n_words, dim).
@@ -1268,12 +1151,11 @@ def _shared_context_states(model, units, n_words, n_futures, context_tokens, bat
     dev = next(model.parameters()).device
     model.eval()
     dim = int(model.get_input_embeddings().embedding_dim)
-    L = features.n_layers(model)
+    L = n_layers(model)
     B = int(batch_size)
     if B < 1:
         raise ConfigError(f"features.batch_size: must be >= 1, got {batch_size}.")
-    fwd = _SharedContextGPT2(model)
-    heads, hd = fwd.fast.n_head, fwd.fast.head_dim
+    fwd = FastGPT2(model)
     order = sorted(range(len(units)), key=lambda u: -units[u][0].size)  # stable
     budget = B * int(context_tokens)
     n_seq = sum(len(futs) for _, futs in units)
@@ -1292,25 +1174,25 @@ def _shared_context_states(model, units, n_words, n_futures, context_tokens, bat
                 for r, j in enumerate(with_prefix):
                     ids[r, :lengths[r]] = torch.from_numpy(chunk[j][0])
                 cache = fwd.prefix(ids.to(dev), lengths)
-            else:  # no unit has a prefix: an empty cache
-                dtype = fwd.bb.wte.weight.dtype
-                empty = torch.zeros((1, heads, 0, hd), dtype=dtype, device=dev)
-                cache = [(empty, empty)] * L
+                P = max(lengths)
+            else:  # no unit has a prefix: plain passes over the continuations
+                cache, P = None, 0
             row = {j: r for r, j in enumerate(with_prefix)}
-            P = int(cache[0][0].shape[2])
             futs = [(row.get(j, 0), pre.size, suf, reads, words)
                     for j, (pre, fs) in enumerate(chunk) for suf, reads, words in fs]
             S_max = max(f[2].size for f in futs)
             per_pass = max(max(len(fs) for _, fs in chunk), budget // (P + S_max))
             for k0 in range(0, len(futs), per_pass):
                 part = futs[k0:k0 + per_pass]
-                ids = torch.zeros((len(part), max(f[2].size for f in part)), dtype=torch.long)
+                lengths = [f[2].size for f in part]
+                ids = torch.zeros((len(part), max(lengths)), dtype=torch.long)
                 for j, f in enumerate(part):
                     ids[j, :f[2].size] = torch.from_numpy(f[2])
                 qpos, qvalid = features.read_positions([f[3] for f in part])
                 rows = torch.as_tensor([f[0] for f in part], dtype=torch.long, device=dev)
                 plen = torch.as_tensor([f[1] for f in part], dtype=torch.long, device=dev)
-                vals = fwd.continuations(cache, rows, plen, ids.to(dev), qpos, qvalid)
+                vals = fwd.states(ids.to(dev), lengths, qpos, qvalid, past=cache, rows=rows,
+                                  plen=plen)
                 dest = torch.as_tensor(np.concatenate([f[4] for f in part]), device=dev)
                 acc.index_add_(1, dest, vals.float())
                 if bar is not None:
@@ -1366,7 +1248,7 @@ def syntactic_activations(words, text, model, tokenizer, nlp, classes=None, n_fu
         Word table (``char_start``, ``char_end``).
     text : str
     model, tokenizer
-        From :func:`brainpred.features.load_model` (causal LM, fast tokenizer).
+        From :func:`brainpred.lm.load_model` (causal LM, fast tokenizer).
     nlp : spacy.language.Language
         From :func:`load_spacy`.
     classes : WordClasses, optional
@@ -1409,7 +1291,7 @@ def syntactic_activations(words, text, model, tokenizer, nlp, classes=None, n_fu
     C = int(context_tokens)
     if C < 1:
         raise ConfigError(f"features.context_tokens: must be >= 1, got {context_tokens}.")
-    max_pos = features._max_positions(model)
+    max_pos = max_positions(model)
     if max_pos is not None and C > max_pos:
         raise ConfigError(f"features.context_tokens: {C} exceeds the model's {max_pos} "
                           f"positions; set it to at most {max_pos}.")
@@ -1431,7 +1313,7 @@ def syntactic_activations(words, text, model, tokenizer, nlp, classes=None, n_fu
     if story:
         X_syn = _story_states(model, tokenizer, spans, text, n_futures, C, int(batch_size),
                               mode, int(min_context), progress)
-    elif reuse_context and features._FastGPT2.supports(model):
+    elif reuse_context and FastGPT2.supports(model):
         units = _shared_units(spans, _span_sequences(spans, text, tokenizer, C))
         X_syn = _shared_context_states(model, units, len(words), int(n_futures), C,
                                        batch_size, progress)
