@@ -122,6 +122,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from brainpred import features as F
+from brainpred import lm
 from brainpred import mapping
 
 torch.manual_seed(0)
@@ -159,12 +160,12 @@ def timed(fn):
 
 bounds = {"float32": 2e-4, "bfloat16": 3e-2, "float16": 5e-3}
 # tiny-gpt2 (12 x 64), exact, 128-token windows
-cpu, tok = F.load_model("tiny-gpt2", seed=0, device="cpu")
+cpu, tok = lm.load_model("tiny-gpt2", seed=0, device="cpu")
 ids, last = story(tok, 600)
 kw = dict(context_tokens=128, batch_size=32)
 ref = F.extract_word_activations(cpu, ids, last, **kw)
 for dtype in bounds:
-    gpu, _ = F.load_model("tiny-gpt2", seed=0, device="cuda", dtype=dtype)
+    gpu, _ = lm.load_model("tiny-gpt2", seed=0, device="cuda", dtype=dtype)
     compare(f"tiny-gpt2 exact cuda {dtype} vs cpu float32", ref,
             F.extract_word_activations(gpu, ids, last, **kw), bounds[dtype])
 

@@ -14,7 +14,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from brainpred import features as F  # noqa: E402
+from brainpred import lm  # noqa: E402
 from brainpred import finetune as ft  # noqa: E402
 from brainpred.errors import ConfigError, DataError  # noqa: E402
 
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread", "cache_dir")
 
 @pytest.fixture(scope="module")
 def tok(cache_dir):
-    return F.gpt2_tokenizer()
+    return lm.gpt2_tokenizer()
 
 
 def _grammar_text(n_sentences, seed):
@@ -160,7 +160,7 @@ def test_training_reduces_both_losses(seqs, tmp_path):
 
 
 def test_frozen_target_and_frozen_blocks(seqs):
-    model, _ = F.load_model("tiny-gpt2", seed=1, device="cpu")
+    model, _ = lm.load_model("tiny-gpt2", seed=1, device="cpu")
     start = {k: v.detach().clone() for k, v in model.state_dict().items()}
     tuner = ft.FineTuner(model, _cfg(lr=1e-3))
     assert tuner.target is not tuner.model and not tuner.target.training
@@ -187,7 +187,7 @@ def test_frozen_target_and_frozen_blocks(seqs):
 
 
 def test_alpha_zero_is_next_word_only(seqs):
-    model, _ = F.load_model("tiny-gpt2", seed=0, device="cpu")
+    model, _ = lm.load_model("tiny-gpt2", seed=0, device="cpu")
     tuner = ft.FineTuner(model, _cfg(alpha=0.0))
     head0 = {k: v.clone() for k, v in tuner.head.state_dict().items()}
     rows = [tuner.train_step(seqs[i:i + 2]) for i in (0, 2)]
@@ -240,7 +240,7 @@ def test_resume_equals_straight_run(seqs, tmp_path):
         ft.train("tiny-gpt2", seqs, b, {**cfg, "lr": 1e-4, "steps": 8}, device="cpu",
                  progress=False)
     # checkpoints load as local models
-    model, tokenizer = F.load_model(str(resumed[-1]), device="cpu")
+    model, tokenizer = lm.load_model(str(resumed[-1]), device="cpu")
     torch.testing.assert_close(model.transformer.h[11].mlp.c_fc.weight,
                                wb["transformer.h.11.mlp.c_fc.weight"], rtol=0, atol=0)
     assert tokenizer.eos_token_id == 50256
@@ -299,7 +299,7 @@ def test_bad_config_values_name_the_key(key, value):
     ("train_layers", [8, 13]), ("target_layer", 13), ("context", 2048),
 ])
 def test_config_checked_against_the_model(key, value):
-    model, _ = F.load_model("tiny-gpt2", seed=0, device="cpu")
+    model, _ = lm.load_model("tiny-gpt2", seed=0, device="cpu")
     with pytest.raises(ConfigError, match=rf"finetune\.{key}"):
         ft.FineTuner(model, _cfg(**{key: value}))
 

@@ -205,7 +205,7 @@ def test_continuations_cache_of_another_story_is_refused(stories, tmp_path):
 
 
 def test_finetune_features_record_the_checkpoint(stories, tmp_path):
-    from brainpred.features import load_model
+    from brainpred.lm import load_model
 
     model, tokenizer = load_model("tiny-gpt2", seed=0, device="cpu")
     ckpt = tmp_path / "checkpoint-3"

@@ -96,7 +96,7 @@ def test_model_load_errors_say_what_to_do(tmp_path, monkeypatch):
     import json
 
     from brainpred.errors import ConfigError
-    from brainpred.features import load_model
+    from brainpred.lm import load_model
 
     folder = tmp_path / "my_model"
     folder.mkdir()

@@ -25,7 +25,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from brainpred import design, features, mapping  # noqa: E402
+from brainpred import design, features, lm, mapping  # noqa: E402
 from brainpred import noise_ceiling as nc  # noqa: E402
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "sensitivity.md"
@@ -265,7 +265,7 @@ _TINY = {}
 
 def _tiny():
     if not _TINY:
-        _TINY["model"], _TINY["tok"] = features.load_model("tiny-gpt2", seed=0, device="cpu")
+        _TINY["model"], _TINY["tok"] = lm.load_model("tiny-gpt2", seed=0, device="cpu")
     return _TINY["model"], _TINY["tok"]
 
 

@@ -190,13 +190,13 @@ def test_generator_activations_equal_the_pipeline_features(tmp_path, cache_dir, 
     """Two independent implementations agree: the generator's plain HuggingFace pass (one
     window per word, its own tokeniser, model construction and word spans) and the pipeline's
     fast extraction on the files it reads (its own spans, read at each word's last letter)."""
-    from brainpred import features
+    from brainpred import features, lm
 
     cfg = _tiny_config(n_stories=1, n_subjects=2)
     _, stories = synthetic._write_text_files(tmp_path, synthetic._settings(cfg),
                                              np.random.default_rng(3))
     story = stories["lighthouse"]
-    model, tokenizer = features.load_model("tiny-gpt2", seed=0, device="cpu")
+    model, tokenizer = lm.load_model("tiny-gpt2", seed=0, device="cpu")
     gen_model, encode = synthetic._language_model("tiny-gpt2", 0)
     words, text = narratives.story_words(tmp_path, "lighthouse")
     assert text == story["text"] and words["word"].tolist() == story["words"]["word"].tolist()

@@ -4,9 +4,9 @@ The paper fine-tunes GPT-2 with next-word prediction plus a contrastive loss tha
 to predict, from its last layer at token ``t``, the **frozen pretrained** model's layer-8 state
 at token ``t + 8``; at a loss mix of 0.5 the fine-tuned model maps better onto frontoparietal
 cortex. This module trains such models and writes checkpoints that
-:func:`brainpred.features.load_model` loads as local models::
+:func:`brainpred.lm.load_model` loads as local models::
 
-    model, tok = features.load_model("gpt2")            # only for the tokenizer here
+    model, tok = lm.load_model("gpt2")            # only for the tokenizer here
     seqs = load_corpus(["corpus/*.txt"], tok, context=256, seed=0)
     dirs = train("gpt2", seqs, "results/finetune/alpha-0.5", config["finetune"])
 
@@ -896,7 +896,7 @@ def train(model_name, corpus_sequences, out_dir, cfg, model_seed=0, device="auto
     Parameters
     ----------
     model_name : str
-        Passed to :func:`brainpred.features.load_model` (``"gpt2"``, a local directory, or
+        Passed to :func:`brainpred.lm.load_model` (``"gpt2"``, a local directory, or
         ``"tiny-gpt2"`` offline).
     corpus_sequences : ndarray of int, shape (n_sequences, context)
         From :func:`load_corpus`. Step ``s`` reads sequences ``(s-1)*B .. s*B-1`` of a stream
@@ -917,7 +917,7 @@ def train(model_name, corpus_sequences, out_dir, cfg, model_seed=0, device="auto
     list of Path
         The checkpoint directories ``out_dir/step-NNNNNN`` of ``cfg["checkpoints"]`` and of the
         last step, in step order. Each holds the model and tokenizer (``save_pretrained``;
-        :func:`brainpred.features.load_model` loads it) and ``training_state.pt`` (head,
+        :func:`brainpred.lm.load_model` loads it) and ``training_state.pt`` (head,
         optimizer, queue, mixer, RNG states, step = data position, loss rows, configuration).
 
     Notes

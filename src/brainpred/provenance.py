@@ -33,7 +33,7 @@ import numpy as np
 from . import __version__, io
 from .config import RUNTIME_KEYS, defaults, filled
 from .errors import DataError
-from .features import TINY_GPT2
+from .lm import TINY_GPT2
 
 __all__ = [
     "KEY",

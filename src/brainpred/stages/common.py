@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import features, io, mapping, regions, synthetic
+from .. import features, io, lm, mapping, regions, synthetic
 from .. import provenance as prov
 from ..conditions import Block, Condition
 from ..errors import DataError
@@ -38,7 +38,7 @@ def load_language_model(model_cfg, name=None):
     -------
     model, tokenizer
     """
-    return features.load_model(name or model_cfg["name"], seed=model_cfg["seed"],
+    return lm.load_model(name or model_cfg["name"], seed=model_cfg["seed"],
                                device=model_cfg["device"], dtype=model_cfg["dtype"])
 
 
