@@ -1,5 +1,7 @@
 """Exceptions a user can cause, with messages that name the file or key and the fix."""
 
+__all__ = ["BrainpredError", "DataError", "ConfigError"]
+
 
 class BrainpredError(Exception):
     """Base class of the errors brainpred raises for bad input or configuration."""

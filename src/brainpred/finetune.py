@@ -74,6 +74,7 @@ import pandas as pd
 from .config import defaults
 from .errors import ConfigError, DataError
 from .io import atomic_write, read_tsv
+from .lm import load_model
 
 __all__ = [
     "TRAIN_KEYS",
@@ -928,8 +929,6 @@ def train(model_name, corpus_sequences, out_dir, cfg, model_seed=0, device="auto
     step is saved returns at once. Deterministic on CPU for a given seed.
     """
     import torch
-
-    from .lm import load_model
 
     cfg = validate_config(cfg)
     out_dir = Path(out_dir)

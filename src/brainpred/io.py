@@ -20,6 +20,10 @@ import pandas as pd
 
 from .errors import DataError
 
+__all__ = ["atomic_path", "atomic_write", "save_npz", "load_npz", "write_tsv", "read_tsv",
+           "read_json", "write_json", "read_yaml", "write_label_gifti", "write_func_gifti",
+           "write_surface_maps"]
+
 
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT,
                  errno.EFBIG}

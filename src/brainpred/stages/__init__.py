@@ -6,3 +6,6 @@ Each ``make_*`` function reads the inputs of one rule, calls the pure science mo
 rule's outputs atomically. :mod:`.common` holds the checked readers they share. The rules call
 these functions through the thin ``workflow/scripts``; nothing in the package imports a stage.
 """
+
+__all__ = ["analyses", "bold", "common", "dataset", "features", "mapping", "noiseceiling",
+           "report", "stats"]
