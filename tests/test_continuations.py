@@ -19,7 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from brainpred import continuations as C  # noqa: E402
 from brainpred import features as F  # noqa: E402
 from brainpred import lm  # noqa: E402
-from brainpred.design import forecast_windows  # noqa: E402
+from brainpred.design import forecast_windows, generated_windows  # noqa: E402
 from brainpred.errors import ConfigError  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -277,10 +277,10 @@ def test_generated_windows_equal_forecast_windows_for_a_perfect_model(d):
         for j in range(1, horizon + 1):
             if n + j < n_words:
                 G[n, j - 1] = X[n + j]
-    np.testing.assert_array_equal(C.generated_windows(G, X, d), forecast_windows(X, d, 7))
+    np.testing.assert_array_equal(generated_windows(G, X, d), forecast_windows(X, d, 7))
     # j <= 0 blocks come from X, j >= 1 blocks from the continuation (even at the story end)
     R = rng.standard_normal(G.shape).astype(np.float32)
-    W, T = C.generated_windows(R, X, d), forecast_windows(X, d, 7)
+    W, T = generated_windows(R, X, d), forecast_windows(X, d, 7)
     for k in range(7):
         j, cols = d - 6 + k, slice(3 * k, 3 * k + 3)
         if j <= 0:
@@ -304,6 +304,6 @@ def test_errors(tiny):
     with pytest.raises(ConfigError, match="controls.generated.horizon"):
         C.generate_continuations(words, text, model, tok, 0)
     with pytest.raises(ConfigError, match="controls.generated.horizon"):
-        C.generated_windows(np.zeros((5, 8, 2)), np.zeros((5, 2)), 9)
+        generated_windows(np.zeros((5, 8, 2)), np.zeros((5, 2)), 9)
     with pytest.raises(ValueError):
-        C.generated_windows(np.zeros((5, 8, 2)), np.zeros((4, 2)), 1)
+        generated_windows(np.zeros((5, 8, 2)), np.zeros((4, 2)), 1)

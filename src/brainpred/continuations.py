@@ -8,7 +8,7 @@ true past::
     model, tokenizer = lm.load_model("gpt2")
     gen = generate_continuations(words, text, model, tokenizer, horizon=30, layers=[8])
     X = features.story_features(words, text, model, tokenizer)[8]         # true activations
-    W = generated_windows(gen[0], X, distance=5)                            # (n_words, 7 * D)
+    W = design.generated_windows(gen[0], X, distance=5)                     # (n_words, 7 * D)
 
 Definition
 ----------
@@ -38,7 +38,7 @@ For every word ``n`` of a story (last BPE token ``t_n``, see
    ``hidden_states[1:]``, the last one after the final layer norm: exactly as in
    :mod:`brainpred.features`).
 
-:func:`generated_windows` then builds ``W_d`` with the TRUE activations at window positions
+:func:`brainpred.design.generated_windows` then builds ``W_d`` with the TRUE activations at window positions
 ``j <= 0`` (relative to word ``n``) and the generated ones at ``j >= 1``, in the column layout
 of :func:`brainpred.design.forecast_windows` (so that a model predicting the true future
 exactly gives the true windows).
@@ -72,7 +72,6 @@ __all__ = [
     "default_max_new_tokens",
     "generate_continuations",
     "generate_from_tokens",
-    "generated_windows",
 ]
 
 log = logging.getLogger(__name__)
@@ -464,7 +463,7 @@ def generate_continuations(words, text, model, tokenizer, horizon, method="greed
         From :func:`brainpred.lm.load_model`.
     horizon : int
         Number of generated words per word (``controls.generated.horizon``; at least the
-        largest forecast distance used with :func:`generated_windows`).
+        largest forecast distance used with :func:`brainpred.design.generated_windows`).
     method : {"greedy", "sample"}
         ``"greedy"``: argmax at every step. ``"sample"``: softmax of ``logits / temperature``
         (restricted to the ``top_k`` largest logits when ``top_k > 0``), inverse-CDF draw with
@@ -538,62 +537,3 @@ def generate_continuations(words, text, model, tokenizer, horizon, method="greed
 # --------------------------------------------------------------------------------------------
 # Windows
 # --------------------------------------------------------------------------------------------
-
-def generated_windows(generated, X, distance, width=7):
-    """Forecast windows whose future words are the model's own continuation.
-
-    Parameters
-    ----------
-    generated : array of shape (n_words, horizon, D)
-        Activations of the generated words for ONE layer (``generate_continuations(...)[i]``):
-        ``generated[n, j - 1]`` = ``j``-th word generated after word ``n``.
-    X : array of shape (n_words, D)
-        TRUE activations of the story's words, same layer.
-    distance : int
-        ``d``: the window covers positions ``j = d - width + 1 .. d`` relative to word ``n``.
-        Must not exceed ``horizon``.
-    width : int
-        Words per window (7 in the paper).
-
-    Returns
-    -------
-    windows : float32 array of shape (n_words, width * D)
-        Block ``k`` (columns ``k*D:(k+1)*D``) holds position ``j = d - width + 1 + k`` (oldest
-        first, as :func:`brainpred.design.forecast_windows`): ``X[n + j]`` for ``j <= 0`` (zeros
-        before the story start), ``generated[n, j - 1]`` for ``j >= 1`` (a continuation exists
-        after every word, including the story's last ones). With ``generated[n, j - 1] =
-        X[n + j]`` (zeros past the end) this equals ``forecast_windows(X, d, width)``.
-
-    Raises
-    ------
-    ConfigError
-        ``d > horizon`` (key ``controls.generated.horizon``) or ``width < 1``.
-    ValueError
-        Shapes of ``generated`` and ``X`` that do not match.
-    """
-    G = np.asarray(generated)
-    X = np.asarray(X)
-    if X.ndim == 1:
-        X = X[:, None]
-    if G.ndim != 3 or X.ndim != 2 or G.shape[0] != X.shape[0] or G.shape[2] != X.shape[1]:
-        raise ValueError(f"generated of shape {G.shape} and X of shape {X.shape} do not match "
-                         "(expected (n_words, horizon, D) and (n_words, D)).")
-    n_words, horizon, dim = G.shape
-    width, d = int(width), int(distance)
-    if width < 1:
-        raise ConfigError(f"forecast window width must be >= 1, got {width}.")
-    if d > horizon:
-        raise ConfigError(f"controls.generated.horizon: distance d = {d} needs {d} generated "
-                          f"words but the continuations have horizon = {horizon}; generate "
-                          f"them with horizon >= {d} (the largest forecast distance).")
-    out = np.zeros((n_words, width * dim), dtype=np.float32)
-    for k in range(width):
-        j = d - width + 1 + k
-        cols = slice(k * dim, (k + 1) * dim)
-        if j >= 1:
-            out[:, cols] = G[:, j - 1]
-        else:
-            lo = -j  # rows n >= -j have word n + j inside the story
-            if lo < n_words:
-                out[lo:, cols] = X[:n_words - lo]
-    return out
