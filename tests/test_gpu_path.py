@@ -33,6 +33,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+import factories
 from factories import config
 import torch
 
@@ -46,9 +47,8 @@ from brainpred import continuations as C  # noqa: E402
 from brainpred import features as F  # noqa: E402
 from brainpred import finetune as ft  # noqa: E402
 from brainpred import lm  # noqa: E402
-from brainpred import provenance as prov  # noqa: E402
 from brainpred.errors import ConfigError  # noqa: E402
-from brainpred.features import load_features, save_features  # noqa: E402
+from brainpred.features import load_features  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread", "cache_dir")
 
@@ -463,34 +463,13 @@ def test_backend_restored_after_an_error():
     assert get_backend().__name__.endswith("numpy")
 
 
-FIT_CONFIG = {k: v for k, v in config(
-    forecast={"distances": [0, 4], "width": 2},
-    features={"layer": 1, "tr_offset": 1, "tr_method": "sum"},
-    mapping={"n_components": 3, "delays": [0, 1], "n_folds": 3, "n_inner_folds": 3,
-             "alphas": {"start": -1, "stop": 3, "num": 5}}).items() if k != "model"}
+FIT_CONFIG = factories.fit_config()
 
 
 @pytest.fixture(scope="module")
 def fit_inputs(tmp_path_factory):
     """A 60-word story's features cache, two subjects' BOLD caches and the run table."""
-    tmp = tmp_path_factory.mktemp("fits")
-    rng = np.random.default_rng(3)
-    acts = rng.standard_normal((3, 60, 6)).astype(np.float32)
-    words = pd.DataFrame({"word": [f"w{i}" for i in range(60)],
-                          "start": 1.0 + 1.2 * np.arange(60)})
-    save_features(tmp / "a.npz", acts, words, {"name": "test"},
-                  provenance=prov.record("features", story="a", model="test",
-                                         model_revision="r1", model_settings={"name": "test"}))
-    rows, bold = [], {}
-    for sub in ("sub-001", "sub-002"):
-        base = f"{sub}_task-a"
-        rows.append({"subject": sub, "task": "a", "story": "a", "run": "", "basename": base,
-                     "audio_onset": 0.0, "tr": 1.5, "n_trs": 60, "kept": True})
-        bold[base] = tmp / f"{base}.npy"
-        prov.save_bold(bold[base], rng.standard_normal((60, 8)), sub, base, tr=1.5)
-    table = tmp / "runs.tsv"
-    io.write_tsv(table, pd.DataFrame(rows))
-    return dict(table=table, features={"a": tmp / "a.npz"}, bold=bold, dir=tmp)
+    return factories.fit_inputs(tmp_path_factory.mktemp("fits"), n_words=60)
 
 
 def _rule_scores(fit_inputs, backend, name):

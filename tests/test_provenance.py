@@ -9,6 +9,7 @@ from importlib import metadata
 import numpy as np
 import pandas as pd
 import pytest
+import factories
 from factories import config
 
 from brainpred import io
@@ -306,13 +307,7 @@ def test_legacy_bold_cache_without_sidecar_is_refused(bold_caches):
 # score files
 # --------------------------------------------------------------------------------------------
 
-# the schema-filled config of a fit, without a model section (the caches record a test model)
-FIT_CONFIG = {k: v for k, v in config(
-    forecast={"distances": [0, 4], "width": 2},
-    features={"layer": 1, "tr_offset": 1, "tr_method": "sum"},
-    mapping={"n_components": 3, "delays": [0, 1], "n_folds": 3, "n_inner_folds": 3,
-             "backend": "numpy", "alphas": {"start": -1, "stop": 3, "num": 5}}).items()
-    if k != "model"}
+FIT_CONFIG = factories.fit_config()
 
 
 @pytest.fixture(scope="module")
@@ -320,22 +315,8 @@ def fits(tmp_path_factory):
     """Two fits of a 40-word story (fit-001: sub-001, sub-002; fit-002: sub-003) and the
     subject score files, all written by the workflow's functions."""
     tmp = tmp_path_factory.mktemp("fits")
-    rng = np.random.default_rng(3)
-    acts = rng.standard_normal((3, 40, 6)).astype(np.float32)
-    words = pd.DataFrame({"word": [f"w{i}" for i in range(40)],
-                          "start": 1.0 + 1.2 * np.arange(40)})
-    save_features(tmp / "a.npz", acts, words, {"name": "test"},
-                  provenance=prov.record("features", story="a", model="test",
-                                         model_revision="r1", model_settings={"name": "test"}))
-    rows, bold = [], {}
-    for sub in ("sub-001", "sub-002", "sub-003"):
-        base = f"{sub}_task-a"
-        rows.append({"subject": sub, "task": "a", "story": "a", "run": "", "basename": base,
-                     "audio_onset": 0.0, "tr": 1.5, "n_trs": 40, "kept": True})
-        bold[base] = tmp / f"{base}.npy"
-        prov.save_bold(bold[base], rng.standard_normal((40, 8)), sub, base, tr=1.5)
-    table = _table(tmp / "runs.tsv", rows)
-    out = {"table": table, "features": {"a": tmp / "a.npz"}, "bold": bold, "dir": tmp}
+    out = factories.fit_inputs(tmp, subjects=("sub-001", "sub-002", "sub-003"))
+    table, bold = out["table"], out["bold"]
     for fit, subjects in (("fit-001", ["sub-001", "sub-002"]), ("fit-002", ["sub-003"])):
         out[fit] = tmp / "fits" / f"{fit}_desc-fitscores.npz"
         stage_mapping.make_fit_scores(subjects, table, out["features"], bold, FIT_CONFIG, out[fit])

@@ -4,7 +4,7 @@ tables, fit groups and the shared fit loop, on tiny arrays."""
 import numpy as np
 import pandas as pd
 import pytest
-from factories import config as filled_config
+from factories import fit_config, fit_inputs
 
 from brainpred import stats, tables
 from brainpred.design import subject_design
@@ -117,32 +117,14 @@ def test_fit_groups_share_identical_stimulus_sequences():
 
 
 def test_make_fit_scores_shares_identical_designs_only(tmp_path):
+    """Subjects with the same design are fitted together, a subject with another audio onset
+    apart; each subject's scores equal a fit of that subject alone."""
     from brainpred import io
-    from brainpred import provenance as prov
-    from brainpred.features import save_features
 
-    rng = np.random.default_rng(3)
-    acts, words = _features(40, dim=6, n_layers=2, onset0=1.0, step=1.2, seed=4)
-    words["char_start"] = np.arange(40) * 3
-    words["char_end"] = words["char_start"] + 2
-    save_features(tmp_path / "a.npz", acts, words, {"name": "test"},
-                  provenance=prov.record("features", story="a", model="test"))
-    rows, bold = [], {}
-    for sub, onset in (("sub-001", 0.0), ("sub-002", 0.0), ("sub-003", 3.0)):
-        base = f"{sub}_task-a"
-        rows.append({"subject": sub, "task": "a", "story": "a", "run": "", "basename": base,
-                     "audio_onset": onset, "tr": 1.5, "n_trs": 40, "kept": True})
-        bold[base] = tmp_path / f"{base}.npy"
-        prov.save_bold(bold[base], rng.standard_normal((40, 12)), sub, base, tr=1.5)
-    io.write_tsv(tmp_path / "runs.tsv", pd.DataFrame(rows))
-    config = filled_config(forecast={"distances": [0, 4], "width": 2},
-                           features={"layer": 1, "tr_offset": 1, "tr_method": "sum"},
-                           mapping={"n_components": 3, "delays": [0, 1], "n_folds": 3,
-                                    "n_inner_folds": 3, "backend": "numpy",
-                                    "alphas": {"start": -1, "stop": 3, "num": 5}})
-    del config["model"]     # the cache records no model settings to check against
-    feats = {"a": tmp_path / "a.npz"}
     subjects = ["sub-001", "sub-002", "sub-003"]
+    inputs = fit_inputs(tmp_path, subjects=subjects, onsets=(0.0, 0.0, 3.0), n_vertices=12)
+    bold, config = inputs["bold"], fit_config()
+    feats = {"a": tmp_path / "a.npz"}
     mapping_stage.make_fit_scores(subjects, tmp_path / "runs.tsv", feats, bold, config,
                              tmp_path / "fit.npz")
     fit = io.load_npz(tmp_path / "fit.npz")
