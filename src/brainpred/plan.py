@@ -83,19 +83,18 @@ def run_plan(config) -> pd.DataFrame:
         if not (root / "participants.tsv").exists():
             raise ConfigError(f"dataset.root = {root}: no participants.tsv there. Point "
                               "dataset.root at a Narratives copy (the DataLad layout).")
-        runs = build_run_table(root, tasks=ds.get("tasks", "all"),
-                               subjects=ds.get("subjects", "all"), space=ds["space"],
-                               keep_scrambled=ds.get("keep_scrambled", False),
-                               keep_schema=ds.get("keep_schema", False))
+        runs = build_run_table(root, tasks=ds["tasks"], subjects=ds["subjects"],
+                               space=ds["space"], keep_scrambled=ds["keep_scrambled"],
+                               keep_schema=ds["keep_schema"])
         runs = split_story_rows(runs[runs["kept"]])
     else:
         raise ConfigError(f"dataset.source = {ds['source']!r}: use synthetic, local or "
                           "datalad.")
     runs["run"] = runs["run"].fillna("").astype(str)
-    runs["subject"] = _pick(runs, "subject", ds.get("subjects", "all"), "dataset.subjects")
+    runs["subject"] = _pick(runs, "subject", ds["subjects"], "dataset.subjects")
     runs = runs[runs["subject"].notna()]
     runs = runs[runs["task"].isin(_selected(sorted(runs["task"].unique()),
-                                            ds.get("tasks", "all"), "dataset.tasks"))]
+                                            ds["tasks"], "dataset.tasks"))]
     if runs.empty:
         raise ConfigError("dataset.subjects / dataset.tasks select no run. Check both lists.")
     runs["basename"] = [run_basename(s, t, r) for s, t, r in

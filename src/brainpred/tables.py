@@ -15,8 +15,8 @@ from . import regions, stats
 from .noise_ceiling import percent_of_ceiling
 
 __all__ = ["WHOLE_CORTEX", "LEVEL_RANK", "RESPONSIVE_LEVEL", "RESPONSIVE_REGION",
-           "region_table", "group_region_tables", "tidy_group_stats", "region_curves",
-           "one_level", "curve_regions", "region_best"]
+           "region_table", "subject_region_means", "group_region_tables", "tidy_group_stats",
+           "region_curves", "one_level", "curve_regions", "region_best"]
 
 
 WHOLE_CORTEX = "whole cortex"
@@ -68,6 +68,36 @@ def region_table(R_X, F, distances, labels=None, names=None):
     return pd.DataFrame(rows, columns=["region", "measure", "distance", "value"])
 
 
+def subject_region_means(maps, levels, column, values):
+    """Region means of one subject's maps at every level: the rows both region tables share.
+
+    Parameters
+    ----------
+    maps : ndarray, shape (n_maps, V)
+    levels : dict or None
+        ``level -> (labels (V,), names)``; the ``whole`` level (region ``whole cortex``, the
+        mean of every vertex with a value) comes first.
+    column : str
+        Name of the column indexing the maps (``map``, ``x``).
+    values : array_like, shape (n_maps,)
+        Its value for each map.
+
+    Returns
+    -------
+    DataFrame
+        ``level, region, <column>, value``.
+    """
+    with stats.quiet_nan_warnings():
+        whole = np.nanmean(maps, axis=1)
+    parts = [pd.DataFrame({"level": "whole", "region": WHOLE_CORTEX, column: values,
+                           "value": whole})]
+    for level, (lab, nam) in (levels or {}).items():
+        t = regions.region_means(maps, lab, nam, dims=[column], coords={column: values})
+        t.insert(0, "level", level)
+        parts.append(t[["level", "region", column, "value"]])
+    return pd.concat(parts, ignore_index=True)
+
+
 def group_region_tables(R, F, distances, subjects, levels, stats_cfg, NC=None, min_ceiling=0.05):
     """Region tables of every score: one row per subject (tidy) and group statistics.
 
@@ -108,16 +138,7 @@ def group_region_tables(R, F, distances, subjects, levels, stats_cfg, NC=None, m
                    + (["noiseceiling"] if NC is not None else []))
         dist = ([np.nan] + [float(d) for d in distances]
                 + ([np.nan] if NC is not None else []))
-        parts = []
-        with stats.quiet_nan_warnings():
-            whole = np.nanmean(M, axis=1)
-        parts.append(pd.DataFrame({"level": "whole", "region": WHOLE_CORTEX,
-                                   "map": np.arange(len(M)), "value": whole}))
-        for level, (lab, nam) in (levels or {}).items():
-            t = regions.region_means(M, lab, nam, dims=["map"], value_name="value")
-            t.insert(0, "level", level)
-            parts.append(t[["level", "region", "map", "value"]])
-        t = pd.concat(parts, ignore_index=True)
+        t = subject_region_means(M, levels, "map", np.arange(len(M)))
         t["measure"] = np.asarray(measure, dtype=object)[t["map"]]
         t["distance"] = np.asarray(dist)[t["map"]]
         if NC is not None:
@@ -203,15 +224,7 @@ def region_curves(per, subjects, levels, stats_cfg):
     frames = []
     for (measure, series), (xs, maps) in per.items():
         for s, sub in enumerate(subjects):
-            with stats.quiet_nan_warnings():
-                whole = np.nanmean(maps[s], axis=1)
-            parts = [pd.DataFrame({"level": "whole", "region": WHOLE_CORTEX, "x": xs,
-                                   "value": whole})]
-            for level, (lab, nam) in (levels or {}).items():
-                t = regions.region_means(maps[s], lab, nam, dims=["x"], coords={"x": xs})
-                t.insert(0, "level", level)
-                parts.append(t[["level", "region", "x", "value"]])
-            t = pd.concat(parts, ignore_index=True)
+            t = subject_region_means(maps[s], levels, "x", xs)
             t.insert(0, "subject", sub)
             t["measure"], t["series"] = measure, series
             frames.append(t[["subject", "level", "region", "measure", "series", "x", "value"]])
