@@ -201,3 +201,35 @@ def test_layer_sweep_recovers_a_planted_layer(tmp_path):
     assert np.all(np.isnan(g["kstar"][4:]))
     mean_f = g["forecastscore__layer__mean"]
     assert mean_f[1, :4].min() > 0.1
+
+
+def test_reliable_argmax_tests_the_reference_contrast_in_every_distance_sweep():
+    """``ci`` and ``fdr`` mean F(d1) - F(d0) wherever a sweep holds both reference distances
+    (the main d*, the syntactic / semantic d*), the measure at the best x elsewhere (k*)."""
+    rng = np.random.default_rng(4)
+    S, V = 12, 3
+    maps = rng.normal(0, 0.01, (S, 3, V))
+    maps[:, 2, 0] += 0.3                 # vertex 0: F(8) above F(0): best at 8, contrast > 0
+    maps[:, 1, 1] += 0.3                 # vertex 1: best at 4, F(8) - F(0) is noise
+    xs = np.array([0, 4, 8])
+    _, _, ci = group.reliable_argmax(maps, xs, mode="ci", reference=(0, 8))
+    _, _, best = group.reliable_argmax(maps, xs, mode="ci_best", reference=(0, 8))
+    _, _, no_ref = group.reliable_argmax(maps, xs, mode="ci")
+    _, _, fdr = group.reliable_argmax(maps, xs, mode="fdr", q=0.05, reference=(0, 8))
+    assert ci.tolist()[:2] == [True, False] and fdr.tolist()[:2] == [True, False]
+    assert best.tolist()[:2] == [True, True] and no_ref.tolist()[:2] == [True, True]
+    _, _, absent = group.reliable_argmax(maps, xs, mode="ci", reference=(0, 15))
+    assert absent.tolist()[:2] == [True, True]          # 15 not swept: best-x test
+
+
+def test_best_group_distance_reads_the_responsive_vertices():
+    brain_low = np.array([0.1, 0.1, -0.2])
+    brain = np.array([0.3, 0.3, 0.0])
+    F = np.array([[0.0, 0.0, 0.9], [0.02, 0.01, 0.0], [0.01, 0.03, 0.0]])   # (n_d, V)
+    assert group.best_group_distance(brain_low, brain, F, np.array([0, 4, 8])) == 8
+    assert group.best_group_distance(np.full(3, -1.0), brain, F, np.array([0, 4, 8])) == 0
+    from brainpred.stages.analyses import best_distance_from_group
+
+    with pytest.raises(ConfigError, match="width_distance"):
+        best_distance_from_group(None, _config())
+    assert best_distance_from_group(None, _config(controls={"width_distance": 5})) == 5

@@ -315,7 +315,8 @@ def _tr_offset_zero(mp):
 
 
 def _patch_fir(mp, fn):
-    for module in (mapping, nc, design):
+    # the mapping (encoding models and noise ceiling alike) calls fir_delays from design
+    for module in (mapping, design):
         mp.setattr(module, "fir_delays", fn)
 
 

@@ -341,7 +341,7 @@ def check_config(config):
           ``forecast.distances``), ``layers.distance`` and a fixed ``controls.width_distance``
           (when ``controls.widths`` is set) outside the range of ``forecast.distances`` or
           repeated (each analysis fits its own windows at these distances,
-          :func:`brainpred.analyses.conditions`); ``controls.widths`` not positive or repeated;
+          :func:`brainpred.conditions.conditions`); ``controls.widths`` not positive or repeated;
         - with fine-tuning on: ``finetune.alphas`` outside [0, 1) or without 0 (the control);
           ``finetune.checkpoints`` outside 1..``finetune.steps``; ``finetune.target_distance``
           not below ``finetune.context``; ``finetune.train_layers`` first > last;

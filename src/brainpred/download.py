@@ -23,7 +23,7 @@ Two steps, so that Snakemake can lay out the whole DAG before any fMRI is downlo
 1. ``python -m brainpred.download metadata --configfile config/pieman.yaml`` clones the
    superdataset into ``dataset.root`` (or reuses the clone), gets the small metadata files of
    the selected subjects, installs the subdatasets and prints the size of what the analysis
-   will fetch. :func:`brainpred.workflow.run_plan` reads the run plan from these files (and
+   will fetch. :func:`brainpred.plan.run_plan` reads the run plan from these files (and
    says to run this step when they are absent).
 2. The workflow's ``download_*`` rules (``workflow/rules/download.smk``) get the GIfTIs and
    alignments of each run and story before the jobs that read them

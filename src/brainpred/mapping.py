@@ -16,7 +16,7 @@ The targets are centred on the training rows of each fold (the test rows on thei
 which Pearson r ignores); they are not scaled there: a per-target scale changes neither the
 alpha the inner CV picks (every alpha's error is scaled alike) nor r. Per-run z-scoring of the
 BOLD over all its TRs (``mapping.zscore_runs``, the paper) happens before the folds, in
-:func:`brainpred.pipeline.subject_bold`. ``gap_trs`` drops training rows next to every outer
+:func:`brainpred.stages.common.subject_bold`. ``gap_trs`` drops training rows next to every outer
 test fold (:func:`contiguous_folds`); the inner folds have no gap. Effect of both on the demo:
 ``docs/validation_choices.md``.
 

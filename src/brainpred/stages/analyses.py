@@ -43,6 +43,10 @@ def best_distance_from_group(group_npz, config):
         except (TypeError, ValueError):
             raise ConfigError(f"controls.width_distance: {value!r} is neither 'best' nor an "
                               "integer.") from None
+    if group_npz is None:
+        raise ConfigError("controls.width_distance: 'best' reads the main analysis' group maps "
+                          "(results/group/.../group_desc-scores.npz); pass them, or set an "
+                          "integer distance.")
     g = io.load_npz(group_npz)
     return group.best_group_distance(g["brain_low"], g["brain_score"], g["forecast_score"],
                                      g["distances"])
@@ -106,8 +110,7 @@ def make_analysis_fit(analysis, subjects, run_table_tsv, sources_paths, bold_pat
     n_layers = next(iter(acts.values())).shape[0] - 1
     width_d = None
     if analysis == "controls" and config["controls"]["widths"]:
-        width_d = best_distance_from_group(group_npz, config) if group_npz else int(
-            config["controls"]["width_distance"])
+        width_d = best_distance_from_group(group_npz, config)
     conds = conditions(analysis, config, n_layers, width_distance=width_d)
     # the seed of the random and shuffled windows (a job sees only its analysis' section)
     seed = int(config["controls"]["seed"]) if analysis == "controls" else 0
