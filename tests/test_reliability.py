@@ -9,6 +9,7 @@ import errno
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -358,6 +359,8 @@ def test_interrupted_runs_lock_others_out_then_resume_bit_identical(tiny_demo):
     shutil.rmtree(tiny_demo / "results" / "scores")
     scores = tiny_demo / "results" / "scores"
 
+    logs = []
+
     def start():
         import pathlib
 
@@ -367,10 +370,14 @@ def test_interrupted_runs_lock_others_out_then_resume_bit_identical(tiny_demo):
         cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(repo / "Snakefile"),
                "--directory", str(tiny_demo), "--configfile", str(tiny_demo / "config.yaml"),
                "--cores", "1"]
-        return subprocess.Popen(cmd, cwd=tiny_demo, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+        log = open(tiny_demo / f"interrupted-run-{len(logs)}.log", "w")
+        logs.append(log.name)
+        return subprocess.Popen(cmd, cwd=tiny_demo, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
 
-    def stop_after(proc, n_fits, sig, check_lock=False):
+    def stop_after(proc, sig, check_lock=False):
+        """Stop the run with ``sig`` once it has written a fit file of its own."""
+        t0 = time.time()
         try:
             locks = tiny_demo / ".snakemake" / "locks"
             deadline = time.time() + 120
@@ -381,21 +388,23 @@ def test_interrupted_runs_lock_others_out_then_resume_bit_identical(tiny_demo):
                 other = _workflow(tiny_demo, check=False)
                 assert other.returncode != 0 and "cannot be locked" in other.stdout + other.stderr
             deadline = time.time() + 300
-            while time.time() < deadline and proc.poll() is None \
-                    and len(list(scores.rglob("fit-*_desc-fitscores.npz"))) < n_fits:
-                time.sleep(0.1)
-            assert proc.poll() is None, "the run ended before it could be stopped"
+            while time.time() < deadline and proc.poll() is None and not any(
+                    p.stat().st_mtime >= t0 for p in scores.rglob("fit-*_desc-fitscores.npz")):
+                time.sleep(0.05)
+            assert proc.poll() is None, ("the run ended before it could be stopped:\n"
+                                         + Path(logs[-1]).read_text()[-3000:])
         finally:
-            os.killpg(proc.pid, sig)
+            if proc.poll() is None:
+                os.killpg(proc.pid, sig)
             proc.wait(timeout=120)
 
-    stop_after(start(), 1, signal.SIGINT, check_lock=True)       # Ctrl-C: a clean stop
+    stop_after(start(), signal.SIGINT, check_lock=True)          # Ctrl-C: a clean stop
     # Ctrl-C lets the running job end: on a busy machine that may be the second fit too;
     # the kill -9 run then needs a fit of its own to be stopped in
     done = sorted(scores.rglob("fit-*_desc-fitscores.npz"))
     if len(done) >= 2:
         done[-1].unlink()
-    stop_after(start(), 2, signal.SIGKILL)                       # kill -9: a stale lock
+    stop_after(start(), signal.SIGKILL)                          # kill -9: a stale lock
     _workflow(tiny_demo, "--unlock")
     _workflow(tiny_demo)
     assert "Nothing to be done" in _workflow(tiny_demo, "-n").stdout
