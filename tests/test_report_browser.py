@@ -8,12 +8,14 @@ another binary.
 """
 
 import base64
+import fcntl
 import io as _io
 import json
 import os
 import queue
 import shutil
 import subprocess
+import sys
 import threading
 import time
 
@@ -40,24 +42,27 @@ class Chromium:
     def __init__(self, profile):
         to_child, self._w = os.pipe()
         self._r, from_child = os.pipe()
-
-        def fds():  # the child reads commands on fd 3 and writes replies on fd 4
-            a, b = os.dup(to_child), os.dup(from_child)
-            os.dup2(a, 3)
-            os.dup2(b, 4)
-
+        # the browser reads commands on fd 3 and writes replies on fd 4: a small Python
+        # trampoline puts the pipe ends there (copied above 9 first, so none overwrites another)
+        fds = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (to_child, from_child)]
+        for fd in (to_child, from_child):
+            os.close(fd)
+        to_child, from_child = fds
+        args = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                "--disable-extensions", "--disable-dev-shm-usage", "--remote-debugging-pipe",
+                f"--user-data-dir={profile}", "about:blank"]
+        trampoline = ("import os, sys; os.dup2(int(sys.argv[1]), 3); "
+                      "os.dup2(int(sys.argv[2]), 4); os.execv(sys.argv[3], sys.argv[3:])")
         self.proc = subprocess.Popen(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--disable-extensions", "--disable-dev-shm-usage", "--remote-debugging-pipe",
-             f"--user-data-dir={profile}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=fds,
-            close_fds=False)
+            [sys.executable, "-c", trampoline, str(to_child), str(from_child), CHROMIUM, *args],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=fds)
         os.close(to_child)
         os.close(from_child)
         self.messages = queue.Queue()
         self.events = []
         self._id = 0
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         target = self.send("Target.createTarget", url="about:blank")["targetId"]
         self.session = self.send("Target.attachToTarget", targetId=target,
                                  flatten=True)["sessionId"]
@@ -162,6 +167,9 @@ class Chromium:
             self.proc.kill()
             self.proc.wait()
         os.close(self._w)
+        self._reader.join(timeout=5)
+        if not self._reader.is_alive():
+            os.close(self._r)
 
 
 def _group(path):
@@ -245,6 +253,16 @@ def test_report_viewer_loads_renders_and_switches_maps(report_page, browser):
     browser.evaluate("brainpredViewer.render(); 0")
     after = browser.screenshot("#bpv canvas.bpv-view").astype(int)
     assert np.abs(after - before).mean() > 1
+
+    # the value under the pointer; a threshold above every value leaves the sulcal background
+    browser.page("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y, buttons=0)
+    browser.wait_for("document.querySelector('.bpv-hover').textContent !== ''")
+    assert browser.evaluate("document.querySelector('.bpv-hover').textContent").startswith(
+        "Left hemisphere, vertex ")
+    browser.evaluate("brainpredViewer.show('brain'); { const t = document.querySelector("
+                     "'.bpv-thr'); t.value = 10; t.dispatchEvent(new Event('input')); } 0")
+    hidden = browser.screenshot("#bpv canvas.bpv-view")
+    assert _coloured(hidden) < 0.01 and np.mean(np.all(hidden > 245, axis=2)) < 0.8
 
     assert browser.errors() == []
     external = [u for u in browser.requests() if not u.startswith(("file:", "data:", "about:"))]
