@@ -221,3 +221,65 @@ def test_table_regions_checks_columns_and_keeps_order():
     assert _table_regions(table, {"region", "F"}, ["a", "zz", "b"], "f") == ["a", "b"]
     with pytest.raises(ValueError, match=r"plot_x: table lacks columns \['distance'\]"):
         _table_regions(table, {"region", "distance"}, None, "plot_x")
+
+
+def _viewer_payload(text):
+    import json
+
+    data = re.search(r'<script type="application/json" id="bpv-data">(.*?)</script>', text,
+                     flags=re.S).group(1)
+    return json.loads(data.replace("<\\/", "</"))
+
+
+def test_report_embeds_the_interactive_viewer(tmp_path):
+    """make_report with the group maps: one viewer with the fsaverage5 mesh once, the brain
+    score, d* and F(d) maps as data (fsaverage6 cut to fsaverage5), a distance slider, and
+    nothing fetched from a network."""
+    from brainpred import viewer
+    from brainpred.io import save_npz
+    from brainpred.stages import report as stage_report
+
+    rng = np.random.default_rng(3)
+    V6 = 2 * figures.N_FSAVERAGE6
+    distances = np.array([-2, 0, 4, 8])
+    maps = {"brain_score": rng.normal(0.05, 0.02, V6),
+            "forecast_score": rng.normal(0, 0.02, (len(distances), V6)),
+            "dstar": rng.choice(distances, V6) * 1.0}
+    maps["brain_score"][:100] = np.nan
+    save_npz(tmp_path / "group.npz", distances=distances, subjects=np.array(["sub-001"]),
+             **maps)
+    cfg = config(dataset={"source": "synthetic", "root": str(tmp_path / "none")})
+    out = tmp_path / "report.html"
+    stage_report.make_report([], [], cfg, out, group_npz=tmp_path / "group.npz")
+    text = out.read_text(encoding="utf-8")
+    assert text.count('id="bpv-data"') == 1 and "Interactive maps" in text
+    assert viewer.VIEWER_CAPTION in text
+    assert 'class="bpv-step" type="range"' in text and 'class="bpv-map"' in text
+    payload = _viewer_payload(text)
+    assert [h["n"] for h in payload["mesh"]] == [figures.N_FSAVERAGE5] * 2
+    faces = np.frombuffer(base64.b64decode(payload["mesh"][0]["faces"]), "<u2")
+    assert faces.size == 3 * 20480 and faces.max() == figures.N_FSAVERAGE5 - 1
+    got = {m["key"]: m for m in payload["maps"]}
+    assert list(got) == ["brain", "dstar", "forecast"]
+    assert got["forecast"]["steps"] == [-2.0, 0.0, 4.0, 8.0] and got["brain"]["steps"] is None
+    for key, name in [("brain", "brain_score"), ("dstar", "dstar"),
+                      ("forecast", "forecast_score")]:
+        rows = np.stack([np.frombuffer(base64.b64decode(r), "<f2") for r in got[key]["values"]])
+        want = np.atleast_2d(maps[name])
+        want = np.concatenate([want[:, :figures.N_FSAVERAGE5],
+                               want[:, figures.N_FSAVERAGE6:][:, :figures.N_FSAVERAGE5]], 1)
+        np.testing.assert_allclose(rows, want, rtol=1e-3, atol=1e-6, equal_nan=True)
+    f = maps["forecast_score"]
+    assert got["forecast"]["vmax"] == pytest.approx(np.abs(f).max())
+    assert got["forecast"]["vmin"] == -got["forecast"]["vmax"]
+    assert (got["dstar"]["vmin"], got["dstar"]["vmax"]) == (-2.0, 8.0)
+    fragment = text[text.index('<div class="bpv"'):text.rindex("</script>")]
+    assert not re.search(r"https?:|//cdn|<link|<script src|<img src|fetch\(|XMLHttpRequest|"
+                         r"import\(", fragment)
+    assert "<script src" not in text and "<link" not in text
+    assert len(text) < 1_500_000
+    # without the group maps: no viewer
+    stage_report.make_report([], [], cfg, tmp_path / "plain.html")
+    assert "bpv-data" not in (tmp_path / "plain.html").read_text(encoding="utf-8")
+    with pytest.raises(ValueError, match="20484"):
+        viewer.viewer_html([viewer.SurfaceMap("x", "x", np.zeros(10), "hot", 0, 1)], False)

@@ -28,7 +28,7 @@ from .io import atomic_path  # noqa: E402
 from .stats import mean_ci  # noqa: E402
 
 __all__ = ["plot_surface", "plot_forecast_curves", "plot_region_curves", "plot_distribution",
-           "SYNTHETIC_MARK",
+           "fsaverage5_mesh", "split_hemis", "colormap", "SYNTHETIC_MARK",
            "N_FSAVERAGE5", "N_FSAVERAGE6"]
 
 SYNTHETIC_MARK = "SYNTHETIC DATA"
@@ -54,8 +54,15 @@ def _save(fig, out_png):
 
 
 @functools.lru_cache(maxsize=1)
-def _fsaverage5():
-    """(coords, faces, sulc) per hemisphere of nilearn's bundled fsaverage5 inflated mesh."""
+def fsaverage5_mesh():
+    """nilearn's bundled fsaverage5 inflated mesh (offline), the mesh every map is drawn on.
+
+    Returns
+    -------
+    dict
+        ``{"left" | "right": (coords, faces, sulc)}``: coords (10242, 3) float, faces
+        (20480, 3) int (vertex indices), sulc (10242,) float sulcal depth (positive in sulci).
+    """
     from nilearn import datasets, surface
 
     out = {}
@@ -76,7 +83,24 @@ def _fsaverage5():
     return out
 
 
-def _split_hemis(values):
+def split_hemis(values):
+    """A map's left and right fsaverage5 halves.
+
+    Parameters
+    ----------
+    values : array_like, shape (n_vertices,)
+        fsaverage5 (2 x 10,242) or fsaverage6 (2 x 40,962) values, left then right.
+
+    Returns
+    -------
+    left, right : ndarray, shape (10242,) float64
+        fsaverage6 maps are cut to their first 10,242 vertices per hemisphere.
+
+    Raises
+    ------
+    ValueError
+        When the size is neither.
+    """
     values = np.asarray(values, dtype=np.float64).ravel()
     n = values.shape[0]
     if n == 2 * N_FSAVERAGE5:
@@ -125,7 +149,7 @@ def plot_surface(values, out_png, title, synthetic, cmap="cold_hot", vmin=None, 
     from matplotlib import colors as mcolors
     from nilearn import plotting
 
-    left, right = _split_hemis(values)
+    left, right = split_hemis(values)
     finite = np.concatenate([left, right])
     finite = finite[np.isfinite(finite)]
     if symmetric:
@@ -142,9 +166,9 @@ def plot_surface(values, out_png, title, synthetic, cmap="cold_hot", vmin=None, 
             vmax = float(finite.max()) if finite.size else 1.0
     if not vmax > vmin:
         vmax = vmin + 1e-6 if vmin == vmax else vmax
-    cmap_obj = _get_cmap(cmap)
+    cmap_obj = colormap(cmap)
 
-    meshes = _fsaverage5()
+    meshes = fsaverage5_mesh()
     fig = plt.figure(figsize=(11, 7.6), dpi=100)
     panels = [("left", "lateral", left), ("left", "medial", left),
               ("right", "lateral", right), ("right", "medial", right)]
@@ -180,7 +204,15 @@ def plot_surface(values, out_png, title, synthetic, cmap="cold_hot", vmin=None, 
     return _save(fig, out_png)
 
 
-def _get_cmap(cmap):
+def colormap(cmap):
+    """A matplotlib colormap from a matplotlib or nilearn name (e.g. ``"cold_hot"``); a colormap
+    object is returned as is.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name.
+    """
     if not isinstance(cmap, str):
         return cmap
     try:

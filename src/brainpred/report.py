@@ -106,7 +106,7 @@ def _table_html(path):
 
 
 def write_report(out_html, figures, config, synthetic, title="brainpred report", tables=(),
-                 summary=None, config_name="Configuration"):
+                 summary=None, config_name="Configuration", interactive=None):
     """Write a self-contained HTML report.
 
     Parameters
@@ -127,6 +127,9 @@ def write_report(out_html, figures, config, synthetic, title="brainpred report",
         The paper comparison table, shown as the report's first section.
     config_name : str
         Heading of the configuration section (e.g. the effective-config file's name).
+    interactive : (html, caption), optional
+        A self-contained HTML fragment (:func:`brainpred.viewer.viewer_html`: the interactive
+        maps), shown before the figures with its caption.
 
     Raises
     ------
@@ -162,6 +165,11 @@ def write_report(out_html, figures, config, synthetic, title="brainpred report",
         tsv, caption = summary
         parts += ["<h2>The paper's figures and this run's</h2>",
                   f"<figure>{_table_html(tsv)}"
+                  f"<figcaption>{html.escape(str(caption))}</figcaption></figure>"]
+    if interactive is not None:
+        fragment, caption = interactive
+        parts += ["<h2>Interactive maps</h2>",
+                  f"<figure>{fragment}"
                   f"<figcaption>{html.escape(str(caption))}</figcaption></figure>"]
     if blocks:
         parts += ["<h2>Figures</h2>", *blocks]

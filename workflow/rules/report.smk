@@ -1,5 +1,5 @@
 # Figures (PNG, also registered for `snakemake --report`, one caption per figure under
-# workflow/report/) and the self-contained HTML report.
+# workflow/report/) and the self-contained HTML report (with its interactive map viewer).
 
 
 report: "../report/workflow.rst"
@@ -91,6 +91,8 @@ rule report:
         regions=f"{GROUP}/group_desc-regions_stats.tsv",
         config=EFFECTIVE_CONFIG,
         comparison=PAPER_COMPARISON,
+        # the group maps of the report's interactive viewer
+        npz=f"{GROUP}/group_desc-scores.npz",
     output:
         report(
             f"{RESULTS}/report.html",

@@ -21,4 +21,5 @@ for path in snakemake.input.analysis_regions:
 make_report([snakemake.input[k] for k in keys], [captions[k] for k in keys],
             config, snakemake.output[0], tables=tables,
             config_file=snakemake.input.config,
-            summary=(snakemake.input.comparison, PAPER_COMPARISON_CAPTION))
+            summary=(snakemake.input.comparison, PAPER_COMPARISON_CAPTION),
+            group_npz=snakemake.input.npz)

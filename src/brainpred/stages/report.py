@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import comparison, figures, io, report
+from .. import comparison, figures, io, report, viewer
 from ..errors import DataError
 from ..tables import curve_regions, one_level, region_best
 from .common import ground_truth
@@ -60,7 +60,7 @@ def make_figures(group_npz, regions_tsv, config, outputs):
 
 
 def make_report(figure_paths, captions, config, out_html, tables=(), config_file=None,
-                summary=None):
+                summary=None, group_npz=None):
     """Rule ``report``: a self-contained HTML report of the figures.
 
     Parameters
@@ -74,15 +74,24 @@ def make_report(figure_paths, captions, config, out_html, tables=(), config_file
         The effective config (rule ``effective_config``), shown in full in the report.
     summary : (tsv_path, caption), optional
         The paper comparison table, the report's first section.
+    group_npz : path, optional
+        The main analysis' group maps (rule ``group``): shown in the report's interactive
+        viewer (brain score, d*, F(d) with a distance slider; :mod:`brainpred.viewer`).
     """
     synthetic = config["dataset"]["source"] == "synthetic"
     shown, name = config, "Configuration"
     if config_file is not None:
         shown = io.read_yaml(config_file)
         name = f"Effective configuration ({Path(config_file).name})"
+    interactive = None
+    if group_npz is not None:
+        maps = viewer.group_maps(io.load_npz(group_npz))
+        interactive = (viewer.viewer_html(maps, synthetic, title="Group maps"),
+                       viewer.VIEWER_CAPTION)
     report.write_report(out_html, list(zip(figure_paths, captions)), shown,
                         synthetic=synthetic, title=config["report"]["title"],
-                        tables=list(tables), summary=summary, config_name=name)
+                        tables=list(tables), summary=summary, config_name=name,
+                        interactive=interactive)
 
 
 def make_paper_comparison(group_npz, scores_tsv, stats_tsv, analysis_tsvs, config, out_tsv):
