@@ -132,6 +132,7 @@ def test_demo_outputs_exist(demo):
     assert (res / "report.html").stat().st_size > 50_000
     html = (res / "report.html").read_text()
     assert "Synthetic data" in html
+    assert html.count('id="bpv-data"') == 1 and "Interactive maps" in html     # the viewer
     figs = sorted((res / "figures").rglob("*.png"))
     # 5 main figures; layers 3, controls 1 (no widths), syntax 3, finetune 3
     assert len(figs) == 5 + 3 + 1 + 3 + 3, [p.name for p in figs]
