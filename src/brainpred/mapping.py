@@ -50,8 +50,8 @@ import numpy as np
 from .design import fir_delays
 from .errors import ConfigError
 
-__all__ = ["DEFAULT_ALPHAS", "STATS", "PROGRESS_SECONDS", "resolve_backend", "contiguous_folds", "pearson_r",
-           "valid_targets", "encoding_scores", "forecast_scores", "forecast_scores_shared",
+__all__ = ["DEFAULT_ALPHAS", "STATS", "PROGRESS_SECONDS", "resolve_backend", "contiguous_folds",
+           "pearson_r", "valid_targets", "encoding_scores", "forecast_scores", "forecast_scores_shared",
            "design_scores", "per_target_scores", "ridge_cv_per_target"]
 
 DEFAULT_ALPHAS = np.logspace(-1, 8, 10)
