@@ -544,3 +544,78 @@ def test_per_target_scores_shapes_and_invalid_targets():
         mapping.per_target_scores(P, Y, [40, 30])
     with pytest.raises(ValueError):
         mapping.ridge_cv_per_target(P, Y, np.arange(40), np.arange(40, 80))
+
+
+def _sk_alphas(blocks, Y, segments, n_components, delays, n_folds=5, n_inner=5, loo=False):
+    """The alpha scikit-learn's pipeline chooses for each target in each outer fold."""
+    out = []
+    for train, _ in contiguous_folds(Y.shape[0], n_folds):
+        D = _sk_design(blocks, train, n_components, delays, segments)
+        Dtr, Ytr = D[train].astype(np.float64), Y[train].astype(np.float64)
+        if loo:
+            out.append(RidgeCV(alphas=ALPHAS, alpha_per_target=True).fit(Dtr, Ytr).alpha_)
+            continue
+        mse = np.zeros((len(ALPHAS), Y.shape[1]))
+        for itr, ite in contiguous_folds(len(train), n_inner):
+            for a, alpha in enumerate(ALPHAS):
+                p = Ridge(alpha=alpha).fit(Dtr[itr], Ytr[itr]).predict(Dtr[ite])
+                mse[a] += ((Ytr[ite] - p) ** 2).mean(0) / n_inner
+        out.append(ALPHAS[np.argmin(mse, 0)])
+    return np.array(out)
+
+
+@pytest.mark.parametrize("loo", [False, True])
+def test_design_scores_return_the_alphas_sklearn_chooses(loo):
+    """The alpha of each (design, outer fold, target) is the one scikit-learn's inner CV
+    picks; the scores are those returned without ``return_alphas``."""
+    X1, X2, Y = _data(seed=21, v=12)
+    Y2 = Y[:, :5].copy()
+    Y2[:, 1] = np.nan                                   # not fitted: NaN alpha
+    inner = "loo" if loo else "contiguous"
+    designs = [(0,), (0, 1)]
+    plain = mapping.design_scores([X1, X2], designs, [Y, Y2], SEGMENTS, inner_cv=inner,
+                                  target_batch=5, **KW)
+    scores, alphas = mapping.design_scores([X1, X2], designs, [Y, Y2], SEGMENTS,
+                                           inner_cv=inner, target_batch=5,
+                                           return_alphas=True, **KW)
+    for a, b in zip(plain, scores):
+        np.testing.assert_array_equal(a, b)
+    assert [a.shape for a in alphas] == [(2, 5, 12), (2, 5, 5)]
+    assert alphas[0].dtype == np.float32
+    assert np.isnan(alphas[1][:, :, 1]).all() and np.isfinite(alphas[1][:, :, [0, 2]]).all()
+    for j, design in enumerate(designs):
+        ref = _sk_alphas([[X1, X2][i] for i in design], Y, SEGMENTS, 5, DELAYS, loo=loo)
+        np.testing.assert_allclose(alphas[0][j], ref, rtol=1e-6)
+        np.testing.assert_array_equal(alphas[1][j][:, [0, 2, 3, 4]],
+                                      alphas[0][j][:, [0, 2, 3, 4]])
+    assert mapping.design_scores([X1], [(0,)], [], return_alphas=True) == ([], [])
+
+
+def test_fit_logs_progress_with_fold_and_eta(caplog, monkeypatch):
+    """Each outer fold ends with a progress line (fold, condition, targets, ETA); in between at
+    most one every PROGRESS_SECONDS."""
+    X1, X2, Y = _data(seed=22, v=10)
+    with caplog.at_level("INFO", logger="brainpred.mapping"):
+        mapping.design_scores([X1, X2], [(0,), (0, 1)], [Y], SEGMENTS, n_folds=3,
+                              target_batch=4, **KW)
+    lines = [r.getMessage() for r in caplog.records if r.name == "brainpred.mapping"]
+    assert lines[0].startswith("ridge: 3 outer folds x 2 conditions x 10 targets")
+    folds = [s for s in lines if "ETA" in s]
+    assert len(folds) == 3, lines
+    assert folds[0].startswith("ridge: fold 1/3, condition 2/2, targets 10/10; 33% done")
+    assert folds[-1].startswith("ridge: fold 3/3") and folds[-1].endswith("ETA 0s")
+    # with a zero interval: one line per target batch (3 batches x 2 conditions x 3 folds)
+    caplog.clear()
+    monkeypatch.setattr(mapping, "PROGRESS_SECONDS", 0.0)
+    with caplog.at_level("INFO", logger="brainpred.mapping"):
+        mapping.design_scores([X1, X2], [(0,), (0, 1)], [Y], SEGMENTS, n_folds=3,
+                              target_batch=4, **KW)
+    assert sum("ETA" in r.getMessage() for r in caplog.records) == 18
+
+
+def test_progress_bar_on_request(capsys):
+    X1, _, Y = _data(seed=23, v=6)
+    a = mapping.design_scores([X1], [(0,)], [Y], SEGMENTS, progress=True, **KW)
+    b = mapping.design_scores([X1], [(0,)], [Y], SEGMENTS, progress=False, **KW)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert "ridge" in capsys.readouterr().err

@@ -143,3 +143,47 @@ def test_make_fit_scores_shares_identical_designs_only(tmp_path):
     scores = io.load_npz(outputs["npz"])
     np.testing.assert_allclose(scores["forecast_score"],
                                fit["sub-002__forecast_brain_score"] - fit["sub-002__brain_score"])
+
+
+def test_fit_files_keep_the_chosen_alphas(tmp_path, caplog):
+    """The main and the analyses' fit files hold ``<subject>__alpha`` (n_conditions, n_folds,
+    V), the subject score file ``alpha`` (values of the alpha grid); the fit logs its
+    progress; a fit file without alphas (an older run) still makes a subject score file."""
+    from brainpred import io
+    from brainpred.stages import analyses as analyses_stage
+
+    subjects = ["sub-001", "sub-002"]
+    inputs = fit_inputs(tmp_path, subjects=subjects, n_vertices=6)
+    config = fit_config()
+    grid = ridge_alphas(config["mapping"])
+    with caplog.at_level("INFO", logger="brainpred"):
+        mapping_stage.make_fit_scores(subjects, inputs["table"], inputs["features"],
+                                      inputs["bold"], config, tmp_path / "fit.npz")
+    assert any("fold 3/3" in r.getMessage() and "ETA" in r.getMessage()
+               for r in caplog.records)
+    fit = io.load_npz(tmp_path / "fit.npz")
+    assert fit["conditions"].tolist() == ["base", "d-0", "d-4"]
+    for sub in subjects:
+        a = fit[f"{sub}__alpha"]
+        assert a.shape == (3, 3, 6) and a.dtype == np.float32
+        assert np.isin(a, grid.astype(np.float32)).all()
+    outputs = {k: tmp_path / f"{k}.func.gii" for k in
+               ("brain_L", "brain_R", "forecast_L", "forecast_R")}
+    outputs.update(npz=tmp_path / "sub-002_desc-scores.npz", regions=tmp_path / "r.tsv")
+    mapping_stage.make_subject_scores("sub-002", tmp_path / "fit.npz", outputs)
+    scores = io.load_npz(outputs["npz"])
+    np.testing.assert_array_equal(scores["alpha"], fit["sub-002__alpha"])
+    assert scores["conditions"].tolist() == ["base", "d-0", "d-4"]
+    # a fit file written before the alphas were kept still makes a subject score file
+    old = {k: v for k, v in fit.items() if not k.endswith("__alpha") and k != "conditions"}
+    io.save_npz(tmp_path / "fit.npz", **old)
+    mapping_stage.make_subject_scores("sub-002", tmp_path / "fit.npz", outputs)
+    assert "alpha" not in io.load_npz(outputs["npz"])
+    # an analysis fit keeps them too
+    config = {**config, "layers": {"layers": [0, 1], "distance": 4}}
+    analyses_stage.make_analysis_fit("layers", subjects, inputs["table"],
+                                     {"acts": inputs["features"]}, inputs["bold"], config,
+                                     tmp_path / "fit-001_desc-layersfit.npz")
+    afit = io.load_npz(tmp_path / "fit-001_desc-layersfit.npz")
+    assert afit["sub-001__alpha"].shape == (4, 3, 6)
+    assert np.isin(afit["sub-001__alpha"], grid.astype(np.float32)).all()

@@ -29,12 +29,20 @@ predictor with FIR delays (the noise ceiling: the other listeners' mean at the s
 inner folds, refit and r, solved on each target's ``k x k`` sufficient statistics.
 
 The brain score is the mean of the fold scores. Targets (vertices) that contain a NaN or are
-constant are never sent to the solver and score NaN.
+constant are never sent to the solver and score NaN. The alpha chosen for each target in each
+outer fold comes back with ``design_scores(..., return_alphas=True)``.
+
+Progress: every engine call logs (``logging``, logger ``brainpred.mapping``, INFO) its size,
+then the outer fold, condition (design), targets done and an ETA after each outer fold and at
+most every :data:`PROGRESS_SECONDS` in between; on an interactive terminal (stderr is a tty) a
+tqdm bar shows the same (``progress`` keyword).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import sys
 import time
 
 import numpy as np
@@ -42,12 +50,16 @@ import numpy as np
 from .design import fir_delays
 from .errors import ConfigError
 
-__all__ = ["DEFAULT_ALPHAS", "STATS", "resolve_backend", "contiguous_folds", "pearson_r",
-           "valid_targets", "encoding_scores", "forecast_scores", "forecast_scores_shared",
+__all__ = ["DEFAULT_ALPHAS", "STATS", "PROGRESS_SECONDS", "resolve_backend", "contiguous_folds",
+           "pearson_r", "valid_targets", "encoding_scores", "forecast_scores", "forecast_scores_shared",
            "design_scores", "per_target_scores", "ridge_cv_per_target"]
 
 DEFAULT_ALPHAS = np.logspace(-1, 8, 10)
 _BACKENDS = ("numpy", "torch", "torch_cuda")
+#: Seconds between two progress lines of a fit within an outer fold (one line ends each fold).
+PROGRESS_SECONDS = 10.0
+
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------------
@@ -450,6 +462,7 @@ class _RidgePlan:
             form = "kernel" if n <= _KERNEL_RATIO * F else "factor"
         self.kernel = form == "kernel"
         self.n_alphas = a
+        self.best = None                # CV-best alpha index of the last target batch
         self.backend = backend
         dev = lambda M: backend.asarray(np.ascontiguousarray(M, dtype=np.float32))  # noqa: E731
         Xc = X_train - X_train.mean(0)
@@ -621,12 +634,16 @@ def _ridge_batch_scores(plan, Y, Y_test_c, test_norm):
     Returns
     -------
     r : float32 numpy array of shape (b,)
+        The index (in ``alphas``) of each target's CV-best alpha is left in ``plan.best``
+        (int numpy array of shape (b,)), so that a replacement of this function with the same
+        signature (the sensitivity tests' leaks) still runs in the engine.
     """
     bk = plan.backend
     t0 = time.perf_counter()
     S, T = _target_products(plan, Y)
     err = _ridge_cv_errors(plan, Y, S, T)
     best = _argmin0(bk, err)
+    plan.best = np.asarray(bk.to_numpy(best))
     if T is None:
         T = plan.final_V_T @ S
     T *= plan.final_H_T[:, best]
@@ -899,14 +916,82 @@ class _Targets:
         return out
 
 
+def _duration(seconds):
+    """``1h02m``, ``3m05s`` or ``12s``."""
+    seconds = int(round(max(seconds, 0.0)))
+    h, rest = divmod(seconds, 3600)
+    m, sec = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s" if m else f"{sec}s"
+
+
+class _Progress:
+    """Progress of one engine call: INFO log lines and, on a terminal, a tqdm bar.
+
+    The work is counted in target fits (outer folds x designs x targets). A line is logged
+    after each outer fold and at most every :data:`PROGRESS_SECONDS` in between (checked after
+    each target batch: a few comparisons per batch, nothing per target).
+    """
+
+    def __init__(self, n_folds, n_designs, n_targets, bar):
+        self.n_folds, self.n_designs, self.n_targets = n_folds, n_designs, n_targets
+        self.total = n_folds * n_designs * n_targets
+        self.done = 0
+        self.t0 = self.last = time.perf_counter()
+        self.bar = None
+        if bar and self.total:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=self.total, desc="ridge", unit="fits", unit_scale=True,
+                            leave=False, file=sys.stderr)
+
+    def update(self, fold, design, targets_done, n, end_of_fold=False):
+        """``n`` more target fits; ``targets_done`` of this (fold, design) so far."""
+        self.done += n
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"fold {fold + 1}/{self.n_folds}, condition "
+                                     f"{design + 1}/{self.n_designs}", refresh=False)
+            self.bar.update(n)
+        now = time.perf_counter()
+        if not (end_of_fold or now - self.last >= PROGRESS_SECONDS):
+            return
+        self.last = now
+        elapsed = now - self.t0
+        frac = self.done / self.total if self.total else 1.0
+        eta = elapsed * (1.0 - frac) / frac if frac > 0 else float("nan")
+        log.info("ridge: fold %d/%d, condition %d/%d, targets %d/%d; %.0f%% done in %s, "
+                 "ETA %s", fold + 1, self.n_folds, design + 1, self.n_designs, targets_done,
+                 self.n_targets, 100.0 * frac, _duration(elapsed),
+                 _duration(eta) if np.isfinite(eta) else "?")
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _show_bar(progress):
+    if progress == "auto":
+        try:
+            return bool(sys.stderr.isatty())
+        except (AttributeError, ValueError):      # no stderr, or a closed one
+            return False
+    return bool(progress)
+
+
 def _engine(blocks, designs, Y_list, segment_lengths, *, n_components=20, delays=range(6),
             alphas=DEFAULT_ALPHAS, n_folds=5, inner_cv="contiguous", n_inner_folds=5,
-            backend="numpy", target_batch=None, groups=None, form="auto", gap_trs=0):
-    """Fold scores of several designs (tuples of block indices) for several subjects.
+            backend="numpy", target_batch=None, groups=None, form="auto", gap_trs=0,
+            progress="auto"):
+    """Fold scores and chosen alphas of several designs (tuples of block indices) for several
+    subjects.
+
+    ``progress``: "auto" (a tqdm bar when stderr is a terminal), True or False; the log lines
+    (:class:`_Progress`) are written in every case.
 
     Returns
     -------
     fold_scores : list (per subject) of float32 arrays of shape (n_designs, n_folds, V_s)
+    fold_alphas : list (per subject) of float32 arrays of shape (n_designs, n_folds, V_s)
+        The alpha chosen by the inner CV for each target in each outer fold (NaN for targets
+        that are not fitted).
     """
     if inner_cv not in ("contiguous", "loo"):
         raise ConfigError(f"mapping inner_cv must be 'contiguous' or 'loo', got {inner_cv!r}.")
@@ -915,47 +1000,62 @@ def _engine(blocks, designs, Y_list, segment_lengths, *, n_components=20, delays
                                                  gap_trs=gap_trs)
     blocks = [_check_block(X, n) for X in blocks]
     targets = _Targets(Y_list)
+    alpha_grid = np.asarray(alphas, dtype=np.float32).reshape(-1)
     flat = np.full((len(designs), len(folds), targets.n_valid), np.nan, dtype=np.float32)
+    flat_alpha = np.full(flat.shape, np.nan, dtype=np.float32)
     if targets.n_valid:
         batches = _batches(targets.n_valid, target_batch)
         last_use = {}
         for j, design in enumerate(designs):
             for i in design:
                 last_use[i] = j
-        with _himalaya_backend(backend) as bk:
-            for f, (train, test) in enumerate(folds):
-                # targets of this fold, centred, on the device (one copy)
-                Ytr, Yte, Ynorm = [], [], []
-                for sl in batches:
-                    Y = targets.gather(train, sl)
-                    Y -= Y.mean(0, dtype=np.float64).astype(np.float32)
-                    Ytr.append(bk.asarray(Y))
-                    Yt = targets.gather(test, sl)
-                    Yt -= Yt.mean(0, dtype=np.float64).astype(np.float32)
-                    Ynorm.append(bk.asarray(np.sqrt((Yt.astype(np.float64) ** 2).sum(0))
-                                            .astype(np.float32)))
-                    Yte.append(bk.asarray(Yt))
-                    del Y, Yt
-                reduced = {}
-                for j, design in enumerate(designs):
-                    t0 = time.perf_counter()
-                    for i in design:
-                        if i not in reduced:
-                            reduced[i] = _reduce_block(blocks[i], train, n_components)
-                    X_train, X_test = _fold_design([reduced[i] for i in design], train, test,
-                                                   delays, segment_lengths)
-                    plan = _RidgePlan(X_train, X_test, alphas, inner_cv, n_inner_folds, form,
-                                      bk)
-                    for sl, Y, Yt, nrm in zip(batches, Ytr, Yte, Ynorm):
-                        flat[j, f, sl] = _ridge_batch_scores(plan, Y, Yt, nrm)
-                    del plan
-                    for i in design:
-                        if last_use[i] == j:
-                            del reduced[i]
-                    STATS["design_seconds"][j] = (STATS["design_seconds"].get(j, 0.0)
-                                                  + time.perf_counter() - t0)
-                del Ytr, Yte, Ynorm
-    return targets.scatter(flat)
+        log.info("ridge: %d outer folds x %d conditions x %d targets (%d subjects, %d TRs), "
+                 "%d target batches, backend %s", len(folds), len(designs), targets.n_valid,
+                 len(Y_list), n, len(batches), resolve_backend(backend))
+        progress = _Progress(len(folds), len(designs), targets.n_valid, _show_bar(progress))
+        try:
+            with _himalaya_backend(backend) as bk:
+                for f, (train, test) in enumerate(folds):
+                    # targets of this fold, centred, on the device (one copy)
+                    Ytr, Yte, Ynorm = [], [], []
+                    for sl in batches:
+                        Y = targets.gather(train, sl)
+                        Y -= Y.mean(0, dtype=np.float64).astype(np.float32)
+                        Ytr.append(bk.asarray(Y))
+                        Yt = targets.gather(test, sl)
+                        Yt -= Yt.mean(0, dtype=np.float64).astype(np.float32)
+                        Ynorm.append(bk.asarray(np.sqrt((Yt.astype(np.float64) ** 2).sum(0))
+                                                .astype(np.float32)))
+                        Yte.append(bk.asarray(Yt))
+                        del Y, Yt
+                    reduced = {}
+                    for j, design in enumerate(designs):
+                        t0 = time.perf_counter()
+                        for i in design:
+                            if i not in reduced:
+                                reduced[i] = _reduce_block(blocks[i], train, n_components)
+                        X_train, X_test = _fold_design([reduced[i] for i in design], train,
+                                                       test, delays, segment_lengths)
+                        plan = _RidgePlan(X_train, X_test, alphas, inner_cv, n_inner_folds,
+                                          form, bk)
+                        for sl, Y, Yt, nrm in zip(batches, Ytr, Yte, Ynorm):
+                            plan.best = None
+                            flat[j, f, sl] = _ridge_batch_scores(plan, Y, Yt, nrm)
+                            if plan.best is not None:
+                                flat_alpha[j, f, sl] = alpha_grid[plan.best]
+                            progress.update(f, j, sl.stop, sl.stop - sl.start,
+                                            end_of_fold=(j == len(designs) - 1
+                                                         and sl.stop == targets.n_valid))
+                        del plan
+                        for i in design:
+                            if last_use[i] == j:
+                                del reduced[i]
+                        STATS["design_seconds"][j] = (STATS["design_seconds"].get(j, 0.0)
+                                                      + time.perf_counter() - t0)
+                    del Ytr, Yte, Ynorm
+        finally:
+            progress.close()
+    return targets.scatter(flat), targets.scatter(flat_alpha)
 
 
 def _mean_scores(fold_scores):
@@ -1019,13 +1119,13 @@ def encoding_scores(X_blocks, Y, segment_lengths=None, *, n_components=20, delay
     fold = _engine(list(X_blocks), [tuple(range(len(X_blocks)))], [Y], segment_lengths,
                    n_components=n_components, delays=delays, alphas=alphas, n_folds=n_folds,
                    inner_cv=inner_cv, n_inner_folds=n_inner_folds, backend=backend,
-                   target_batch=target_batch, groups=groups, gap_trs=gap_trs)[0][0]
+                   target_batch=target_batch, groups=groups, gap_trs=gap_trs)[0][0][0]
     scores = _fold_mean(fold)
     return (scores, fold) if return_folds else scores
 
 
 _FORECAST_KW = ("n_components", "delays", "alphas", "n_folds", "inner_cv", "n_inner_folds",
-                "backend", "target_batch", "groups", "gap_trs")
+                "backend", "target_batch", "groups", "gap_trs", "progress")
 
 
 def _engine_kwargs(kwargs, caller):
@@ -1069,13 +1169,14 @@ def forecast_scores_shared(X, windows, Y_list, segment_lengths=None, **kwargs):
     blocks = [X] + [W for _, W in items]
     designs = [(0,)] + [(0, j + 1) for j in range(len(items))]
     out = []
-    for fold in _engine(blocks, designs, Y_list, segment_lengths, **kwargs):
+    for fold in _engine(blocks, designs, Y_list, segment_lengths, **kwargs)[0]:
         means = _mean_scores(fold)
         out.append((means[0], means[1:]))
     return out
 
 
-def design_scores(blocks, designs, Y_list, segment_lengths=None, **kwargs):
+def design_scores(blocks, designs, Y_list, segment_lengths=None, return_alphas=False,
+                  **kwargs):
     """Brain scores of several designs (concatenations of feature blocks), in one fit.
 
     The general form of :func:`forecast_scores_shared`: each block is standardised and reduced
@@ -1091,18 +1192,25 @@ def design_scores(blocks, designs, Y_list, segment_lengths=None, **kwargs):
     Y_list : sequence of arrays of shape (n_trs, V_s)
         BOLD of each subject, on the same TRs.
     segment_lengths : sequence of int or None
+    return_alphas : bool
+        Also return the alpha chosen for each target in each outer fold.
     **kwargs
-        As :func:`forecast_scores`.
+        As :func:`forecast_scores`, and ``progress`` ("auto": a tqdm bar when stderr is a
+        terminal; True; False). Progress lines are logged in every case (module docstring).
 
     Returns
     -------
     scores : list (one per subject) of float32 arrays of shape (n_designs, V_s)
         Mean Pearson r over the outer folds; row ``j`` equals
         ``encoding_scores([blocks[i] for i in designs[j]], Y_list[s], ...)``.
+    alphas : list (one per subject) of float32 arrays of shape (n_designs, n_folds, V_s)
+        Only if ``return_alphas``: the ridge penalty chosen by the inner CV for each design,
+        outer fold and target (a value of the ``alphas`` grid; NaN for targets not fitted, a
+        NaN or constant column of ``Y``).
     """
     kwargs = _engine_kwargs(kwargs, "design_scores")
     if len(Y_list) == 0:
-        return []
+        return ([], []) if return_alphas else []
     designs = [tuple(int(i) for i in d) for d in designs]
     for d in designs:
         if not d or min(d) < 0 or max(d) >= len(blocks):
@@ -1111,8 +1219,9 @@ def design_scores(blocks, designs, Y_list, segment_lengths=None, **kwargs):
     Y_list = [_check_targets(Y) for Y in Y_list]
     n = Y_list[0].shape[0]
     Y_list = [_check_targets(Y, n) for Y in Y_list]
-    return [_mean_scores(fold) for fold in _engine(list(blocks), designs, Y_list,
-                                                   segment_lengths, **kwargs)]
+    folds, alphas = _engine(list(blocks), designs, Y_list, segment_lengths, **kwargs)
+    scores = [_mean_scores(fold) for fold in folds]
+    return (scores, alphas) if return_alphas else scores
 
 
 def forecast_scores(X, windows, Y, segment_lengths=None, **kwargs):

@@ -74,7 +74,9 @@ def make_analysis_fit(analysis, subjects, run_table_tsv, sources_paths, bold_pat
     out_npz : path
         Written with ``conditions`` (names), ``conditions_json`` (their definitions),
         ``subjects``, ``provenance`` (:func:`brainpred.stages.common.scores_provenance`) and, per
-        subject, ``<subject>__scores`` (n_conditions, V).
+        subject, ``<subject>__scores`` (n_conditions, V) and ``<subject>__alpha``
+        (n_conditions, n_folds, V: the ridge penalty chosen by the inner CV in each outer
+        fold, NaN where a vertex is not fitted).
     group_npz : path, optional
         The main analysis' group maps (the width analysis' "best" distance).
     """
@@ -115,8 +117,9 @@ def make_analysis_fit(analysis, subjects, run_table_tsv, sources_paths, bold_pat
     # the seed of the random and shuffled windows (a job sees only its analysis' section)
     seed = int(config["controls"]["seed"]) if analysis == "controls" else 0
     sources = design.WordSources(words, acts, syn, gen, seed=seed, models=models)
-    scores = fit_conditions(conds, subjects, table, sources, bold_paths, config,
-                            where=run_table_tsv, what=f"{analysis} analysis")
+    scores, alphas = fit_conditions(conds, subjects, table, sources, bold_paths, config,
+                                    where=run_table_tsv, what=f"{analysis} analysis",
+                                    return_alphas=True)
     out = {"conditions": np.array([c.name for c in conds]),
            "conditions_json": np.array(json.dumps([asdict(c) for c in conds])),
            "subjects": np.array(list(subjects)), "analysis": np.array(analysis),
@@ -128,7 +131,9 @@ def make_analysis_fit(analysis, subjects, run_table_tsv, sources_paths, bold_pat
         out["width_distance"] = np.array(width_d)
     for subject in subjects:
         out[f"{subject}__scores"] = scores[subject]
+        out[f"{subject}__alpha"] = alphas[subject]
     io.save_npz(out_npz, **out)
+    log.info("%s analysis: wrote %s (%s)", analysis, out_npz, ", ".join(subjects))
 
 
 def make_analysis_group(fit_npzs, analysis, config, outputs, labels_paths=None,

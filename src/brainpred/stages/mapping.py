@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def fit_conditions(conds, subjects, table, sources, bold_paths, config, where="run table",
-                   what="analysis"):
+                   what="analysis", return_alphas=False):
     """The fit loop of every analysis: scores of every condition for each subject.
 
     Each subject's design (the TR-level arrays of the conditions' blocks,
@@ -46,11 +46,16 @@ def fit_conditions(conds, subjects, table, sources, bold_paths, config, where="r
         ``features`` (``tr_offset``, ``tr_method``) and ``mapping``.
     where, what : str
         The run table's path and the analysis, for messages.
+    return_alphas : bool
+        Also return the ridge penalty chosen for each condition, outer fold and vertex.
 
     Returns
     -------
     dict
         ``subject -> float32 ndarray (n_conditions, V)``: the brain score of each condition.
+    dict
+        Only if ``return_alphas``: ``subject -> float32 ndarray (n_conditions, n_folds, V)``,
+        the alpha chosen by the inner CV (NaN where a vertex is not fitted).
     """
     feat, mc = config["features"], config["mapping"]
     blocks, designs = blocks_and_designs(conds)
@@ -68,8 +73,8 @@ def fit_conditions(conds, subjects, table, sources, bold_paths, config, where="r
                 break
         else:
             shared.append((arrays, lengths, groups, [subject]))
-    scores = {}
-    for arrays, lengths, groups, members in shared:
+    scores, alphas = {}, {}
+    for n, (arrays, lengths, groups, members) in enumerate(shared):
         Y_list = []
         for subject in members:
             runs = table[table["kept"] & (table["subject"] == subject)]
@@ -78,15 +83,17 @@ def fit_conditions(conds, subjects, table, sources, bold_paths, config, where="r
                 raise DataError(f"{subject}: BOLD has {Y.shape[0]} TRs, the design "
                                 f"{arrays[0].shape[0]}.")
             Y_list.append(Y)
-        log.info("%s: %s, %d TRs, %d vertices each, %d conditions (%d blocks), fitted together",
-                 what, ", ".join(members), arrays[0].shape[0], Y_list[0].shape[1], len(conds),
-                 len(blocks))
-        results = mapping.design_scores(arrays, designs, Y_list, lengths,
-                                        **mapping_kwargs(config, groups))
-        for subject, s in zip(members, results):
+        log.info("%s: fit %d/%d: %s, %d TRs, %d vertices each, %d conditions (%d blocks), "
+                 "fitted together", what, n + 1, len(shared), ", ".join(members),
+                 arrays[0].shape[0], Y_list[0].shape[1], len(conds), len(blocks))
+        results, chosen = mapping.design_scores(arrays, designs, Y_list, lengths,
+                                                return_alphas=True,
+                                                **mapping_kwargs(config, groups))
+        for subject, s, a in zip(members, results, chosen):
             scores[subject] = np.asarray(s, np.float32)
+            alphas[subject] = np.asarray(a, np.float32)
         del Y_list
-    return scores
+    return (scores, alphas) if return_alphas else scores
 
 
 def make_fit_scores(subjects, run_table_tsv, feature_paths, bold_paths, config, out_npz,
@@ -109,9 +116,11 @@ def make_fit_scores(subjects, run_table_tsv, feature_paths, bold_paths, config, 
         ``features``, ``forecast``, ``mapping`` and, when present, ``model`` (the feature
         caches' recorded model settings are then checked against it).
     out_npz : path
-        Written with ``distances`` and, per subject, ``<subject>__brain_score`` (V,) and
-        ``<subject>__forecast_brain_score`` (n_d, V), and ``provenance``
-        (:func:`scores_provenance`).
+        Written with ``distances``, ``conditions`` (names: ``base``, then ``d-<d>`` per
+        distance) and, per subject, ``<subject>__brain_score`` (V,),
+        ``<subject>__forecast_brain_score`` (n_d, V) and ``<subject>__alpha``
+        (n_conditions, n_folds, V: the ridge penalty chosen by the inner CV in each outer fold,
+        NaN where a vertex is not fitted), and ``provenance`` (:func:`scores_provenance`).
     words_paths : dict, optional
         ``story -> words table``: the feature caches' recorded words sha256 are checked
         against them (without: only the recorded story, kind and model consistency).
@@ -125,9 +134,11 @@ def make_fit_scores(subjects, run_table_tsv, feature_paths, bold_paths, config, 
                                  {s: a for s, (a, _) in story_feats.items()})
     n_layers = next(iter(story_feats.values()))[0].shape[0] - 1
     conds = conditions(MAIN, config, n_layers)
-    scores = fit_conditions(conds, subjects, table, sources, bold_paths, config,
-                            where=run_table_tsv, what="main analysis")
+    scores, alphas = fit_conditions(conds, subjects, table, sources, bold_paths, config,
+                                    where=run_table_tsv, what="main analysis",
+                                    return_alphas=True)
     out = {"distances": np.array([int(c.x) for c in conds[1:]]),
+           "conditions": np.array([c.name for c in conds]),
            "subjects": np.array(list(subjects)),
            prov.KEY: prov.to_array(scores_provenance("fit_scores", subjects, list(records),
                                                      records, config,
@@ -135,7 +146,9 @@ def make_fit_scores(subjects, run_table_tsv, feature_paths, bold_paths, config, 
     for subject in subjects:
         out[f"{subject}__brain_score"] = scores[subject][0]
         out[f"{subject}__forecast_brain_score"] = scores[subject][1:]
+        out[f"{subject}__alpha"] = alphas[subject]
     io.save_npz(out_npz, **out)
+    log.info("main analysis: wrote %s (%s)", out_npz, ", ".join(subjects))
 
 
 def make_subject_scores(subject, fit_npz, outputs, labels_paths=None):
@@ -148,6 +161,10 @@ def make_subject_scores(subject, fit_npz, outputs, labels_paths=None):
         Output of :func:`make_fit_scores` holding this subject.
     outputs : dict
         ``npz``, ``brain_L``, ``brain_R``, ``forecast_L``, ``forecast_R``, ``regions`` paths.
+        The npz holds ``subject``, ``distances``, ``brain_score`` (V,),
+        ``forecast_brain_score`` and ``forecast_score`` (n_d, V), ``provenance`` and, when the
+        fit file has them, ``alpha`` (n_conditions, n_folds, V: the ridge penalty chosen in
+        each outer fold) with ``conditions`` (their names: ``base``, ``d-<d>``...).
     labels_paths : (path, path) or None
         Region labels of the left and right hemispheres.
     """
@@ -169,8 +186,11 @@ def make_subject_scores(subject, fit_npz, outputs, labels_paths=None):
     F = (R_XW - R_X[None]).astype(np.float32)
     mine = {**rec, "kind": "subject_scores", "subject": subject, "fit": Path(fit_npz).name,
             "file": Path(outputs["npz"]).name, "brainpred_version": prov.brainpred_version()}
+    extra = {}
+    if f"{subject}__alpha" in fit:          # fit files written before the alphas were kept
+        extra = {"alpha": fit[f"{subject}__alpha"], "conditions": fit["conditions"]}
     io.save_npz(outputs["npz"], subject=np.array(subject), distances=np.array(distances),
-                brain_score=R_X, forecast_brain_score=R_XW, forecast_score=F,
+                brain_score=R_X, forecast_brain_score=R_XW, forecast_score=F, **extra,
                 **{prov.KEY: prov.to_array(mine)})
     io.write_surface_maps(outputs["brain_L"], outputs["brain_R"], R_X[None], ["brain score"])
     io.write_surface_maps(outputs["forecast_L"], outputs["forecast_R"], F,
@@ -179,3 +199,4 @@ def make_subject_scores(subject, fit_npz, outputs, labels_paths=None):
     regions = tables.region_table(R_X, F, distances, labels, names)
     regions.insert(0, "subject", subject)
     io.write_tsv(outputs["regions"], regions)
+    log.info("%s: wrote its score maps and region table (%s)", subject, outputs["npz"])
