@@ -141,7 +141,8 @@ def test_demo_outputs_exist(demo):
         assert len(maps) == 4, sub
     import nibabel as nib
 
-    (fl,) = (res / "scores").rglob("sub-001_hemi-L_space-fsaverage5_desc-forecastscore_statmap.func.gii")
+    (fl,) = (res / "scores").rglob(
+        "sub-001_hemi-L_space-fsaverage5_desc-forecastscore_statmap.func.gii")
     img = nib.load(fl)
     assert len(img.darrays) == len(DISTANCES)
     assert img.darrays[0].data.shape == (10242,)
@@ -292,7 +293,8 @@ def test_finetune_stage_outputs(demo):
         assert np.isfinite(t[["ce", "nce"]].to_numpy()).all()
     g = _analysis(demo, "finetune")
     assert g["gain__step-3__x"].tolist() == [0.5]
-    (gl,) = (res / "analyses").rglob("group_hemi-L_space-fsaverage5_desc-finetunegain_statmap.func.gii")
+    (gl,) = (res / "analyses").rglob(
+        "group_hemi-L_space-fsaverage5_desc-finetunegain_statmap.func.gii")
     assert len(nib.load(gl).darrays) == 1
 
 

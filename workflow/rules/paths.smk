@@ -140,8 +140,8 @@ def syntax_file(story):
 
 
 def fit_table(fit):
-    """The run table of a fit's subjects (rule fit_run_table): what its BOLD caches and fits
-    read, so that a change of the subject selection reruns no other fit."""
+    """The run table of a fit's subjects, made by rule fit_run_table; what its BOLD caches and
+    fits read, so that a change of the subject selection reruns no other fit."""
     return f"{RESULTS}/tables/{fit}_desc-runs_table.tsv"
 
 
