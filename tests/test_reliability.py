@@ -174,15 +174,17 @@ def _tiny_demo_config():
 
     cfg = yaml.safe_load((pathlib.Path(__file__).parents[1] / "config" / "config.yaml")
                          .read_text())
-    cfg["synthetic"].update(n_subjects=3, n_stories=2, stories_per_subject=1,
+    # sub-004 is in the dataset but not selected: the incremental tests add it
+    cfg["synthetic"].update(n_subjects=4, n_stories=2, stories_per_subject=1,
                             speech_duration=90.0, plant_syntax=False, coverage="patches")
+    cfg["dataset"]["subjects"] = ["sub-001", "sub-002", "sub-003"]
     cfg["forecast"]["distances"] = [0, 15]
     for section in ("layers", "controls", "syntax", "finetune"):
         cfg[section]["enabled"] = False
     return cfg
 
 
-def _workflow(workdir, *args, check=True, offline=True):
+def _workflow(workdir, *args, check=True, offline=True, configfile="config.yaml"):
     import pathlib
 
     repo = pathlib.Path(__file__).parents[1]
@@ -192,7 +194,7 @@ def _workflow(workdir, *args, check=True, offline=True):
         env = {k: v for k, v in env.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile",
                            str(repo / "Snakefile"), "--directory", str(workdir),
-                           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args],
+                           "--configfile", str(workdir / configfile), "--cores", "2", *args],
                           cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
     if check:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -220,6 +222,116 @@ def _scores(workdir, subject):
     (path,) = (workdir / "results" / "scores").rglob(f"{subject}_desc-scores.npz")
     with np.load(path) as z:
         return z["brain_score"].copy()
+
+
+def _planned_jobs(proc):
+    """``rule -> set of wildcard strings`` of the jobs a dry run plans."""
+    import re
+
+    jobs = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", proc.stdout):
+        m = re.match(r"(?:local)?rule (\w+):", block.strip())
+        if m:
+            w = re.search(r"^\s*wildcards: (.*)$", block, flags=re.M)
+            jobs.setdefault(m.group(1), set()).add(w.group(1) if w else "")
+    return jobs
+
+
+def _variant(workdir, name, **sections):
+    """The tiny demo's config with ``sections`` updated, as ``name`` in ``workdir``."""
+    import yaml
+
+    cfg = yaml.safe_load((workdir / "config.yaml").read_text())
+    for section, values in sections.items():
+        cfg[section].update(values)
+    (workdir / name).write_text(yaml.safe_dump(cfg))
+    return name
+
+
+# what reruns after any selection edit besides the edited fit: the group step, its figures,
+# the report and the files that record the configuration
+_GROUP_JOBS = {"group", "figures", "paper_comparison", "report", "run_table",
+               "effective_config", "dataset_description", "all"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("subjects, fit_of, changed", [
+    (["sub-001", "sub-002", "sub-003", "sub-004"], "sub-002", {"sub-002", "sub-004"}),  # added
+    (["sub-001", "sub-002"], "sub-001", {"sub-001"}),                                   # removed
+])
+def test_a_selection_edit_reruns_only_the_fit_of_that_subject(tiny_demo, subjects, fit_of,
+                                                              changed):
+    """sub-001 and sub-003 heard one story, sub-002 and sub-004 the other: adding sub-004 or
+    removing sub-003 replans that fit's run table, BOLD caches, fit and subject maps, and the
+    group step; the other fit and every story's features stay as they are."""
+    from brainpred.config import prepare_config
+    from brainpred.plan import fit_groups, run_plan
+
+    name = _variant(tiny_demo, "selection.yaml", dataset={"subjects": subjects})
+    jobs = _planned_jobs(_workflow(tiny_demo, "-n", configfile=name))
+    assert set(jobs) == _GROUP_JOBS | {"fit_run_table", "bold_cache", "fit_scores",
+                                       "subject_scores"}, sorted(jobs)
+    cfg = prepare_config(__import__("yaml").safe_load((tiny_demo / name).read_text()),
+                         check_model=False)
+    fits = fit_groups(run_plan(cfg), cfg["mapping"]["shared_subjects"])
+    (fit,) = [f for f, members in fits.items() if fit_of in members]
+    assert jobs["fit_scores"] == jobs["fit_run_table"] == {f"fit={fit}"}
+    assert {w.split(",")[0] for w in jobs["subject_scores"]} == {f"subject={s}"
+                                                                  for s in changed}
+    assert {w.split(",")[0] for w in jobs["bold_cache"]} == {f"subject={s}" for s in changed}
+    # the fit labels do not depend on the selection: the untouched fit keeps its name
+    before = fit_groups(run_plan(prepare_config(
+        __import__("yaml").safe_load((tiny_demo / "config.yaml").read_text()),
+        check_model=False)), 8)
+    assert {f for f in before if fit_of not in before[f]} <= set(fits)
+
+
+@pytest.mark.slow
+def test_runtime_keys_rerun_nothing(tiny_demo):
+    """Download jobs, batch sizes, device, backend and thread counts change no result."""
+    name = _variant(tiny_demo, "runtime.yaml", dataset={"download_jobs": 7},
+                    model={"batch_size": 3, "device": "cpu"},
+                    mapping={"backend": "numpy", "target_batch": 123},
+                    noise_ceiling={"batch": 99})
+    proc = _workflow(tiny_demo, "-n", "--set-threads", "fit_scores=2", "bold_cache=2",
+                     configfile=name)
+    assert "Nothing to be done" in proc.stdout, sorted(_planned_jobs(proc))
+
+
+@pytest.mark.slow
+def test_results_are_a_bids_derivative_with_group_forecast_maps(tiny_demo):
+    import json
+
+    import nibabel as nib
+    from nilearn.surface import load_surf_data
+
+    res = tiny_demo / "results"
+    desc = json.loads((res / "dataset_description.json").read_text())
+    assert desc["DatasetType"] == "derivative"
+    assert desc["GeneratedBy"][0]["Name"] == "brainpred" and desc["GeneratedBy"][0]["ConfigHash"]
+    (group,) = (res / "group").rglob("group_desc-scores.npz")
+    with np.load(group) as z:
+        F, q, distances = (z["forecast_score"].astype(np.float32), z["forecast_q"],
+                           list(z["distances"]))
+    half = F.shape[1] // 2
+    for h, sl in (("L", slice(0, half)), ("R", slice(half, None))):
+        for desc_label in ("forecastscore", "forecastscorefdr"):
+            (path,) = (res / "group").rglob(
+                f"group_hemi-{h}_space-fsaverage5_desc-{desc_label}_statmap.func.gii")
+            img = nib.load(path)
+            assert len(img.darrays) == len(distances) == 2
+            side = "CortexLeft" if h == "L" else "CortexRight"
+            assert img.meta["AnatomicalStructurePrimary"] == side
+            data = load_surf_data(str(path)).T                   # (n_d, n_per_hemi)
+            if desc_label == "forecastscore":
+                np.testing.assert_array_equal(data, F[:, sl])
+            else:
+                keep = (q[:, sl] <= 0.01) & (np.nan_to_num(F[:, sl]) > 0)
+                np.testing.assert_array_equal(np.isfinite(data), keep)
+                np.testing.assert_array_equal(data[keep], F[:, sl][keep])
+            sidecar = json.loads(path.with_name(path.name.replace(".func.gii", ".json"))
+                                 .read_text())
+            assert sidecar["Distances"] == [int(d) for d in distances]
 
 
 @pytest.mark.slow
@@ -294,7 +406,12 @@ def test_a_sidecar_with_another_tr_stops_the_run_table(tiny_demo):
     try:
         proc = _workflow(tiny_demo, check=False)
         assert proc.returncode != 0
-        log = (tiny_demo / "logs" / "run_table.log").read_text()
+        # the whole selection's table or the fit's (whichever ran first stops the run)
+        logs = [p.read_text() for p in [tiny_demo / "logs" / "run_table.log",
+                                        *(tiny_demo / "logs" / "run_table").glob("*.log")]
+                if p.exists() and sidecars[0].name in p.read_text()]
+        assert logs, "no run table log names the sidecar"
+        log = logs[0]
         assert sidecars[0].name in log.splitlines()[0] and "RepetitionTime 2 s" in log
     finally:
         sidecars[0].write_text(json.dumps(old))

@@ -9,7 +9,7 @@ from factories import fit_config, fit_inputs
 from brainpred import stats, tables
 from brainpred.design import subject_design
 from brainpred.errors import ConfigError
-from brainpred.plan import fit_groups
+from brainpred.plan import fit_groups, fit_label
 from brainpred.stages import mapping as mapping_stage
 from brainpred.stages.common import load_atlas_labels, ridge_alphas
 
@@ -109,11 +109,23 @@ def test_fit_groups_share_identical_stimulus_sequences():
         "task": ["a", "b", "a", "b", "a", "a", "a"],
         "story": ["a", "b", "a", "b", "a", "a", "a"],
     })
+    ab, a = [("a", "a"), ("b", "b")], [("a", "a")]
     fits = fit_groups(plan, max_subjects=2)
-    assert fits == {"fit-001": ["sub-001", "sub-002"], "fit-002": ["sub-003", "sub-004"],
-                    "fit-003": ["sub-005"]}
+    assert fits == {fit_label(ab, 1, 2): ["sub-001", "sub-002"],
+                    fit_label(a, 3, 4): ["sub-003", "sub-004"],
+                    fit_label(a, 5, 6): ["sub-005"]}
     assert fit_groups(plan, max_subjects=1) == {
-        f"fit-{i:03d}": [f"sub-{i:03d}"] for i in range(1, 6)}
+        fit_label(ab if i < 3 else a, i, i): [f"sub-{i:03d}"] for i in range(1, 6)}
+    # the labels depend on no other subject: dropping sub-003 or adding sub-009 leaves the
+    # other fits as they were
+    assert fit_groups(plan[plan["subject"] != "sub-003"], 2) == {
+        **{k: v for k, v in fits.items() if "sub-003" not in v},
+        fit_label(a, 3, 4): ["sub-004"]}
+    more = pd.concat([plan, pd.DataFrame({"subject": ["sub-009"], "task": ["a"],
+                                          "story": ["a"]})])
+    assert fit_groups(more, 2) == {**fits, fit_label(a, 9, 10): ["sub-009"]}
+    assert fit_label(a, 1, 8) == "fit-s001to008seq" + fit_label(a, 3, 4)[-6:]
+    assert fit_label(a, 1, 8)[4:].isalnum()
 
 
 def test_make_fit_scores_shares_identical_designs_only(tmp_path):

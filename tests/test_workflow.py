@@ -26,11 +26,14 @@ def test_run_basename():
 
 
 def test_model_tag(tmp_path):
-    assert model_tag("tiny-gpt2") == "tiny-gpt2"
-    assert model_tag("openai-community/gpt2") == "openai-community-gpt2"
+    # BIDS labels: letters and digits only (the model-<label> entity)
+    assert model_tag("tiny-gpt2") == "tinygpt2"
+    assert model_tag("openai-community/gpt2") == "openaicommunitygpt2"
     local = tmp_path / "my_model"
     local.mkdir()
-    assert model_tag(str(local) + "/") == "my-model"
+    assert model_tag(str(local) + "/") == "mymodel"
+    with pytest.raises(ConfigError, match="model.name"):
+        model_tag("--/")
 
 
 def test_run_plan_synthetic_default():

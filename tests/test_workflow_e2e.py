@@ -138,11 +138,12 @@ def test_demo_outputs_exist(demo):
     assert len(figs) == 5 + 3 + 1 + 3 + 3, [p.name for p in figs]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in figs)
     for sub in [f"sub-{i:03d}" for i in range(1, 7)]:
-        maps = sorted((res / "scores").rglob(f"{sub}_space-fsaverage5_hemi-*_desc-*.func.gii"))
+        maps = sorted((res / "scores").rglob(f"{sub}_hemi-*_space-fsaverage5_desc-*.func.gii"))
         assert len(maps) == 4, sub
     import nibabel as nib
 
-    (fl,) = (res / "scores").rglob("sub-001_space-fsaverage5_hemi-L_desc-forecastscore.func.gii")
+    (fl,) = (res / "scores").rglob(
+        "sub-001_hemi-L_space-fsaverage5_desc-forecastscore_statmap.func.gii")
     img = nib.load(fl)
     assert len(img.darrays) == len(DISTANCES)
     assert img.darrays[0].data.shape == (10242,)
@@ -293,7 +294,8 @@ def test_finetune_stage_outputs(demo):
         assert np.isfinite(t[["ce", "nce"]].to_numpy()).all()
     g = _analysis(demo, "finetune")
     assert g["gain__step-3__x"].tolist() == [0.5]
-    (gl,) = (res / "analyses").rglob("group_space-fsaverage5_hemi-L_desc-finetunegain.func.gii")
+    (gl,) = (res / "analyses").rglob(
+        "group_hemi-L_space-fsaverage5_desc-finetunegain_statmap.func.gii")
     assert len(nib.load(gl).darrays) == 1
 
 
@@ -317,7 +319,8 @@ def test_paper_comparison_rows_recomputed_from_the_outputs(demo):
     res = demo / "results"
     cfg = yaml.safe_load((res / "config" / "desc-effective_config.yaml").read_text())
     names = cfg["report"]["paper_regions"]
-    table = pd.read_csv(res / "tables" / "desc-paper_comparison.tsv", sep="\t")
+    (path,) = (res / "tables").glob("model-*_layer-*_desc-paper_comparison.tsv")
+    table = pd.read_csv(path, sep="\t")
     rows = table.set_index("quantity")
     assert len(table) == 10 and (table["status"] == "computed").sum() == 9
     assert rows.loc["brain score at the peak, % of noise ceiling", "status"].startswith(

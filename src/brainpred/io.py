@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import derivatives
 from .errors import DataError
 
 __all__ = ["atomic_path", "atomic_write", "save_npz", "load_npz", "write_tsv", "read_tsv",
@@ -238,8 +239,14 @@ def write_func_gifti(path, data):
     return Path(path)
 
 
-def write_surface_maps(path_L, path_R, maps, names):
-    """Write score maps as two GIfTI func files (L, R), one named data array per map, atomically.
+def write_surface_maps(path_L, path_R, maps, names, distances=None):
+    """Write score maps as two GIfTI func files (L, R), one named data array per map, atomically,
+    each with its JSON sidecar.
+
+    The image and every data array carry ``AnatomicalStructurePrimary`` (``CortexLeft`` /
+    ``CortexRight``, from the file name's ``hemi`` entity, else from its position), which
+    Connectome Workbench needs to place a map; the sidecar (same name, ``.json``) says what the
+    values are (:func:`brainpred.derivatives.map_sidecar`).
 
     Parameters
     ----------
@@ -248,18 +255,41 @@ def write_surface_maps(path_L, path_R, maps, names):
         Left hemisphere then right hemisphere along the vertices.
     names : sequence of str, length n_maps
         The ``Name`` metadata of each data array.
+    distances : sequence of int, optional
+        The forecast distance of each map (default: read from names ending in ``d=<int>``).
     """
+    import re
+
     import nibabel as nib
 
     maps = np.atleast_2d(np.asarray(maps, dtype=np.float32))
+    names = [str(n) for n in names]
+    if distances is None:
+        found = [re.search(r"d=(-?[0-9]+)$", n) for n in names]
+        distances = [int(m.group(1)) for m in found] if found and all(found) else None
     half = maps.shape[1] // 2
-    for path, sl in ((path_L, slice(0, half)), (path_R, slice(half, None))):
+    for path, sl, side in ((path_L, slice(0, half), "CortexLeft"),
+                           (path_R, slice(half, None), "CortexRight")):
+        structure = derivatives.hemisphere_structure(path) or side
         darrays = []
         for m, name in zip(maps, names):
             da = nib.gifti.GiftiDataArray(np.ascontiguousarray(m[sl]),
                                           intent="NIFTI_INTENT_ESTIMATE",
                                           datatype="NIFTI_TYPE_FLOAT32")
-            da.meta = nib.gifti.GiftiMetaData({"Name": name})
+            da.meta = nib.gifti.GiftiMetaData({"Name": name,
+                                               "AnatomicalStructurePrimary": structure})
             darrays.append(da)
+        img = nib.gifti.GiftiImage(
+            darrays=darrays,
+            meta=nib.gifti.GiftiMetaData({"AnatomicalStructurePrimary": structure}))
         with atomic_path(path) as tmp:
-            nib.save(nib.gifti.GiftiImage(darrays=darrays), str(tmp))
+            nib.save(img, str(tmp))
+        sidecar = derivatives.map_sidecar(path, names, distances=distances)
+        sidecar["AnatomicalStructurePrimary"] = structure
+        write_json(_sidecar_path(path), sidecar)
+
+
+def _sidecar_path(path):
+    """``x.func.gii`` -> ``x.json`` (the BIDS sidecar of a data file)."""
+    path = Path(path)
+    return path.with_name(path.name.split(".", 1)[0] + ".json")

@@ -9,6 +9,7 @@ jobs themselves read the run table the ``run_table`` rule writes from the files 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from .config import check_plan_sizes
 from .errors import ConfigError
 from .narratives import build_run_table, check_runs_cover_their_stories, split_story_rows
 
-__all__ = ["run_basename", "model_tag", "run_plan", "fit_groups"]
+__all__ = ["run_basename", "model_tag", "run_plan", "fit_groups", "fit_label"]
 
 
 def run_basename(subject, task, run=""):
@@ -29,15 +30,16 @@ def run_basename(subject, task, run=""):
 
 
 def model_tag(name):
-    """File-name-safe tag of a model name or path.
+    """File-name-safe tag of a model name or path: a BIDS label (letters and digits only), the
+    ``model-<label>`` entity of the result files.
 
-    ``tiny-gpt2`` -> ``tiny-gpt2``; ``openai-community/gpt2`` -> ``openai-community-gpt2``; a
-    local folder ``/models/my_gpt/`` -> ``my-gpt``.
+    ``tiny-gpt2`` -> ``tinygpt2``; ``openai-community/gpt2`` -> ``openaicommunitygpt2``; a
+    local folder ``/models/my_gpt/`` -> ``mygpt``.
     """
     text = str(name).rstrip("/")
     if Path(text).is_dir():
         text = Path(text).name
-    tag = re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-.")
+    tag = re.sub(r"[^A-Za-z0-9]+", "", text)
     if not tag:
         raise ConfigError(f"model.name = {name!r}: cannot make a file name from it.")
     return tag
@@ -128,16 +130,42 @@ def fit_groups(plan, max_subjects):
     Returns
     -------
     dict
-        ``"fit-001" -> [subject, ...]``, subjects sorted, fits ordered by their first subject.
-        Subjects share a fit only when their ordered (task, story) sequences are equal; the fit
-        job checks that their designs are identical.
+        ``fit label -> [subject, ...]``, subjects sorted, fits ordered by their first subject.
+        Subjects share a fit only when their ordered (task, story) sequences are equal (the fit
+        job checks that their designs are identical) and their subject numbers fall in the
+        same range of ``max_subjects`` numbers (1-8, 9-16, ... for 8). The label
+        (:func:`fit_label`) names that sequence and range, so it does not depend on the other
+        subjects selected: adding or removing a subject changes only its own fit.
     """
-    keys = {}
+    width = max(1, int(max_subjects))
+    chunks = {}
     for subject, g in plan.groupby("subject", sort=True):
-        keys.setdefault(tuple(zip(g["task"], g["story"])), []).append(subject)
-    chunks = []
-    for subjects in keys.values():
-        for i in range(0, len(subjects), max(1, int(max_subjects))):
-            chunks.append(subjects[i:i + max(1, int(max_subjects))])
-    chunks.sort(key=lambda c: c[0])
-    return {f"fit-{i + 1:03d}": c for i, c in enumerate(chunks)}
+        sequence = tuple(zip(g["task"], g["story"]))
+        lo = (_subject_number(subject) - 1) // width * width + 1
+        chunks.setdefault(fit_label(sequence, lo, lo + width - 1), []).append(subject)
+    return dict(sorted(chunks.items(), key=lambda kv: kv[1][0]))
+
+
+def fit_label(sequence, first, last):
+    """The fit of the subjects numbered ``first``..``last`` who heard ``sequence``.
+
+    ``fit-s001to008seq<6 hex digits of the sequence's sha1>``: a BIDS label (letters and
+    digits) that depends only on the stimulus sequence and the subject-number range.
+
+    Parameters
+    ----------
+    sequence : sequence of (task, story)
+    first, last : int
+        Subject numbers of the range.
+    """
+    text = "|".join(f"{task}:{story}" for task, story in sequence)
+    digest = hashlib.sha1(text.encode()).hexdigest()[:6]
+    return f"fit-s{first:03d}to{last:03d}seq{digest}"
+
+
+def _subject_number(subject):
+    match = re.fullmatch(r"sub-0*([0-9]+)", str(subject))
+    if not match:
+        raise ConfigError(f"subject {subject!r}: brainpred expects numbered subjects "
+                          "(sub-<digits>, as Narratives).")
+    return int(match.group(1))

@@ -7,7 +7,8 @@ rule bold_cache:
     input:
         left=lambda w: gifti(w.subject, w.basename, "L"),
         right=lambda w: gifti(w.subject, w.basename, "R"),
-        table=RUN_TABLE,
+        # the table of the subject's fit, not of the whole selection (plan.smk: fit_table)
+        table=lambda w: fit_table(FIT_OF[w.subject]),
     output:
         bold=bold_file("{subject}", "{basename}"),
         sidecar=bold_file("{subject}", "{basename}").removesuffix(".npy") + ".json",

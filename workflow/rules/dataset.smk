@@ -1,5 +1,6 @@
 # Dataset: the synthetic demo dataset (when dataset.source is synthetic), the subject x story
-# table, and the word table of each story.
+# table (of the whole selection, and of each fit), the word table of each story, and
+# results/dataset_description.json (results/ is a BIDS-derivatives dataset).
 
 if config["dataset"]["source"] == "synthetic":
 
@@ -56,6 +57,38 @@ rule run_table:
         "../scripts/run_table.py"
 
 
+# the same table for the subjects of one fit (the selection replaced by them, params
+# fit_table_config): the input of the fit's BOLD caches and fits, so that adding or removing a
+# subject reruns only the jobs of its own fit (README: incremental reruns)
+rule fit_run_table:
+    input:
+        participants=f"{ROOT}/participants.tsv",
+        exclude=f"{ROOT}/code/scan_exclude.json",
+        bold=lambda w: [gifti(r.subject, r.basename, h)
+                        for r in fit_runs(w.fit).drop_duplicates("basename").itertuples()
+                        for h in ("L", "R")],
+        metadata=lambda w: [f for r in fit_runs(w.fit).drop_duplicates("basename").itertuples()
+                            for f in run_metadata(r.subject, r.basename)],
+        align=lambda w: [align_file(s) for s in sorted(fit_runs(w.fit)["story"].unique())],
+    output:
+        fit_table("{fit}"),
+    params:
+        root=lambda w, input: dataset_root(input.participants, 0),
+        config=lambda w: fit_table_config(w.fit),
+    conda:
+        "../envs/brainpred.yaml"
+    log:
+        "logs/run_table/{fit}.log",
+    benchmark:
+        "benchmarks/out/run_table/{fit}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/run_table.py"
+
+
 rule story_words:
     input:
         align=lambda w: align_file(w.story),
@@ -77,3 +110,23 @@ rule story_words:
         runtime=5,
     script:
         "../scripts/story_words.py"
+
+
+rule dataset_description:
+    output:
+        DATASET_DESCRIPTION,
+    params:
+        # the result-changing keys (their hash is recorded): a runtime-only edit reruns nothing
+        config=config_for(*config),
+        version=brainpred_version(),
+    conda:
+        "../envs/brainpred.yaml"
+    log:
+        "logs/dataset_description.log",
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=2,
+    script:
+        "../scripts/dataset_description.py"

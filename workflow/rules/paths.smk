@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from brainpred.narratives import story_folder
+from brainpred.provenance import brainpred_version
 from brainpred.regions import hemi_paths as _hemi_paths
 
 ROOT = config["dataset"]["root"].rstrip("/")
@@ -21,18 +22,25 @@ FIGURES = f"{RESULTS}/figures/model-{MODEL}_layer-{LAYER}"
 CEILING = f"{RESULTS}/noiseceiling"
 ANALYSIS_DIR = f"{RESULTS}/analyses/model-{MODEL}_layer-{LAYER}"
 FT_DIR = f"{RESULTS}/finetune/model-{MODEL}"
-# the subject x story table of the kept runs (rule run_table)
+# the subject x story table of every selected subject's runs, kept and excluded (rule
+# run_table): shown in the report; the jobs of a fit read their fit's own table (fit_table)
 RUN_TABLE = f"{RESULTS}/tables/desc-runs_table.tsv"
 # the run's configuration as used (rule effective_config), next to the results
 EFFECTIVE_CONFIG = f"{RESULTS}/config/desc-effective_config.yaml"
-# the paper's summary table computed from this run (rule paper_comparison)
-PAPER_COMPARISON = f"{RESULTS}/tables/desc-paper_comparison.tsv"
+# the paper's summary table computed from this run (rule paper_comparison), per model and layer
+PAPER_COMPARISON = f"{RESULTS}/tables/model-{MODEL}_layer-{LAYER}_desc-paper_comparison.tsv"
+# the HTML report, per model and layer (for report.smk to name as its output: until it does,
+# the report stays results/report.html and the next model or layer overwrites it)
+REPORT_KEYED = f"{RESULTS}/model-{MODEL}_layer-{LAYER}_report.html"
+REPORT = f"{RESULTS}/report.html"
+# results/ is a BIDS-derivatives dataset (rule dataset_description; brainpred.derivatives)
+DATASET_DESCRIPTION = f"{RESULTS}/dataset_description.json"
 
 wildcard_constraints:
     subject=r"sub-[0-9]+",
     story=r"[A-Za-z0-9]+",
     basename=r"sub-[0-9]+_task-[A-Za-z0-9]+(_run-[0-9]+)?",
-    fit=r"fit-[0-9]+",
+    fit=r"fit-s[0-9]+to[0-9]+seq[0-9a-f]+",
     task=r"[A-Za-z0-9]+",
     analysis="|".join(ALL_ANALYSES),
     alpha=r"[0-9.]+",
@@ -131,6 +139,12 @@ def syntax_file(story):
     return f"{RESULTS}/features/model-{MODEL}/story-{story}_desc-syntactic_activations.npz"
 
 
+def fit_table(fit):
+    """The run table of a fit's subjects, made by rule fit_run_table; what its BOLD caches and
+    fits read, so that a change of the subject selection reruns no other fit."""
+    return f"{RESULTS}/tables/{fit}_desc-runs_table.tsv"
+
+
 def bold_file(subject, basename):
     """A run's BOLD cache (rule bold_cache); wildcards "{subject}", "{basename}" give its pattern."""
     return f"{RESULTS}/bold/{subject}/{basename}_space-{SPACE}_desc-clean_bold.npy"
@@ -144,7 +158,7 @@ def bold_file(subject, basename):
 def fit_scores_input(w):
     runs = fit_runs(w.fit)
     return {
-        "table": RUN_TABLE,
+        "table": fit_table(w.fit),
         "features": [features_file(s) for s in sorted(runs["story"].unique())],
         # the words tables the caches were made from: the fit checks their hash (provenance)
         "words": [words_file(s) for s in sorted(runs["story"].unique())],
@@ -157,14 +171,21 @@ def fit_output(fit):
     return f"{SCORES}/fits/{fit}_desc-fitscores.npz"
 
 
+def surface_map(prefix, hemi, desc):
+    """One hemisphere's map: ``<prefix>_hemi-<L|R>_space-<SPACE>_desc-<desc>_statmap.func.gii``
+    (BIDS order, hemi before space; a JSON sidecar of the same name says what the values are,
+    io.write_surface_maps)."""
+    return f"{prefix}_hemi-{hemi}_space-{SPACE}_desc-{desc}_statmap.func.gii"
+
+
 def subject_outputs(subject):
     prefix = f"{SCORES}/{subject}/{subject}"
     return {
         "npz": f"{prefix}_desc-scores.npz",
-        "brain_L": f"{prefix}_space-{SPACE}_hemi-L_desc-brainscore.func.gii",
-        "brain_R": f"{prefix}_space-{SPACE}_hemi-R_desc-brainscore.func.gii",
-        "forecast_L": f"{prefix}_space-{SPACE}_hemi-L_desc-forecastscore.func.gii",
-        "forecast_R": f"{prefix}_space-{SPACE}_hemi-R_desc-forecastscore.func.gii",
+        "brain_L": surface_map(prefix, "L", "brainscore"),
+        "brain_R": surface_map(prefix, "R", "brainscore"),
+        "forecast_L": surface_map(prefix, "L", "forecastscore"),
+        "forecast_R": surface_map(prefix, "R", "forecastscore"),
         "regions": f"{prefix}_desc-regions_scores.tsv",
     }
 
@@ -182,12 +203,14 @@ def listener_table_file(task):
 # a subject's noise ceiling (rule noise_ceiling), as patterns of {subject}
 CEILING_OUTPUTS = {
     "npz": f"{CEILING}/{{subject}}/{{subject}}_desc-noiseceiling.npz",
-    "ceiling_L": f"{CEILING}/{{subject}}/{{subject}}_space-{SPACE}_hemi-L_desc-noiseceiling.func.gii",
-    "ceiling_R": f"{CEILING}/{{subject}}/{{subject}}_space-{SPACE}_hemi-R_desc-noiseceiling.func.gii",
+    "ceiling_L": surface_map(f"{CEILING}/{{subject}}/{{subject}}", "L", "noiseceiling"),
+    "ceiling_R": surface_map(f"{CEILING}/{{subject}}/{{subject}}", "R", "noiseceiling"),
 }
 
-_GROUP_MAPS = {"brain": "brainscore", "brain_fdr": "brainscorefdr", "dstar": "dstar",
-               "gain": "gain", "gain_maxd": "gainmaxd"}
+# key -> desc; forecast and forecast_fdr hold one data array per distance
+_GROUP_MAPS = {"brain": "brainscore", "brain_fdr": "brainscorefdr",
+               "forecast": "forecastscore", "forecast_fdr": "forecastscorefdr",
+               "dstar": "dstar", "gain": "gain", "gain_maxd": "gainmaxd"}
 if NOISE_CEILING:
     _GROUP_MAPS.update(ceiling="noiseceiling", pct_ceiling="pctceiling")
 # the group statistics (rule group)
@@ -196,7 +219,7 @@ GROUP_OUTPUTS = {
     "regions": f"{GROUP}/group_desc-regions_scores.tsv",
     "regions_stats": f"{GROUP}/group_desc-regions_stats.tsv",
     **{
-        f"{key}_{h}": f"{GROUP}/group_space-{SPACE}_hemi-{h}_desc-{desc}.func.gii"
+        f"{key}_{h}": surface_map(f"{GROUP}/group", h, desc)
         for key, desc in _GROUP_MAPS.items()
         for h in "LR"
     },
@@ -220,7 +243,7 @@ FIGURE_FILES = {
 
 def finetune_outputs(alpha):
     return {"loss": f"{FT_DIR}/alpha-{alpha}/desc-finetune_loss.tsv",
-            "manifest": f"{FT_DIR}/alpha-{alpha}/desc-checkpoints.json"}
+            "manifest": f"{FT_DIR}/alpha-{alpha}/desc-finetune_checkpoints.json"}
 
 
 def finetune_features_file(key, story):
@@ -282,7 +305,7 @@ def analysis_group_outputs(analysis):
         if analysis == "controls" and not config["controls"]["widths"]:
             continue
         for h in "LR":
-            out[f"{name}_{h}"] = f"{prefix}_space-{SPACE}_hemi-{h}_desc-{name}.func.gii"
+            out[f"{name}_{h}"] = surface_map(prefix, h, name)
     return out
 
 
@@ -299,7 +322,7 @@ def analysis_figure_files(analysis):
 
 
 def all_outputs():
-    outs = [f"{RESULTS}/report.html", EFFECTIVE_CONFIG, PAPER_COMPARISON,
+    outs = [REPORT, EFFECTIVE_CONFIG, PAPER_COMPARISON, DATASET_DESCRIPTION,
             GROUP_OUTPUTS["npz"], GROUP_OUTPUTS["regions_stats"]]
     for analysis in ANALYSES:
         outs += list(analysis_group_outputs(analysis).values())

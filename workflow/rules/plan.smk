@@ -4,7 +4,7 @@
 #   - the model and layer analysed (MODEL, LAYER) and the model settings that change a result
 #     (MODEL_SETTINGS);
 #   - the kept runs (PLAN, RUNS, SUBJECTS, STORIES, TASK_RUNS, subject_runs);
-#   - the subject groups fitted together (FITS, FIT_OF, fit_runs);
+#   - the subject groups fitted together (FITS, FIT_OF, fit_runs, fit_table_config);
 #   - which analyses are on (ANALYSES out of ALL_ANALYSES, NOISE_CEILING, GENERATED) and the
 #     settings their rules pass as params (config_for, SYNTAX_FEATURE_SETTINGS).
 # Uses no name of another .smk file. prepare_config (Snakefile) has filled every default of
@@ -34,6 +34,14 @@ def subject_runs(subject):
 
 def fit_runs(fit):
     return PLAN[PLAN["subject"].isin(FITS[fit])]
+
+
+def fit_table_config(fit):
+    """params.config of a fit's run table: the dataset settings with the fit's subjects as the
+    selection (and no runtime key), so that selecting another subject changes no other fit's
+    table and reruns none of its jobs."""
+    dataset = {**result_settings(config["dataset"], "dataset"), "subjects": list(FITS[fit])}
+    return config_for("synthetic", dataset=dataset)
 
 
 # ---------------------------------------------------------------------------------------------

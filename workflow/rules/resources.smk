@@ -53,7 +53,7 @@ _LM_JOBS = {
     # one job per checkpoint, every story: the runtime is per 2 stories
     "finetune_features": ((1, 2000, 15), (4, 12000, 60)),
 }
-_LM_SIZE = 0 if MODEL == "tiny-gpt2" else 1
+_LM_SIZE = 0 if MODEL == "tinygpt2" else 1   # model_tag("tiny-gpt2")
 
 
 def lm_threads(name):

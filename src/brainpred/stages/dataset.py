@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import logging
 
-from .. import io, narratives, synthetic
+from .. import derivatives, io, narratives, synthetic
 from ..errors import DataError
 from ..plan import run_basename, run_plan
 
-__all__ = ["make_synthetic_dataset", "make_run_table", "make_story_words"]
+__all__ = ["make_synthetic_dataset", "make_run_table", "make_story_words",
+           "make_dataset_description"]
 
 log = logging.getLogger(__name__)
 
@@ -63,3 +64,24 @@ def make_story_words(root, story, out_tsv, out_txt):
     io.write_tsv(out_tsv, words)
     with io.atomic_write(out_txt) as f:
         f.write(text)
+
+
+def make_dataset_description(config, version, out_json):
+    """Rule ``dataset_description``: ``results/dataset_description.json``
+    (:func:`brainpred.derivatives.dataset_description`).
+
+    Parameters
+    ----------
+    config : dict
+        The settings that change results (no runtime key): its hash is recorded in
+        ``GeneratedBy``; ``dataset.source`` names the source dataset.
+    version : str
+        The brainpred version.
+    out_json : path
+    """
+    ds = config.get("dataset", {})
+    name = ("synthetic Narratives-like demo dataset" if ds.get("source") == "synthetic"
+            else "Narratives (Nastase et al. 2021, OpenNeuro ds002345)")
+    url = None if ds.get("source") == "synthetic" else "https://openneuro.org/datasets/ds002345"
+    io.write_json(out_json, derivatives.dataset_description(version, config, source_name=name,
+                                                            source_url=url))

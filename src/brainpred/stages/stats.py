@@ -27,8 +27,11 @@ def make_group(subject_npzs, config, outputs, ceiling_npzs=(), labels_paths=None
     outputs : dict
         ``npz``, ``regions`` (tidy per-subject region table), ``regions_stats`` (group
         statistics per region) and GIfTI pairs ``<name>_L``/``<name>_R`` for ``brain``,
-        ``brain_fdr``, ``dstar``, ``gain`` and, with noise ceilings, ``ceiling`` and
-        ``pct_ceiling`` (any pair missing from ``outputs`` is not written).
+        ``brain_fdr``, ``forecast`` (mean F(d), one data array per distance), ``forecast_fdr``
+        (the same where ``forecast_q <= stats.fdr_q`` and the mean is above 0, NaN elsewhere),
+        ``dstar``, ``gain``, ``gain_maxd`` and, with noise ceilings, ``ceiling`` and
+        ``pct_ceiling`` (any pair missing from ``outputs`` is not written), each with its JSON
+        sidecar.
     ceiling_npzs : list of path
         Noise ceilings of the same subjects (empty: no ceiling).
     labels_paths, surface_paths : (path, path) or None
@@ -54,6 +57,17 @@ def make_group(subject_npzs, config, outputs, ceiling_npzs=(), labels_paths=None
         if f"{key}_L" in outputs:
             io.write_surface_maps(outputs[f"{key}_L"], outputs[f"{key}_R"], values[None],
                                   [name])
+    # F(d): one data array per distance, and the same where it passes BH-FDR across vertices
+    fdr = float(config["stats"]["fdr_q"])
+    F_fdr = np.where((g["forecast_q"] <= fdr) & (np.nan_to_num(g["forecast_score"]) > 0),
+                     g["forecast_score"], np.nan)
+    for key, values, name in (("forecast", g["forecast_score"], "mean forecast score"),
+                              ("forecast_fdr", F_fdr,
+                               "mean forecast score, FDR-significant vertices")):
+        if f"{key}_L" in outputs:
+            io.write_surface_maps(outputs[f"{key}_L"], outputs[f"{key}_R"], values,
+                                  [f"{name} d={int(d)}" for d in distances],
+                                  distances=distances)
     levels = atlas_levels(labels_paths, surface_paths, config)
     if levels is not None and len(levels["parcel"][0]) != R.shape[1]:
         raise DataError(f"{labels_paths[0]}: {len(levels['parcel'][0])} labelled vertices, the "
