@@ -129,8 +129,8 @@ def _group(workdir):
 
 def test_demo_outputs_exist(demo):
     res = demo / "results"
-    assert (res / "report.html").stat().st_size > 50_000
-    html = (res / "report.html").read_text()
+    assert (res / "model-tinygpt2_layer-8_report.html").stat().st_size > 50_000
+    html = (res / "model-tinygpt2_layer-8_report.html").read_text()
     assert "Synthetic data" in html
     assert html.count('id="bpv-data"') == 1 and "Interactive maps" in html     # the viewer
     figs = sorted((res / "figures").rglob("*.png"))
@@ -406,7 +406,7 @@ def test_paper_comparison_rows_recomputed_from_the_outputs(demo):
         np.testing.assert_allclose(rows.loc[quantity, ["value", "ci_low", "ci_high"]]
                                    .to_numpy(float), _t_ci(100 * gain / base), rtol=1e-6)
     # the report opens with the table
-    html = (res / "report.html").read_text()
+    html = (res / "model-tinygpt2_layer-8_report.html").read_text()
     assert html.index("The paper's figures and this run's") < html.index("<h2>Figures")
     assert "desc-effective_config.yaml" in html
 

@@ -29,10 +29,8 @@ RUN_TABLE = f"{RESULTS}/tables/desc-runs_table.tsv"
 EFFECTIVE_CONFIG = f"{RESULTS}/config/desc-effective_config.yaml"
 # the paper's summary table computed from this run (rule paper_comparison), per model and layer
 PAPER_COMPARISON = f"{RESULTS}/tables/model-{MODEL}_layer-{LAYER}_desc-paper_comparison.tsv"
-# the HTML report, per model and layer (for report.smk to name as its output: until it does,
-# the report stays results/report.html and the next model or layer overwrites it)
-REPORT_KEYED = f"{RESULTS}/model-{MODEL}_layer-{LAYER}_report.html"
-REPORT = f"{RESULTS}/report.html"
+# the HTML report of this model and layer: runs of several models or layers live side by side
+REPORT = f"{RESULTS}/model-{MODEL}_layer-{LAYER}_report.html"
 # results/ is a BIDS-derivatives dataset (rule dataset_description; brainpred.derivatives)
 DATASET_DESCRIPTION = f"{RESULTS}/dataset_description.json"
 

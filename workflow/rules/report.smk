@@ -95,7 +95,7 @@ rule report:
         npz=f"{GROUP}/group_desc-scores.npz",
     output:
         report(
-            f"{RESULTS}/report.html",
+            REPORT,
             category="brainpred report",
             caption="../report/report_html.rst",
         ),
