@@ -13,7 +13,7 @@ from snakemake.utils import min_version
 
 from brainpred.config import prepare_config
 
-min_version("8.0")
+min_version("8.12")
 
 # This file's folder, not the working directory nor the main Snakefile's folder: the workflow
 # also runs as a module of another project (`module brainpred: snakefile: ".../Snakefile"`) or
