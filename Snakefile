@@ -7,16 +7,24 @@
 # live), never from the demo file. The effective config is written to
 # results/config/desc-effective_config.yaml and shown in the report.
 
+import os
+
 from snakemake.utils import min_version
 
 from brainpred.config import prepare_config
 
-min_version("8.0")
+min_version("8.12")
+
+# This file's folder, not the working directory nor the main Snakefile's folder: the workflow
+# also runs as a module of another project (`module brainpred: snakefile: ".../Snakefile"`) or
+# with `--snakefile` from elsewhere. include:, script:, conda: and report paths are already
+# relative to the file that names them.
+BRAINPRED_DIR = os.path.abspath(str(workflow.current_basedir))
 
 
 if not workflow.overwrite_configfiles:
 
-    configfile: "config/config.yaml"
+    configfile: os.path.join(BRAINPRED_DIR, "config", "config.yaml")
 
 
 # types of --config strings, schema validation, schema defaults, cross-key checks

@@ -78,7 +78,8 @@ _OPTIONAL_PREFIXES = ("derivatives/freesurfer/",)
 _OPTIONAL_SUFFIXES = ("/transcript.txt",)
 
 _INSTALL_HELP = ("Install them: `apt-get install git-annex` (or `conda install -c conda-forge "
-                 "git-annex`, or `brew install git-annex`) and `pip install datalad`; or set "
+                 "git-annex`, or `brew install git-annex`) and `pip install datalad` (the "
+                 "brainpred[datalad] extra: `pip install -e \".[datalad]\"`); or set "
                  "dataset.source: local and point dataset.root at an existing copy.")
 
 

@@ -279,8 +279,9 @@ def _hf_documents(spec):
         import datasets
     except ImportError as exc:
         raise ConfigError("finetune.corpus.hf_dataset: reading a HuggingFace dataset needs the "
-                          "`datasets` package; install it with `pip install datasets`, or give "
-                          "a list of local text files instead.") from exc
+                          "`datasets` package; install it with `pip install datasets` (the "
+                          "brainpred[finetune] extra: `pip install -e \".[finetune]\"`), or "
+                          "give a list of local text files instead.") from exc
     field = spec.get("text_field", "text")
     split = spec.get("split", "train")
     try:

@@ -229,8 +229,9 @@ def load_spacy(name=DEFAULT_SPACY_MODEL):
     try:
         import spacy
     except ImportError as exc:
-        raise ConfigError("syntax.spacy_model: the syntactic decomposition needs spaCy; install "
-                          f"it with `pip install spacy`, then {_INSTALL_HINT}.") from exc
+        raise ConfigError("syntax.spacy_model: the syntactic decomposition needs spaCy, a "
+                          "dependency of brainpred (reinstall it: `pip install -e .`, or "
+                          f"`pip install spacy`), then {_INSTALL_HINT}.") from exc
     if not isinstance(name, (str, Path)) or not str(name).strip():
         raise ConfigError(f"syntax.spacy_model: {name!r} is not a spaCy pipeline name; use "
                           f"{DEFAULT_SPACY_MODEL!r} ({_INSTALL_HINT}).")
