@@ -51,8 +51,8 @@ from .design import fir_delays
 from .errors import ConfigError
 
 __all__ = ["DEFAULT_ALPHAS", "STATS", "PROGRESS_SECONDS", "resolve_backend", "contiguous_folds",
-           "pearson_r", "valid_targets", "encoding_scores", "forecast_scores", "forecast_scores_shared",
-           "design_scores", "per_target_scores", "ridge_cv_per_target"]
+           "pearson_r", "valid_targets", "encoding_scores", "forecast_scores",
+           "forecast_scores_shared", "design_scores", "per_target_scores", "ridge_cv_per_target"]
 
 DEFAULT_ALPHAS = np.logspace(-1, 8, 10)
 _BACKENDS = ("numpy", "torch", "torch_cuda")
@@ -1255,7 +1255,8 @@ def forecast_scores(X, windows, Y, segment_lengths=None, **kwargs):
 
 
 def per_target_scores(P, Y, segment_lengths=None, *, delays=range(6), alphas=DEFAULT_ALPHAS,
-                      n_folds=5, groups=None, n_inner_folds=5, batch=4096, gap_trs=0):
+                      n_folds=5, groups=None, n_inner_folds=5, batch=4096, gap_trs=0,
+                      progress="auto"):
     """Cross-validated score of each target predicted from its own predictor, with FIR delays.
 
     Target ``Y[:, v]`` is predicted from ``P[:, v]`` alone, delayed by ``delays`` (zero-padded
@@ -1283,6 +1284,9 @@ def per_target_scores(P, Y, segment_lengths=None, *, delays=range(6), alphas=DEF
         Targets solved at once (memory: about ``n_trs * len(delays) * batch * 8`` bytes x 3).
     gap_trs : int
         TRs dropped from the training set on each side of every outer test fold.
+    progress : {"auto", True, False}
+        A tqdm bar (``"auto"``: when stderr is a terminal); INFO log lines with the fold, the
+        targets done and an ETA are written in every case.
 
     Returns
     -------
@@ -1300,14 +1304,22 @@ def per_target_scores(P, Y, segment_lengths=None, *, delays=range(6), alphas=DEF
                                                  gap_trs=gap_trs)
     fold_r = np.full((len(folds), V), np.nan, dtype=np.float32)
     cols = np.flatnonzero(valid_targets(Y) & valid_targets(P))
-    for start in range(0, cols.size, max(int(batch), 1)):
-        c = cols[start:start + int(batch)]
-        D = fir_delays(P[:, c], delays, segment_lengths).astype(np.float64)
-        D = D.reshape(n, len(delays), c.size)                  # (n, k, b)
-        y = Y[:, c].astype(np.float64)
-        for f, (train, test) in enumerate(folds):
-            mean, scale = _standardise_fit(D[train])
-            pred, _ = ridge_cv_per_target((D - mean) / scale, y, train, test, alphas,
-                                          n_inner_folds)
-            fold_r[f, c] = pearson_r(y[test], pred)
+    log.info("ridge (per target): %d TRs, %d targets, %d delays, %d outer folds", n, cols.size,
+             len(delays), len(folds))
+    tracker = _Progress(len(folds), 1, cols.size, _show_bar(progress))
+    try:
+        for start in range(0, cols.size, max(int(batch), 1)):
+            c = cols[start:start + int(batch)]
+            D = fir_delays(P[:, c], delays, segment_lengths).astype(np.float64)
+            D = D.reshape(n, len(delays), c.size)                  # (n, k, b)
+            y = Y[:, c].astype(np.float64)
+            for f, (train, test) in enumerate(folds):
+                mean, scale = _standardise_fit(D[train])
+                pred, _ = ridge_cv_per_target((D - mean) / scale, y, train, test, alphas,
+                                              n_inner_folds)
+                fold_r[f, c] = pearson_r(y[test], pred)
+                tracker.update(f, 0, start + c.size, c.size,
+                               end_of_fold=start + c.size >= cols.size)
+    finally:
+        tracker.close()
     return _fold_mean(fold_r)

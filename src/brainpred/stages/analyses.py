@@ -257,6 +257,7 @@ def make_analysis_figures(analysis, group_npz, regions_tsv, config, outputs, los
                                    outputs["finetuneloss"], synthetic,
                                    regions=["CE", "NCE"], xlabel="training step",
                                    ylabel="loss", title="Fine-tuning losses", mark_best=False)
+    log.info("%s figures: %s", analysis, ", ".join(str(k) for k in outputs))
 
 
 def make_finetune_train(corpus, model_cfg, config, alpha, work_dir, out_loss, out_manifest):
@@ -406,3 +407,6 @@ def make_story_continuations(words_tsv, text_txt, model_cfg, controls_cfg, layer
                 n_missing=np.array(int(np.sum(info.get("n_missing", 0)))),
                 continuations=np.array([str(t) for t in texts] if texts is not None else []),
                 **{prov.KEY: prov.to_array(rec)})
+    log.info("wrote %s: %d words x %d generated words x %d dims (layer %d), %d incomplete",
+             Path(out_npz).name, *np.asarray(gen[0]).shape, int(layer),
+             int(np.sum(info.get("n_missing", 0))))

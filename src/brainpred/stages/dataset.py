@@ -64,6 +64,9 @@ def make_story_words(root, story, out_tsv, out_txt):
     io.write_tsv(out_tsv, words)
     with io.atomic_write(out_txt) as f:
         f.write(text)
+    log.info("%s: %d words (%d with interpolated timing), %d characters of text", story,
+             len(words), int(words["interpolated"].sum()) if "interpolated" in words else 0,
+             len(text))
 
 
 def make_dataset_description(config, version, out_json):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from .. import features, io
@@ -9,6 +10,8 @@ from .. import provenance as prov
 from .common import load_language_model, story_of
 
 __all__ = ["make_story_features"]
+
+log = logging.getLogger(__name__)
 
 
 def make_story_features(words_tsv, text_txt, model_cfg, out_npz, story=None):
@@ -21,6 +24,8 @@ def make_story_features(words_tsv, text_txt, model_cfg, out_npz, story=None):
     """
     words = io.read_tsv(words_tsv)
     text = Path(text_txt).read_text(encoding="utf-8")
+    log.info("%s: %d words, model %s (%s mode, context %d tokens)", Path(words_tsv).name,
+             len(words), model_cfg["name"], model_cfg["mode"], model_cfg["context_tokens"])
     model, tokenizer = load_language_model(model_cfg)
     acts = features.story_features(words, text, model, tokenizer,
                                    context_tokens=model_cfg["context_tokens"],
@@ -32,3 +37,4 @@ def make_story_features(words_tsv, text_txt, model_cfg, out_npz, story=None):
         story if story is not None else story_of(words_tsv), words_tsv, text_txt, model_cfg,
         prov.model_revision(model_cfg["name"], model, seed=model_cfg["seed"]))
     features.save_features(out_npz, acts, words, meta, provenance=rec)
+    log.info("wrote %s: %d layers x %d words x %d dims", Path(out_npz).name, *acts.shape)

@@ -57,6 +57,7 @@ def make_figures(group_npz, regions_tsv, config, outputs):
                               title=f"Per-subject d* (argmax of F(d)) in {focus}",
                               synthetic=synthetic,
                               true_value=truth["distances"].get(focus) if truth else None)
+    log.info("figures: %d maps and curves drawn (%s)", len(outputs), ", ".join(outputs))
 
 
 def make_report(figure_paths, captions, config, out_html, tables=(), config_file=None,
@@ -92,6 +93,8 @@ def make_report(figure_paths, captions, config, out_html, tables=(), config_file
                         synthetic=synthetic, title=config["report"]["title"],
                         tables=list(tables), summary=summary, config_name=name,
                         interactive=interactive)
+    log.info("report: %s (%d figures, %d tables%s)", Path(out_html).name, len(figure_paths),
+             len(tables), ", interactive maps" if interactive else "")
 
 
 def make_paper_comparison(group_npz, scores_tsv, stats_tsv, analysis_tsvs, config, out_tsv):
