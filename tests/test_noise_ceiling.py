@@ -461,3 +461,22 @@ def test_ceiling_matches_sklearn_with_gap_groups_and_unequal_inner_folds():
     r = nc.ceiling_scores(P, Y, segments, delays=delays, alphas=FULL_ALPHAS, n_folds=3,
                           groups=groups, gap_trs=4, n_inner_folds=5, batch=4)
     np.testing.assert_allclose(r, ref, rtol=1e-6, atol=1e-7)
+
+
+def test_ceiling_fit_logs_its_progress(caplog):
+    """The ceiling's ridge writes what it fits and, after the last batch of each fold, the
+    fold, the targets done and an ETA (as the encoding fits do)."""
+    import logging
+
+    rng = np.random.default_rng(0)
+    P = rng.standard_normal((60, 12)).astype(np.float32)
+    Y = (P + rng.standard_normal((60, 12))).astype(np.float32)
+    with caplog.at_level(logging.INFO, logger="brainpred.mapping"):
+        nc.ceiling_scores(P, Y, [60], delays=[0, 1], alphas=np.logspace(-1, 2, 3), n_folds=3,
+                          n_inner_folds=3, batch=5)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("ridge (per target): 60 TRs, 12 targets" in m for m in lines)
+    folds = [m for m in lines if m.startswith("ridge: fold") and "ETA" in m]
+    assert [m.split(",")[0] for m in folds] == ["ridge: fold 1/3", "ridge: fold 2/3",
+                                                "ridge: fold 3/3"]
+    assert "targets 12/12" in folds[-1] and "100% done" in folds[-1]
