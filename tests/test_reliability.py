@@ -181,6 +181,7 @@ def _tiny_demo_config():
     cfg["forecast"]["distances"] = [0, 15]
     for section in ("layers", "controls", "syntax", "finetune"):
         cfg[section]["enabled"] = False
+    cfg["noise_ceiling"]["enabled"] = True      # the incremental tests follow its jobs too
     return cfg
 
 
@@ -262,15 +263,17 @@ _GROUP_JOBS = {"group", "figures", "paper_comparison", "report", "run_table",
 def test_a_selection_edit_reruns_only_the_fit_of_that_subject(tiny_demo, subjects, fit_of,
                                                               changed):
     """sub-001 and sub-003 heard one story, sub-002 and sub-004 the other: adding sub-004 or
-    removing sub-003 replans that fit's run table, BOLD caches, fit and subject maps, and the
-    group step; the other fit and every story's features stay as they are."""
+    removing sub-003 replans that fit's run table, BOLD caches, fit and subject maps, the
+    listener sums and noise ceilings of that story's listeners, and the group step; the other
+    fit, the other story's ceilings and every story's features stay as they are."""
     from brainpred.config import prepare_config
     from brainpred.plan import fit_groups, run_plan
 
     name = _variant(tiny_demo, "selection.yaml", dataset={"subjects": subjects})
     jobs = _planned_jobs(_workflow(tiny_demo, "-n", configfile=name))
     assert set(jobs) == _GROUP_JOBS | {"fit_run_table", "bold_cache", "fit_scores",
-                                       "subject_scores"}, sorted(jobs)
+                                       "subject_scores", "task_run_table", "listener_sums",
+                                       "noise_ceiling"}, sorted(jobs)
     cfg = prepare_config(__import__("yaml").safe_load((tiny_demo / name).read_text()),
                          check_model=False)
     fits = fit_groups(run_plan(cfg), cfg["mapping"]["shared_subjects"])
@@ -279,6 +282,9 @@ def test_a_selection_edit_reruns_only_the_fit_of_that_subject(tiny_demo, subject
     assert {w.split(",")[0] for w in jobs["subject_scores"]} == {f"subject={s}"
                                                                   for s in changed}
     assert {w.split(",")[0] for w in jobs["bold_cache"]} == {f"subject={s}" for s in changed}
+    # the noise ceilings of the other task's listeners (their others' mean is unchanged) stay
+    assert jobs["noise_ceiling"] == {f"subject={s}" for s in changed}
+    assert len(jobs["listener_sums"]) == len(jobs["task_run_table"]) == 1
     # the fit labels do not depend on the selection: the untouched fit keeps its name
     before = fit_groups(run_plan(prepare_config(
         __import__("yaml").safe_load((tiny_demo / "config.yaml").read_text()),
@@ -493,7 +499,8 @@ def test_interrupted_runs_lock_others_out_then_resume_bit_identical(tiny_demo):
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
     def stop_after(proc, sig, check_lock=False):
-        """Stop the run with ``sig`` once it has written a fit file of its own."""
+        """Stop the run with ``sig`` once it has written a score file (fit or subject) of its
+        own."""
         t0 = time.time()
         try:
             locks = tiny_demo / ".snakemake" / "locks"
@@ -506,7 +513,7 @@ def test_interrupted_runs_lock_others_out_then_resume_bit_identical(tiny_demo):
                 assert other.returncode != 0 and "cannot be locked" in other.stdout + other.stderr
             deadline = time.time() + 300
             while time.time() < deadline and proc.poll() is None and not any(
-                    p.stat().st_mtime >= t0 for p in scores.rglob("fit-*_desc-fitscores.npz")):
+                    p.stat().st_mtime >= t0 for p in scores.rglob("*_desc-*scores.npz")):
                 time.sleep(0.05)
             assert proc.poll() is None, ("the run ended before it could be stopped:\n"
                                          + Path(logs[-1]).read_text()[-3000:])
@@ -516,11 +523,11 @@ def test_interrupted_runs_lock_others_out_then_resume_bit_identical(tiny_demo):
             proc.wait(timeout=120)
 
     stop_after(start(), signal.SIGINT, check_lock=True)          # Ctrl-C: a clean stop
-    # Ctrl-C lets the running job end: on a busy machine that may be the second fit too;
-    # the kill -9 run then needs a fit of its own to be stopped in
-    done = sorted(scores.rglob("fit-*_desc-fitscores.npz"))
-    if len(done) >= 2:
-        done[-1].unlink()
+    # Ctrl-C lets the running job end, and the tiny demo's jobs are short: if that run got to
+    # the end, the kill -9 run gets the score files to compute again (a missing intermediate
+    # file alone would not be recomputed: its outputs are up to date)
+    if len(list(scores.rglob("sub-*_desc-scores.npz"))) == len(subjects):
+        shutil.rmtree(scores)
     stop_after(start(), signal.SIGKILL)                          # kill -9: a stale lock
     _workflow(tiny_demo, "--unlock")
     _workflow(tiny_demo)

@@ -1,5 +1,5 @@
 # Dataset: the synthetic demo dataset (when dataset.source is synthetic), the subject x story
-# table (of the whole selection, and of each fit), the word table of each story, and
+# table (of the whole selection, of each fit and of each task), the word table of each story, and
 # results/dataset_description.json (results/ is a BIDS-derivatives dataset).
 
 if config["dataset"]["source"] == "synthetic":
@@ -81,6 +81,38 @@ rule fit_run_table:
         "logs/run_table/{fit}.log",
     benchmark:
         "benchmarks/out/run_table/{fit}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/run_table.py"
+
+
+# the same table for the listeners of one task (selection: the task and its subjects, params
+# task_table_config): the input of the task's listener sums and noise ceilings, so that adding
+# or removing a subject reruns only the ceilings of the tasks that subject heard
+rule task_run_table:
+    input:
+        participants=f"{ROOT}/participants.tsv",
+        exclude=f"{ROOT}/code/scan_exclude.json",
+        bold=lambda w: [gifti(r.subject, r.basename, h)
+                        for r in TASK_RUNS[w.task].drop_duplicates("basename").itertuples()
+                        for h in ("L", "R")],
+        metadata=lambda w: [f for r in TASK_RUNS[w.task].drop_duplicates("basename").itertuples()
+                            for f in run_metadata(r.subject, r.basename)],
+        align=lambda w: [align_file(s) for s in sorted(TASK_RUNS[w.task]["story"].unique())],
+    output:
+        task_table("{task}"),
+    params:
+        root=lambda w, input: dataset_root(input.participants, 0),
+        config=lambda w: task_table_config(w.task),
+    conda:
+        "../envs/brainpred.yaml"
+    log:
+        "logs/run_table/task-{task}.log",
+    benchmark:
+        "benchmarks/out/run_table/task-{task}.tsv"
     threads: 1
     resources:
         mem_mb=1000,

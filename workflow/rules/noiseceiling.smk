@@ -8,7 +8,7 @@
 
 rule listener_sums:
     input:
-        table=RUN_TABLE,
+        table=lambda w: task_table(w.task),
         bold=lambda w: [
             bold_file(s, b) for s, b in zip(TASK_RUNS[w.task]["subject"], TASK_RUNS[w.task]["basename"])
         ],
@@ -35,7 +35,7 @@ rule listener_sums:
 
 rule noise_ceiling:
     input:
-        table=RUN_TABLE,
+        table=lambda w: [task_table(t) for t in sorted(subject_runs(w.subject)["task"].unique())],
         bold=lambda w: [bold_file(w.subject, b) for b in subject_runs(w.subject)["basename"].unique()],
         sums=lambda w: [listener_sum_file(t) for t in sorted(subject_runs(w.subject)["task"].unique())],
     output:

@@ -143,6 +143,13 @@ def fit_table(fit):
     return f"{RESULTS}/tables/{fit}_desc-runs_table.tsv"
 
 
+def task_table(task):
+    """The run table of a task's listeners, made by rule task_run_table; what its listener sums
+    and noise ceilings read, so that a change of the subject selection reruns only the ceilings
+    of the tasks the added or removed subject heard."""
+    return f"{RESULTS}/tables/task-{task}_desc-runs_table.tsv"
+
+
 def bold_file(subject, basename):
     """A run's BOLD cache (rule bold_cache); wildcards "{subject}", "{basename}" give its pattern."""
     return f"{RESULTS}/bold/{subject}/{basename}_space-{SPACE}_desc-clean_bold.npy"

@@ -36,6 +36,14 @@ def fit_runs(fit):
     return PLAN[PLAN["subject"].isin(FITS[fit])]
 
 
+def task_table_config(task):
+    """params.config of a task's run table: the dataset settings with the task and its listeners
+    as the selection (and no runtime key)."""
+    dataset = {**result_settings(config["dataset"], "dataset"), "tasks": [task],
+               "subjects": sorted(TASK_RUNS[task]["subject"].unique())}
+    return config_for("synthetic", dataset=dataset)
+
+
 def fit_table_config(fit):
     """params.config of a fit's run table: the dataset settings with the fit's subjects as the
     selection (and no runtime key), so that selecting another subject changes no other fit's

@@ -8,7 +8,7 @@ config = with_runtime_config(snakemake.params.config, snakemake.config)
 limit_threads(snakemake.threads)
 make_noise_ceiling(
     snakemake.wildcards.subject,
-    snakemake.input.table,
+    list(snakemake.input.table),
     dict(zip(snakemake.params.basenames, snakemake.input.bold)),
     config,
     dict(snakemake.output.items()),

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import logging
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 
 from .. import io
 from .. import noise_ceiling as nc
@@ -65,7 +68,9 @@ def make_noise_ceiling(subject, run_table_tsv, bold_paths, config, outputs, sums
     Parameters
     ----------
     subject : str
-    run_table_tsv : path
+    run_table_tsv : path or list of path
+        The run table, or the tables of the subject's tasks (rule task_run_table): their rows
+        are concatenated.
     bold_paths : dict
         ``basename -> BOLD .npy``: the subject's runs (with ``sums_paths``), or its runs and
         every other kept run of the same audio files (without).
@@ -88,11 +93,12 @@ def make_noise_ceiling(subject, run_table_tsv, bold_paths, config, outputs, sums
     listener of the run's audio file, whatever their condition. Runs whose audio nobody else
     heard are left out; a subject sharing no audio with anyone gets an all-NaN ceiling.
     """
-    table = io.read_tsv(run_table_tsv, dtype={"run": str})
+    paths = [run_table_tsv] if isinstance(run_table_tsv, (str, Path)) else list(run_table_tsv)
+    table = pd.concat([io.read_tsv(p, dtype={"run": str}) for p in paths], ignore_index=True)
     runs = nc.runs_frame(table)
     mine = runs[runs["subject"] == subject]
     if mine.empty:
-        raise DataError(f"{run_table_tsv}: no kept run for {subject}.")
+        raise DataError(f"{', '.join(map(str, paths))}: no kept run for {subject}.")
     runs = runs[runs["task"].isin(set(mine["task"]))]
     mc = config["mapping"]
     zscore = mc["zscore_runs"]
