@@ -119,7 +119,8 @@ def test_no_job_holds_two_subjects_bold(paper_dry_run):
             # config/paper.yaml: mapping.shared_subjects = 1, one subject per fit
             assert len(npy) == 1, npy
             seen[next(iter(npy))] = True
-        if rule not in {"run_table"}:   # run_table reads GIfTI headers (TR counts) only
+        # the run tables (whole selection, one task's listeners) read GIfTI headers (TR counts)
+        if rule not in {"run_table", "task_run_table"}:
             gii = set(BOLD_GII.findall(fields.get("input", "")))
             assert len(gii) <= 1, f"{rule} reads the GIfTIs of {sorted(gii)[:3]}"
     assert len(seen) == plan["subject"].nunique()
