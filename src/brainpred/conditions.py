@@ -45,14 +45,16 @@ Analyses (config sections of the same name, each with ``enabled``, but ``main``)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .errors import ConfigError
+from .nuisance import NUISANCE
 
 __all__ = ["MAIN", "ANALYSES", "CONTROL_KINDS", "Block", "Condition", "enabled", "layer_list",
-           "control_distances", "syntax_distances", "control_kinds", "conditions",
+           "control_distances", "syntax_distances", "control_kinds", "nuisance_blocks",
+           "conditions",
            "finetune_alphas", "finetune_steps", "finetune_eval_layers", "finetune_key",
            "finetune_train_config", "blocks_and_designs", "measures", "ARGMAX_MAPS",
            "STACK_MAPS", "ARGMAX_TITLES", "FIGURES", "FIGURE_CAPTIONS", "figure_keys"]
@@ -72,8 +74,8 @@ class Block:
     """A feature block: word vectors of one source and layer, or a forecast window of them.
 
     ``source`` is ``acts`` (the model's activations), ``random``, ``shuffled``, ``generated``,
-    ``syntactic``, ``semantic`` or ``model:<key>`` (the activations of another model, e.g. a
-    fine-tuned checkpoint); ``layer`` is one layer or a tuple of layers whose vectors are
+    ``syntactic``, ``semantic``, ``model:<key>`` (the activations of another model, e.g. a
+    fine-tuned checkpoint) or ``nuisance:<name>`` (:mod:`brainpred.nuisance`, layer 0); ``layer`` is one layer or a tuple of layers whose vectors are
     concatenated; ``distance`` None = the word's own vector, an int = the forecast window W_d of
     ``width`` words.
     """
@@ -147,6 +149,22 @@ def control_kinds(config):
     if c["generated"]["enabled"]:
         kinds.append("generated")
     return kinds
+
+
+def nuisance_blocks(config):
+    """The blocks of the configured nuisance regressors (top-level ``nuisance``), in the order
+    of :data:`brainpred.nuisance.NUISANCE`: ``Block("nuisance:<name>", 0)`` (no window).
+
+    Returns
+    -------
+    tuple of Block
+        Empty when ``nuisance`` is empty (the paper's method).
+    """
+    asked = list(config["nuisance"] or [])
+    bad = [n for n in asked if n not in NUISANCE]
+    if bad:
+        raise ConfigError(f"nuisance: {bad} unknown; choose among {list(NUISANCE)}.")
+    return tuple(Block(f"nuisance:{n}", 0) for n in NUISANCE if n in asked)
 
 
 def conditions(analysis, config, n_layers, width_distance=None):
@@ -225,6 +243,10 @@ def conditions(analysis, config, n_layers, width_distance=None):
     else:
         raise ConfigError(f"unknown analysis {analysis!r}; expected {MAIN!r} or one of "
                           f"{ANALYSES}.")
+    # the nuisance regressors (config nuisance) are in every model: both models of F, R(X)
+    extra = nuisance_blocks(config)
+    if extra:
+        out = [replace(c, blocks=c.blocks + extra) for c in out]
     return out
 
 

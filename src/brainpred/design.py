@@ -4,7 +4,8 @@ Pure functions on arrays and tables: word onsets to TR indices, word features su
 averaged, or Lanczos-resampled) per TR, forecast windows of future words (true, generated,
 random or shuffled), FIR delays that are zero-padded at the start of every story (segment) and
 never wrap around, and the TR-level arrays of an analysis' feature blocks
-(:class:`~brainpred.conditions.Block`) for one subject's runs (:func:`block_design`).
+(:class:`~brainpred.conditions.Block`) for one subject's runs (:func:`block_design`),
+nuisance regressors included (:mod:`brainpred.nuisance`, sources ``nuisance:<name>``).
 
 Conventions (see ``docs/architecture.md``): time runs along axis 0, outputs are ``float32``,
 the TR index of a word with onset ``t`` (scan time, seconds) is ``floor(t / tr) + tr_offset``
@@ -19,7 +20,8 @@ import numpy as np
 
 from .conditions import Block
 from .errors import ConfigError, DataError
-from .narratives import check_words_in_run
+from .narratives import audio_span, check_words_in_run
+from .nuisance import audio_envelope, word_values
 
 __all__ = ["tr_indices", "words_to_trs", "forecast_windows", "fir_delays", "lanczos_weights",
            "generated_windows", "random_vectors", "shuffled_vectors", "WordSources",
@@ -343,12 +345,20 @@ class WordSources:
         continuation (:mod:`brainpred.continuations`).
     seed : int
         Seed of the random and shuffled controls (``controls.seed``).
+    models : dict, optional
+        ``key -> {story -> ndarray (n_layers + 1, n_words, D)}``, activations of other models
+        (sources ``model:<key>``).
+    audio : dict, optional
+        ``story -> (waveform ndarray (n_samples,) or (n_samples, n_channels), sample rate)``,
+        the story's audio file (source ``nuisance:audio_envelope``).
     """
 
-    def __init__(self, words, acts, syntactic=None, generated=None, seed=0, models=None):
+    def __init__(self, words, acts, syntactic=None, generated=None, seed=0, models=None,
+                 audio=None):
         self.words, self.acts = words, acts
         self.syntactic, self.generated = syntactic or {}, generated or {}
         self.models = models or {}
+        self.audio = audio or {}
         self.seed = int(seed)
         self._cache = {}
 
@@ -356,6 +366,8 @@ class WordSources:
         """Word vectors (n_words, D) of ``source`` at ``layer`` (a tuple: concatenated)."""
         if isinstance(layer, (tuple, list)):
             return np.concatenate([self.vectors(story, source, k) for k in layer], axis=1)
+        if source.startswith("nuisance:"):
+            return word_values(self.words[story], source.split(":", 1)[1])
         if source.startswith("model:"):
             key = source.split(":", 1)[1]
             if key not in self.models or story not in self.models[key]:
@@ -386,10 +398,22 @@ class WordSources:
             return x_syn if source == "syntactic" else x - x_syn
         raise ConfigError(f"unknown feature source {source!r}.")
 
+    def envelope(self, story, tr, n_trs, audio_onset, tr_offset=1):
+        """The audio envelope (n_trs, 1) of ``story`` on a run's TR grid
+        (:func:`brainpred.nuisance.audio_envelope`)."""
+        if story not in self.audio:
+            raise DataError(f"no audio of story {story} (nuisance: audio_envelope); re-run "
+                            "snakemake.")
+        waveform, rate = self.audio[story]
+        return audio_envelope(waveform, rate, tr, n_trs, audio_onset=audio_onset,
+                              tr_offset=tr_offset, span=audio_span(story))
+
     def block(self, story, block):
         """Word-level array (n_words, D or width * D) of a block."""
         key = (story, block)
         if key not in self._cache:
+            if block.source.startswith("nuisance:") and block.distance is not None:
+                raise ValueError(f"{block.source}: a nuisance block has no forecast window.")
             if block.source == "generated":
                 if block.distance is None:
                     raise ValueError("a generated block needs a distance.")
@@ -421,6 +445,9 @@ def block_design(runs, sources, blocks, tr_offset=1, tr_method="sum"):
         story; their words are summed on the same TR grid.
     sources : WordSources
     blocks : sequence of Block
+        A ``nuisance:audio_envelope`` block is computed at TR level from the story's audio
+        (:meth:`WordSources.envelope`); every other block is word-level, put on the TR grid by
+        :func:`words_to_trs`.
     tr_offset : int
     tr_method : {"sum", "mean", "lanczos"}
 
@@ -446,6 +473,11 @@ def block_design(runs, sources, blocks, tr_offset=1, tr_method="sum"):
                                           where=f"{basename} ({row.story})")
             onsets = words["start"].to_numpy(dtype=float) + float(row.audio_onset)
             for i, b in enumerate(blocks):
+                if b.source == "nuisance:audio_envelope":      # TR level, from the audio
+                    x = sources.envelope(row.story, tr, n_trs, float(row.audio_onset),
+                                         tr_offset=tr_offset)
+                    acc[i] = x if acc[i] is None else acc[i] + x
+                    continue
                 x = words_to_trs(sources.block(row.story, b), onsets, tr, n_trs,
                                         tr_offset=tr_offset, method=tr_method)
                 acc[i] = x if acc[i] is None else acc[i] + x

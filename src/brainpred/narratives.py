@@ -65,6 +65,9 @@ __all__ = [
     "task_crop_lengths",
     "story_parts",
     "story_folder",
+    "audio_path",
+    "audio_span",
+    "check_audio_files",
     "bold_rel",
     "split_story_rows",
     "read_alignment",
@@ -780,6 +783,63 @@ def story_parts(story) -> tuple:
         The parts, or ``(story,)`` for a single-story audio.
     """
     return _STORY_PARTS.get(story, (story,))
+
+
+def audio_path(root, story) -> Path:
+    """The audio file of a story: ``stimuli/<audio>_audio.wav``.
+
+    The audio's name is the story's (the run table's story is the ``stim_file`` stem without
+    ``_audio``, :func:`stim_story`), but for the stories that share one file: ``slumlord`` and
+    ``reach`` are ``slumlordreach_audio.wav`` (:func:`story_folder`).
+
+    Parameters
+    ----------
+    root : str or Path
+        Dataset root.
+    story : str
+
+    Returns
+    -------
+    Path
+    """
+    return Path(root) / "stimuli" / f"{story_folder(story)}_audio.wav"
+
+
+def audio_span(story) -> tuple:
+    """File-time interval (s) of a story in its audio file: ``(0, inf)``, but ``slumlord``
+    ``(0, SLUMLORDREACH_SPLIT)`` and ``reach`` ``(SLUMLORDREACH_SPLIT, inf)`` (one file)."""
+    if story in _PART_PARENT:
+        part = _PART_PARENT[story][1]
+        return (0.0, SLUMLORDREACH_SPLIT) if part == 0 else (SLUMLORDREACH_SPLIT, math.inf)
+    return (0.0, math.inf)
+
+
+def check_audio_files(root, stories):
+    """Refuse, when the workflow starts, a story whose audio file is missing.
+
+    Parameters
+    ----------
+    root : str or Path
+        Dataset root.
+    stories : iterable of str
+
+    Raises
+    ------
+    DataError
+        Naming the first missing file (or one whose DataLad content was not fetched) and the
+        fix: get it, or drop ``audio_envelope`` from ``nuisance``.
+    """
+    for story in sorted(set(stories)):
+        path = audio_path(root, story)
+        if path.is_symlink() and not path.exists():
+            raise DataError(f"{path}: nuisance lists audio_envelope, but the content of this "
+                            f"audio file (story {story}) is not here: run `datalad get {path}` "
+                            "or drop audio_envelope from nuisance.")
+        if not path.is_file():
+            raise DataError(f"{path}: nuisance lists audio_envelope, but story {story} has no "
+                            "audio file there. Copy the Narratives stimuli/*_audio.wav files "
+                            "into the dataset (or `datalad get stimuli`), or drop "
+                            "audio_envelope from nuisance.")
 
 
 # --------------------------------------------------------------------------------------------

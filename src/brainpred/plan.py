@@ -18,7 +18,8 @@ import pandas as pd
 from . import synthetic
 from .config import check_plan_sizes
 from .errors import ConfigError
-from .narratives import build_run_table, check_runs_cover_their_stories, split_story_rows
+from .narratives import (build_run_table, check_audio_files, check_runs_cover_their_stories,
+                         split_story_rows)
 
 __all__ = ["run_basename", "model_tag", "run_plan", "fit_groups", "fit_label"]
 
@@ -105,6 +106,8 @@ def run_plan(config) -> pd.DataFrame:
         # each run's length (n_trs x TR, as its GIfTI header says) against its story's words,
         # when the workflow starts (again in the run table, after the per-task crop)
         check_runs_cover_their_stories(Path(ds["root"]), runs)
+        if "audio_envelope" in (config.get("nuisance") or []):   # the stories' WAVs
+            check_audio_files(Path(ds["root"]), runs["story"].unique())
     if "n_trs" in runs and "mapping" in config:
         check_plan_sizes(runs, config)     # folds and PCA sizes against the shortest subject
     return runs.sort_values(["subject", "basename", "story"]).reset_index(drop=True)[

@@ -2,7 +2,7 @@
 
 :func:`generate` writes a small dataset in the layout of the Narratives DataLad release
 (``participants.tsv``, ``sub-*/func/*_events.tsv`` and ``*_bold.json``, ``code/scan_exclude.json``,
-``stimuli/gentle/<story>/align.csv`` and ``transcript.txt``, and
+``stimuli/gentle/<story>/align.csv`` and ``transcript.txt``, ``stimuli/<story>_audio.wav``, and
 ``derivatives/afni-nosmooth/sub-*/func/*_space-fsaverage5_hemi-{L,R}_desc-clean.func.gii``), so
 the workflow reads it through exactly the same code path as a real Narratives copy.
 
@@ -14,6 +14,10 @@ copied into the data, and the end-to-end tests can see it. What it does, indepen
 - **Text**: procedurally generated English from its own grammar (``_LEX``), spoken at about
   2.5 words/s with pauses, with the quirks of the real Gentle alignments (``<unk>`` dictionary
   words, rows with empty times, music before speech, a different audio onset per story).
+- **Audio**: ``stimuli/<story>_audio.wav`` (:func:`story_audio`), consistent with the word
+  timing: a 440 Hz tone on during each word (its own random loudness), silence between words,
+  quiet noise during the intro music; drawn from a generator of its own, so that writing it
+  changes no other file.
 - **Word timing**: read back from the ``align.csv`` and ``events.tsv`` files it wrote (its own
   parser; empty times linearly interpolated over the word index; scan time = file time + the
   onset of the run's first event).
@@ -62,12 +66,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.io import wavfile
 
 from .errors import ConfigError, DataError
-from .io import atomic_write, write_func_gifti, write_json, write_label_gifti, write_tsv
+from .io import (atomic_path, atomic_write, write_func_gifti, write_json, write_label_gifti,
+                 write_tsv)
 
 __all__ = ["TRUTH_DIR", "PATCHES", "PATCH_LABELS", "STORY_NAMES", "TR", "AUDIO_ONSETS",
-           "MUSIC_DURATIONS", "TINY_MODEL", "READOUT_PCS", "DRIVES", "FORECAST_PATCHES",
+           "MUSIC_DURATIONS", "AUDIO_RATE", "story_audio", "TINY_MODEL", "READOUT_PCS", "DRIVES", "FORECAST_PATCHES",
            "WINDOW_PATCHES", "CONTROL_CENTRES", "PATCH_CENTRES", "make_story",
            "random_sentence", "plan", "surface_layout", "spm_hrf", "window_sums", "generate",
            "output_files"]
@@ -99,6 +105,8 @@ STORY_NAMES = ("lighthouse", "orchard", "harbor", "glacier", "market", "comet", 
 AUDIO_ONSETS = (0.0, 3.0, 4.5, 12.0, 0.0, 3.0, 4.5, 12.0)
 MUSIC_DURATIONS = (13.0, 0.0, 8.0, 6.0, 10.0, 0.0, 5.0, 7.0)
 TR = 1.5
+#: Sample rate (Hz) of the stories' audio files (``stimuli/<story>_audio.wav``).
+AUDIO_RATE = 4000
 #: The offline test model: the generator builds it itself (``synthetic.model: tiny-gpt2``).
 TINY_MODEL = "tiny-gpt2"
 _TINY_GPT2 = dict(n_layer=12, n_embd=64, n_head=4, n_positions=1024, vocab_size=50257)
@@ -506,6 +514,38 @@ def spm_hrf(t):
 # Writing and reading back the text files
 # --------------------------------------------------------------------------------------------
 
+def story_audio(words, music_duration, rng, rate=AUDIO_RATE):
+    """A story's audio, consistent with its word timing.
+
+    Parameters
+    ----------
+    words : DataFrame
+        ``start``, ``end`` (file time, s) of each word (:func:`make_story`).
+    music_duration : float
+        Seconds of intro music (quiet noise) from file time 0.
+    rng : numpy.random.Generator
+    rate : int
+        Sample rate (Hz).
+
+    Returns
+    -------
+    ndarray, shape (n_samples,), int16
+        A 440 Hz tone of loudness ``uniform(0.4, 0.9)`` during each word's start..end,
+        silence between words, noise of standard deviation 0.05 during the music; it lasts
+        until 2 s after the last word.
+    """
+    start, end = words["start"].to_numpy(float), words["end"].to_numpy(float)
+    n = int(math.ceil((end.max() + 2.0) * rate))
+    t = np.arange(n) / rate
+    gain = np.zeros(n)
+    for s, e, a in zip(start, end, rng.uniform(0.4, 0.9, len(start))):
+        gain[int(round(s * rate)):int(round(e * rate))] = a
+    x = gain * np.sin(2 * np.pi * 440.0 * t)
+    m = min(n, int(round(music_duration * rate)))
+    x[:m] += 0.05 * rng.standard_normal(m)
+    return np.round(np.clip(x, -1, 1) * 32767).astype(np.int16)
+
+
 def _write_alignment(path, words, rng, unk_rate, missing_rate):
     """Write a Gentle ``align.csv``: word, dictionary word or <unk>, start, end (no header)."""
     lines = []
@@ -545,6 +585,11 @@ def _write_text_files(root, syn, rng):
             f.write(transcript)
         _write_alignment(gentle / "align.csv", words, rng, syn["unk_rate"],
                          syn["missing_time_rate"])
+        # the audio draws from its own generator: the other files stay as they were
+        audio = story_audio(words, MUSIC_DURATIONS[k],
+                            np.random.default_rng([int(syn["seed"]), 11, k]))
+        with atomic_path(root / "stimuli" / f"{story}_audio.wav") as tmp:
+            wavfile.write(tmp, AUDIO_RATE, audio)
         stories[story] = {"sentences": sentences, "text": transcript, "words": words}
     # participants.tsv: comma-separated parallel lists, like the real file
     rows = []
@@ -1021,7 +1066,8 @@ def output_files(cfg):
              f"{TRUTH_DIR}/ground_truth.json"]
     files += [f"{TRUTH_DIR}/space-fsaverage5_hemi-{h}_desc-patches_dseg.label.gii" for h in "LR"]
     for story in sorted(runs["story"].unique()):
-        files += [f"stimuli/gentle/{story}/align.csv", f"stimuli/gentle/{story}/transcript.txt"]
+        files += [f"stimuli/gentle/{story}/align.csv", f"stimuli/gentle/{story}/transcript.txt",
+                  f"stimuli/{story}_audio.wav"]
     for r in runs.itertuples():
         base = _basename(r.subject, r.task, r.run)
         files += [f"{r.subject}/func/{base}_events.tsv", f"{r.subject}/func/{base}_bold.json"]

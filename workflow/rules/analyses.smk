@@ -117,7 +117,7 @@ rule analysis_fit:
     output:
         analysis_fit_output("{analysis}", "{fit}"),
     params:
-        config=lambda w: config_for("model", "features", "forecast", "mapping", w.analysis),
+        config=lambda w: fit_config(w, "model", "features", "forecast", "mapping", w.analysis),
         subjects=lambda w: FITS[w.fit],
         stories=lambda w: sorted(fit_runs(w.fit)["story"].unique()),
         basenames=lambda w: list(fit_runs(w.fit).drop_duplicates("basename")["basename"]),

@@ -10,7 +10,7 @@ rule fit_scores:
     output:
         fit_output("{fit}"),
     params:
-        config=config_for("model", "features", "forecast", "mapping"),
+        config=lambda w: fit_config(w, "model", "features", "forecast", "mapping"),
         subjects=lambda w: FITS[w.fit],
         stories=lambda w: sorted(fit_runs(w.fit)["story"].unique()),
         basenames=lambda w: list(fit_runs(w.fit).drop_duplicates("basename")["basename"]),

@@ -9,7 +9,7 @@
 import os
 from pathlib import Path
 
-from brainpred.narratives import story_folder
+from brainpred.narratives import audio_path, story_folder
 from brainpred.provenance import brainpred_version
 from brainpred.regions import hemi_paths as _hemi_paths
 
@@ -71,6 +71,21 @@ def transcript_input(story):
     writes it; a real copy may lack it): an input of story_words, so editing it reruns it."""
     path = f"{ROOT}/stimuli/gentle/{story_folder(story)}/transcript.txt"
     return [path] if config["dataset"]["source"] == "synthetic" or os.path.exists(path) else []
+
+
+def audio_files(stories):
+    """The stories' WAVs when nuisance lists audio_envelope (inputs of the fit rules), else []."""
+    if "audio_envelope" not in config["nuisance"]:
+        return []
+    return [str(audio_path(ROOT, s)) for s in stories]
+
+
+def fit_config(w, *sections):
+    """params.config of a fit: config_for(sections), the nuisance list and, with
+    audio_envelope, the fit's WAVs (``audio``: story -> path, read by the fit stage)."""
+    stories = sorted(fit_runs(w.fit)["story"].unique())
+    audio = dict(zip(stories, audio_files(stories)))
+    return config_for(*sections, "nuisance", **({"audio": audio} if audio else {}))
 
 
 def model_input():
@@ -169,6 +184,7 @@ def fit_scores_input(w):
         "words": [words_file(s) for s in sorted(runs["story"].unique())],
         "bold": [bold_file(r.subject, r.basename)
                  for r in runs.drop_duplicates("basename").itertuples()],
+        "audio": audio_files(sorted(runs["story"].unique())),
     }
 
 

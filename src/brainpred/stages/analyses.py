@@ -21,7 +21,7 @@ from ..conditions import (ARGMAX_MAPS, ARGMAX_TITLES, CONTROL_KINDS, conditions,
                           finetune_alphas, finetune_steps, finetune_train_config)
 from ..errors import ConfigError, DataError
 from .common import (atlas_levels, ground_truth, load_language_model, load_story_features,
-                     read_fits, scores_provenance, story_of)
+                     nuisance_audio, read_fits, scores_provenance, story_of)
 from .mapping import fit_conditions
 
 __all__ = ["best_distance_from_group", "make_analysis_fit", "make_analysis_group",
@@ -67,7 +67,10 @@ def make_analysis_fit(analysis, subjects, run_table_tsv, sources_paths, bold_pat
         ``"acts"`` (required), ``"syntactic"``, ``"generated"``: ``story -> .npz`` path;
         ``"models"``: ``key -> {story -> features .npz}`` (fine-tuned checkpoints);
         ``"words"`` (optional): ``story -> words table``, against which every cache's
-        recorded words sha256 is checked (without it: the recorded story, kind and model).
+        recorded words sha256 is checked (without it: the recorded story, kind and model);
+        ``"audio"`` (optional): ``story -> .wav``, read when ``nuisance`` lists
+        ``audio_envelope`` (default: ``config["audio"]``, where the workflow's params put
+        them).
     bold_paths : dict
         ``basename -> BOLD .npy``.
     config : dict
@@ -116,7 +119,8 @@ def make_analysis_fit(analysis, subjects, run_table_tsv, sources_paths, bold_pat
     conds = conditions(analysis, config, n_layers, width_distance=width_d)
     # the seed of the random and shuffled windows (a job sees only its analysis' section)
     seed = int(config["controls"]["seed"]) if analysis == "controls" else 0
-    sources = design.WordSources(words, acts, syn, gen, seed=seed, models=models)
+    sources = design.WordSources(words, acts, syn, gen, seed=seed, models=models,
+                                 audio=nuisance_audio(config, words, sources_paths.get("audio")))
     scores, alphas = fit_conditions(conds, subjects, table, sources, bold_paths, config,
                                     where=run_table_tsv, what=f"{analysis} analysis",
                                     return_alphas=True)

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from scipy.io import wavfile
 
 from .. import features, io, lm, mapping, regions, synthetic
 from .. import provenance as prov
@@ -17,7 +18,8 @@ from ..conditions import Block, Condition
 from ..errors import DataError
 from ..stats import zscore_columns
 
-__all__ = ["story_of", "load_run_bold", "subject_bold", "load_story_features",
+__all__ = ["story_of", "load_run_bold", "subject_bold", "load_story_features", "load_story_audio",
+           "nuisance_audio",
            "scores_provenance", "SCORES_SHARED", "check_subject_scores", "read_subject_scores",
            "load_ceilings",
            "load_atlas_labels", "atlas_levels", "ground_truth", "ridge_alphas",
@@ -158,19 +160,84 @@ def load_story_features(feature_paths, stories, words_paths=None, model_cfg=None
     return feats, records
 
 
+def load_story_audio(audio_paths):
+    """The stories' audio files (:func:`scipy.io.wavfile.read`; a file shared by several
+    stories, e.g. slumlordreach, is read once).
+
+    Parameters
+    ----------
+    audio_paths : dict
+        ``story -> .wav path``.
+
+    Returns
+    -------
+    dict
+        ``story -> (waveform ndarray (n_samples,) or (n_samples, n_channels), sample rate)``.
+
+    Raises
+    ------
+    DataError
+        A missing or unreadable file, naming it and the fix.
+    """
+    by_path, out = {}, {}
+    for story, path in audio_paths.items():
+        key = str(path)
+        if key not in by_path:
+            try:
+                rate, data = wavfile.read(key, mmap=False)
+            except (OSError, ValueError) as exc:
+                raise DataError(f"{path}: cannot read the audio of story {story} ({exc}); "
+                                "restore the file (Narratives stimuli/*_audio.wav) or drop "
+                                "audio_envelope from nuisance.") from exc
+            by_path[key] = (data, int(rate))
+        out[story] = by_path[key]
+    return out
+
+
+def nuisance_audio(config, stories, audio_paths=None):
+    """The audio a fit's nuisance blocks need: none unless ``nuisance`` lists
+    ``audio_envelope``.
+
+    Parameters
+    ----------
+    config : dict
+        The job's config: ``nuisance`` and, when the rule passes the WAVs that way, ``audio``
+        (``story -> .wav path``, put in the fit rules' params by ``paths.smk``).
+    stories : iterable of str
+    audio_paths : dict, optional
+        ``story -> .wav path`` (default: ``config["audio"]``).
+
+    Returns
+    -------
+    dict
+        :func:`load_story_audio` of the stories, or ``{}``.
+    """
+    if "audio_envelope" not in (config["nuisance"] or []):
+        return {}
+    paths = audio_paths if audio_paths is not None else config.get("audio") or {}
+    missing = sorted(set(stories) - set(paths))
+    if missing:
+        raise DataError(f"nuisance lists audio_envelope but no audio file was given for "
+                        f"stories {missing}; run the fits through the workflow (it passes "
+                        "stimuli/<story>_audio.wav) or pass audio_paths.")
+    return load_story_audio({s: paths[s] for s in stories})
+
+
 def scores_provenance(kind, subjects, stories, records, config, **extra):
     """The provenance record of a score file (:func:`brainpred.provenance.scores_record`):
     the model from the feature caches' ``records``, the layer, distances and mapping
-    settings from ``config``."""
+    settings from ``config``; the nuisance regressors in ``design`` when there are some."""
     first = next(iter(records.values()), {}) if records else {}
     feat, fc = config["features"], config["forecast"]
+    design = {"tr_offset": int(feat["tr_offset"]), "tr_method": feat["tr_method"],
+              "width": int(fc["width"])}
+    if config.get("nuisance"):      # recorded when set (the paper's files stay as they were)
+        design["nuisance"] = list(config["nuisance"])
     return prov.scores_record(
         kind, subjects, stories, model=first.get("model"),
         model_revision=first.get("model_revision"), model_settings=first.get("model_settings"),
         layer=feat["layer"], distances=sorted(int(d) for d in fc["distances"]),
-        mapping=config["mapping"],
-        design={"tr_offset": int(feat["tr_offset"]), "tr_method": feat["tr_method"],
-                "width": int(fc["width"])},
+        mapping=config["mapping"], design=design,
         words_sha256={s: r.get("words_sha256") for s, r in sorted(records.items())}, **extra)
 
 

@@ -13,8 +13,8 @@ from .. import design, io, mapping, tables
 from .. import provenance as prov
 from ..conditions import MAIN, blocks_and_designs, conditions
 from ..errors import DataError
-from .common import (load_atlas_labels, load_story_features, mapping_kwargs, scores_provenance,
-                     subject_bold)
+from .common import (load_atlas_labels, load_story_features, mapping_kwargs, nuisance_audio,
+                     scores_provenance, subject_bold)
 
 __all__ = ["fit_conditions", "make_fit_scores", "make_subject_scores"]
 
@@ -97,7 +97,7 @@ def fit_conditions(conds, subjects, table, sources, bold_paths, config, where="r
 
 
 def make_fit_scores(subjects, run_table_tsv, feature_paths, bold_paths, config, out_npz,
-                    words_paths=None):
+                    words_paths=None, audio_paths=None):
     """Rule ``fit_scores``: brain and forecast scores of subjects who share a stimulus.
 
     The main analysis' conditions (:func:`brainpred.conditions.conditions` ``"main"``: X, and
@@ -124,6 +124,9 @@ def make_fit_scores(subjects, run_table_tsv, feature_paths, bold_paths, config, 
     words_paths : dict, optional
         ``story -> words table``: the feature caches' recorded words sha256 are checked
         against them (without: only the recorded story, kind and model consistency).
+    audio_paths : dict, optional
+        ``story -> .wav``, read when ``nuisance`` lists ``audio_envelope`` (default:
+        ``config["audio"]``, where the workflow's params put them).
     """
     table = io.read_tsv(run_table_tsv, dtype={"run": str})
     kept = table[table["kept"] & table["subject"].isin(list(subjects))]
@@ -131,7 +134,8 @@ def make_fit_scores(subjects, run_table_tsv, feature_paths, bold_paths, config, 
                                                words_paths=words_paths,
                                                model_cfg=config.get("model"))
     sources = design.WordSources({s: w for s, (_, w) in story_feats.items()},
-                                 {s: a for s, (a, _) in story_feats.items()})
+                                 {s: a for s, (a, _) in story_feats.items()},
+                                 audio=nuisance_audio(config, story_feats, audio_paths))
     n_layers = next(iter(story_feats.values()))[0].shape[0] - 1
     conds = conditions(MAIN, config, n_layers)
     scores, alphas = fit_conditions(conds, subjects, table, sources, bold_paths, config,
