@@ -13,7 +13,8 @@ from brainpred import design, mapping, narratives, nuisance
 from brainpred.conditions import Block
 from brainpred.errors import ConfigError, DataError
 from brainpred.stages.common import load_story_audio, nuisance_audio
-from factories import config
+from brainpred.stages.mapping import make_fit_scores
+from factories import config, fit_config, fit_inputs
 
 
 def _runs(n_trs, tr=1.5, onset=0.0, story="a"):
@@ -129,6 +130,36 @@ def test_fit_stage_reads_the_wavs_only_with_audio_envelope(tmp_path):
         nuisance_audio(config(nuisance=["audio_envelope"]), ["a", "b"], {"a": path})
     with pytest.raises(DataError, match="cannot read"):
         load_story_audio({"a": tmp_path / "missing.wav"})
+
+
+def test_fit_stage_with_nuisance_blocks(tmp_path):
+    """The main fit with every nuisance regressor: the WAV comes from the job's config
+    (``audio``, as the workflow's params pass it); the scores change, the design records the
+    list; without nuisance the fit file is as before."""
+    from brainpred import io
+    from brainpred import provenance as prov
+
+    inputs = fit_inputs(tmp_path, n_words=60)
+    wav = tmp_path / "a_audio.wav"
+    t = np.arange(80 * 4000) / 4000
+    wavfile.write(wav, 4000, (3000 * np.sin(2 * np.pi * 440 * t)
+                              * (np.sin(2 * np.pi * 0.05 * t) > 0)).astype(np.int16))
+    out = {}
+    for key, extra in (("plain", {}),
+                       ("nuisance", {"nuisance": list(nuisance.NUISANCE),
+                                     "audio": {"a": str(wav)}})):
+        cfg = {**fit_config(), **extra}
+        out[key] = tmp_path / f"{key}.npz"
+        make_fit_scores(["sub-001", "sub-002"], inputs["table"], inputs["features"],
+                        inputs["bold"], cfg, out[key])
+    plain, nz = io.load_npz(out["plain"]), io.load_npz(out["nuisance"])
+    assert "nuisance" not in prov.read(out["plain"], plain)["design"]
+    assert prov.read(out["nuisance"], nz)["design"]["nuisance"] == list(nuisance.NUISANCE)
+    assert plain["sub-001__brain_score"].shape == nz["sub-001__brain_score"].shape
+    assert not np.allclose(plain["sub-001__brain_score"], nz["sub-001__brain_score"])
+    with pytest.raises(DataError, match="no audio file"):
+        make_fit_scores(["sub-001"], inputs["table"], inputs["features"], inputs["bold"],
+                        {**fit_config(), "nuisance": ["audio_envelope"]}, tmp_path / "x.npz")
 
 
 def test_nuisance_blocks_in_every_condition():

@@ -259,3 +259,23 @@ def test_generation_is_deterministic(tiny_dataset, tmp_path):
     synthetic.generate(again, _tiny_config(), progress=False)
     for rel in synthetic.output_files(_tiny_config()):
         assert (tiny_dataset / rel).read_bytes() == (again / rel).read_bytes(), rel
+
+
+def test_audio_follows_the_word_timing(tiny_dataset):
+    """stimuli/<story>_audio.wav: its envelope on the TR grid (brainpred.nuisance, the
+    pipeline's reading) follows the words' count per TR, counted here from align.csv."""
+    from scipy.io import wavfile
+
+    from brainpred.nuisance import audio_envelope
+
+    for story in synthetic.STORY_NAMES[:2]:
+        rate, audio = wavfile.read(tiny_dataset / "stimuli" / f"{story}_audio.wav")
+        assert rate == synthetic.AUDIO_RATE and audio.dtype == np.int16
+        raw = pd.read_csv(tiny_dataset / "stimuli" / "gentle" / story / "align.csv",
+                          header=None)
+        start = raw[2].interpolate().to_numpy(float)
+        assert len(audio) / rate > np.nanmax(raw[3])          # lasts past the last word
+        tr, n_trs = synthetic.TR, int(len(audio) / rate / synthetic.TR) + 2
+        count = np.bincount((start // tr).astype(int) + 1, minlength=n_trs)[:n_trs]
+        env = audio_envelope(audio, rate, tr, n_trs, tr_offset=1)[:, 0]
+        assert np.corrcoef(env, count)[0, 1] > 0.75      # measured: 0.85, 0.94
