@@ -279,3 +279,26 @@ def test_audio_follows_the_word_timing(tiny_dataset):
         count = np.bincount((start // tr).astype(int) + 1, minlength=n_trs)[:n_trs]
         env = audio_envelope(audio, rate, tr, n_trs, tr_offset=1)[:, 0]
         assert np.corrcoef(env, count)[0, 1] > 0.75      # measured: 0.85, 0.94
+
+
+def test_a_missing_wav_stops_the_workflow_at_start(tiny_dataset, tmp_path):
+    """Read as a local Narratives copy with nuisance audio_envelope, the plan (computed when
+    Snakemake starts) refuses a story without its stimuli/<story>_audio.wav, naming it."""
+    from brainpred.errors import DataError
+    from brainpred.plan import run_plan
+
+    cfg = _tiny_config()
+    cfg["dataset"].update(source="local", root=str(tiny_dataset))
+    cfg["nuisance"] = ["audio_envelope"]
+    assert len(run_plan(cfg)) == 3
+    copy = tmp_path / "copy"                       # the dataset without its WAVs
+    (copy / "stimuli").mkdir(parents=True)
+    for p in tiny_dataset.iterdir():
+        if p.name != "stimuli":
+            (copy / p.name).symlink_to(p)
+    (copy / "stimuli" / "gentle").symlink_to(tiny_dataset / "stimuli" / "gentle")
+    cfg["dataset"]["root"] = str(copy)
+    with pytest.raises(DataError, match=r"stimuli/lighthouse_audio\.wav.*drop audio_envelope"):
+        run_plan(cfg)
+    cfg["nuisance"] = ["word_rate"]
+    assert len(run_plan(cfg)) == 3

@@ -75,7 +75,8 @@ class Block:
 
     ``source`` is ``acts`` (the model's activations), ``random``, ``shuffled``, ``generated``,
     ``syntactic``, ``semantic``, ``model:<key>`` (the activations of another model, e.g. a
-    fine-tuned checkpoint) or ``nuisance:<name>`` (:mod:`brainpred.nuisance`, layer 0); ``layer`` is one layer or a tuple of layers whose vectors are
+    fine-tuned checkpoint) or ``nuisance:<name>`` (:mod:`brainpred.nuisance`, layer 0);
+    ``layer`` is one layer or a tuple of layers whose vectors are
     concatenated; ``distance`` None = the word's own vector, an int = the forecast window W_d of
     ``width`` words.
     """

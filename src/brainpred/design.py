@@ -404,9 +404,13 @@ class WordSources:
         if story not in self.audio:
             raise DataError(f"no audio of story {story} (nuisance: audio_envelope); re-run "
                             "snakemake.")
-        waveform, rate = self.audio[story]
-        return audio_envelope(waveform, rate, tr, n_trs, audio_onset=audio_onset,
-                              tr_offset=tr_offset, span=audio_span(story))
+        key = ("envelope", story, float(tr), int(n_trs), float(audio_onset), int(tr_offset))
+        if key not in self._cache:        # the subjects of a fit share their runs' grids
+            waveform, rate = self.audio[story]
+            self._cache[key] = audio_envelope(waveform, rate, tr, n_trs,
+                                              audio_onset=audio_onset, tr_offset=tr_offset,
+                                              span=audio_span(story))
+        return self._cache[key]
 
     def block(self, story, block):
         """Word-level array (n_words, D or width * D) of a block."""

@@ -73,7 +73,8 @@ from .io import (atomic_path, atomic_write, write_func_gifti, write_json, write_
                  write_tsv)
 
 __all__ = ["TRUTH_DIR", "PATCHES", "PATCH_LABELS", "STORY_NAMES", "TR", "AUDIO_ONSETS",
-           "MUSIC_DURATIONS", "AUDIO_RATE", "story_audio", "TINY_MODEL", "READOUT_PCS", "DRIVES", "FORECAST_PATCHES",
+           "MUSIC_DURATIONS", "AUDIO_RATE", "story_audio", "TINY_MODEL", "READOUT_PCS", "DRIVES",
+           "FORECAST_PATCHES",
            "WINDOW_PATCHES", "CONTROL_CENTRES", "PATCH_CENTRES", "make_story",
            "random_sentence", "plan", "surface_layout", "spm_hrf", "window_sums", "generate",
            "output_files"]
