@@ -33,13 +33,13 @@ rule paper_comparison:
         **{
             f"analysis_{a}": analysis_group_outputs(a)["regions"]
             for a in ANALYSES
-            if a in ("layers", "syntax", "finetune")
+            if a in ("layers", "syntax", "finetune", "variants")
         },
     output:
         PAPER_COMPARISON,
     params:
         config=config_for("model", "features", "forecast", "stats", "noise_ceiling",
-                          "layers", "syntax", "finetune", "report"),
+                          "layers", "syntax", "finetune", "report", "nuisance"),
     conda:
         "../envs/brainpred.yaml"
     log:

@@ -18,7 +18,7 @@ from .. import continuations, design, features, figures, finetune, group, io, sy
 from ..tables import RESPONSIVE_LEVEL, RESPONSIVE_REGION
 from .. import provenance as prov
 from ..conditions import (ARGMAX_MAPS, ARGMAX_TITLES, CONTROL_KINDS, conditions,
-                          finetune_alphas, finetune_steps, finetune_train_config)
+                          finetune_alphas, finetune_steps, finetune_train_config, methods)
 from ..errors import ConfigError, DataError
 from .common import (atlas_levels, ground_truth, load_language_model, load_story_features,
                      read_fits, scores_provenance, story_of)
@@ -115,7 +115,7 @@ def make_analysis_fit(analysis, subjects, run_table_tsv, sources_paths, bold_pat
         width_d = best_distance_from_group(group_npz, config)
     conds = conditions(analysis, config, n_layers, width_distance=width_d)
     # the seed of the random and shuffled windows (a job sees only its analysis' section)
-    seed = int(config["controls"]["seed"]) if analysis == "controls" else 0
+    seed = int(config["controls"]["seed"]) if analysis in ("controls", "variants") else 0
     sources = design.WordSources(words, acts, syn, gen, seed=seed, models=models)
     scores, alphas = fit_conditions(conds, subjects, table, sources, bold_paths, config,
                                     where=run_table_tsv, what=f"{analysis} analysis",
@@ -158,6 +158,15 @@ def make_analysis_group(fit_npzs, analysis, config, outputs, labels_paths=None,
         io.write_surface_maps(outputs["finetunegain_L"], outputs["finetunegain_R"],
                            g[f"{key}__mean"],
                            [f"brain-score gain, alpha {a:g} vs 0" for a in g[f"{key}__x"]])
+    if analysis == "partition":
+        for name, what in (("unique", "uniquely explained by W_d"),
+                           ("shared", "shared by W_d and X + nuisance")):
+            if f"{name}_L" in outputs:
+                key = f"{name}__window"
+                io.write_surface_maps(outputs[f"{name}_L"], outputs[f"{name}_R"],
+                                      g[f"{key}__mean"],
+                                      [f"variance {what} (signed R2), d={d:g}"
+                                       for d in g[f"{key}__x"]])
     for name in ARGMAX_MAPS.get(analysis, {}):
         if f"{name}_L" in outputs:
             if name not in g:
@@ -235,6 +244,33 @@ def make_analysis_figures(analysis, group_npz, regions_tsv, config, outputs, los
         xs = g["forecastscore__syntactic__x"]
         for key in ("dstarsyntactic", "dstarsemantic"):
             surface(key, ARGMAX_TITLES[key].capitalize(), float(xs.min()), float(xs.max()))
+    elif analysis == "variants":
+        labels = {"paper": "paper (shared penalty)", "banded": "banded penalty",
+                  "nuisance": "with nuisance", "banded-nuisance": "banded + nuisance"}
+        names = [m for m, _, _ in methods(config)]
+        d_true = truth["window_distances"] if truth else None
+        curves("variantcurves", "forecastscore", names, "distance d (words)", "F(d) (Δr)",
+               "Forecast score: the paper's method and this run's", true_x=d_true,
+               labels=labels)
+        if "variantcontrols" in outputs:
+            kinds = [k for k in ("random", "shuffled") if config["controls"][k]]
+            series = [f"{m}-{k}" for m in names for k in kinds]
+            curves("variantcontrols", "forecastscore", series, "distance d (words)",
+                   "F(d) (Δr)", "Control windows under each method (0 = no cost)",
+                   labels={f"{m}-{k}": f"{k}, {labels[m]}" for m in names for k in kinds})
+    elif analysis == "partition":
+        curves("uniquecurves", "unique", ["window"], "distance d (words)",
+               "unique R² of W_d", "Variance uniquely explained by the forecast window",
+               labels={"window": "R²(X+N+W_d) − R²(X+N)"})
+        curves("sharedcurves", "shared", ["window"], "distance d (words)",
+               "shared R²", "Variance shared by the window and X + nuisance",
+               labels={"window": "R²(X+N) + R²(W_d) − R²(X+N+W_d)"})
+        xs, mean = g["unique__window__x"], g["unique__window__mean"]
+        keep = g["responsive"] if "responsive" in g and g["responsive"].any() else None
+        i = group.best_group_index(mean, keep)
+        figures.plot_surface(mean[i], outputs["uniquemap"],
+                             title=f"Variance uniquely explained by W_d, d = {xs[i]:g}",
+                             synthetic=synthetic, cmap="cold_hot", symmetric=True)
     elif analysis == "finetune":
         steps = finetune_steps(config)
         curves("finetunegain", "gain", [f"step-{s}" for s in reversed(steps)],
