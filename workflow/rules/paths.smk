@@ -135,7 +135,7 @@ def model_features_file(label, story):
 
 
 def model_folder_input(name):
-    """A local model folder as an input of its feature rule (a hub id: none)."""
+    """A local model folder as an input of the feature jobs of that model (a hub id: none)."""
     return [name] if os.path.isdir(name) else []
 
 
