@@ -151,6 +151,21 @@ def test_local_folder_model_loads_and_gives_the_same_features(tiny_models, tmp_p
     assert conditions.model_label(entry) == "myllama"
 
 
+@pytest.mark.parametrize("name", [lm.TINY_GPTNEOX, lm.TINY_LLAMA])
+def test_continuations_of_hf_models_batched_equal_one_at_a_time(tiny_models, name):
+    """model.name may now be a non-GPT-2 test model: its generated continuations (HF path,
+    left-padded batches) equal those computed one word at a time."""
+    from brainpred import continuations
+
+    model, tok = tiny_models[name]
+    text, words = _story(25, seed=3)
+    out = [np.asarray(continuations.generate_continuations(
+        words, text, model, tok, 3, context_tokens=12, batch_size=bs, layers=[2])[0])
+        for bs in (1, 6)]
+    assert out[0].shape == (25, 3, 64)
+    np.testing.assert_allclose(out[1], out[0], atol=1e-5, rtol=0)
+
+
 # --------------------------------------------------------------------------------------------
 # Config, conditions and the workflow plan
 # --------------------------------------------------------------------------------------------

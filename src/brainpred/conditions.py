@@ -61,8 +61,8 @@ from .plan import model_tag
 __all__ = ["MAIN", "ANALYSES", "CONTROL_KINDS", "Block", "Condition", "enabled", "layer_list",
            "control_distances", "syntax_distances", "control_kinds", "conditions",
            "finetune_alphas", "finetune_steps", "finetune_eval_layers", "finetune_key",
-           "finetune_train_config", "model_label", "model_entries", "entry_model_config", "model_layers",
-           "model_distances", "blocks_and_designs", "measures", "ARGMAX_MAPS",
+           "finetune_train_config", "model_label", "model_entries", "entry_model_config",
+           "model_layers", "model_distances", "blocks_and_designs", "measures", "ARGMAX_MAPS",
            "STACK_MAPS", "ARGMAX_TITLES", "FIGURES", "FIGURE_CAPTIONS", "figure_keys"]
 
 

@@ -351,7 +351,8 @@ def _check_model_name(key, name):
 
 
 def _check_models(config):
-    """``models``: distinct entries, distances in range (the layers: :func:`check_models_config`)."""
+    """``models``: distinct entries, plausible names, distances in range (the layers:
+    :func:`check_models_config`)."""
     seen = set()
     for i, m in enumerate(config["models"]):
         key = f"models[{i}]"

@@ -3,7 +3,8 @@
 This module is the single home of what the rest of brainpred needs from a causal language model:
 
 - **loading** (:func:`load_model`, :func:`gpt2_tokenizer`, the offline test models
-  :data:`TINY_MODELS`: :data:`TINY_GPT2`, ``tiny-gptneox`` and ``tiny-llama``), device and dtype resolution (:func:`resolve_device`,
+  :data:`TINY_MODELS`: :data:`TINY_GPT2`, ``tiny-gptneox`` and ``tiny-llama``), device and
+  dtype resolution (:func:`resolve_device`,
   :func:`resolve_dtype`, :func:`place_model`) and the model's shape (:func:`n_layers`,
   :func:`max_positions`, :func:`backbone`);
 - **the GPT-2 fast forward** :class:`FastGPT2`, built on the model's own modules and weights,
