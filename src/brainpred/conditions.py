@@ -50,6 +50,11 @@ Analyses (config sections of the same name, each with ``enabled``, but ``main``)
     explained (signed R² = r·|r| of the cross-validated r) uniquely by the window,
     R²(A ⊕ B) − R²(A), and shared by both, R²(A) + R²(B) − R²(A ⊕ B), per d of
     ``partition.distances``.
+``models``
+    Several language models in one run (config list ``models``, on when not empty): for each
+    model m and layer k of its ``layers``, R(X_k^m) and F_k^m(d) = R(X_k^m ⊕ W_d(X_k^m)) −
+    R(X_k^m) for its ``distances`` (null = ``[layers.distance]``), X and W from that model's
+    activations (blocks ``model:<label>``, :func:`model_label`).
 ``finetune``
     Brain scores of models fine-tuned with the forecast objective (:mod:`brainpred.finetune`),
     one per loss mix alpha and checkpoint, with the layers ``finetune.eval_layers``
@@ -63,19 +68,22 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ConfigError
+from .lm import TINY_MODELS
+from .plan import model_tag
 
 __all__ = ["MAIN", "ANALYSES", "CONTROL_KINDS", "PENALTIES", "Block", "Condition", "enabled",
            "methods", "nuisance_blocks", "layer_list", "partition_distances",
            "control_distances", "syntax_distances", "control_kinds", "conditions",
            "finetune_alphas", "finetune_steps", "finetune_eval_layers", "finetune_key",
-           "finetune_train_config", "blocks_and_designs", "measures", "ARGMAX_MAPS",
+           "finetune_train_config", "model_label", "model_entries", "entry_model_config",
+           "model_layers", "model_distances", "blocks_and_designs", "measures", "ARGMAX_MAPS",
            "STACK_MAPS", "ARGMAX_TITLES", "FIGURES", "FIGURE_CAPTIONS", "figure_keys"]
 
 
 #: The main forecast curve F(d): fitted for every run (its settings: ``forecast``, ``stats``).
 MAIN = "main"
 #: The further analyses, each switched on by its config section's ``enabled``.
-ANALYSES = ("layers", "controls", "syntax", "finetune", "variants", "partition")
+ANALYSES = ("layers", "controls", "syntax", "finetune", "models", "variants", "partition")
 #: The ridge penalties of ``mapping.penalty`` (:func:`brainpred.mapping.design_scores`).
 PENALTIES = ("shared", "banded")
 
@@ -117,11 +125,15 @@ class Condition:
 
 
 def enabled(config, name):
-    """Whether analysis ``name`` is switched on in the config (``variants``: whenever the run's
-    method differs from the paper's, :func:`methods`)."""
+    """Whether analysis ``name`` is switched on in the config: its section's ``enabled``, or,
+    for a list-valued section (``models``), whether the list is not empty; ``variants``:
+    whenever the run's method differs from the paper's (:func:`methods`)."""
+    if name == MAIN:
+        return True
     if name == "variants":
         return len(methods(config)) > 1
-    return name == MAIN or bool(config[name]["enabled"])
+    section = config[name]
+    return bool(section) if isinstance(section, list) else bool(section["enabled"])
 
 
 def methods(config):
@@ -204,18 +216,92 @@ def partition_distances(config):
                      "partition.distances")
 
 
-def conditions(analysis, config, n_layers, width_distance=None):
+def model_label(entry):
+    """The ``model-<label>`` of a ``models`` entry: :func:`brainpred.plan.model_tag` of its
+    name, with ``seed<k>`` added for an offline test model of seed k > 0 (``tinygptneox``,
+    ``tinyllamaseed3``)."""
+    tag = model_tag(entry["name"])
+    seed = int(entry.get("seed") or 0)
+    return f"{tag}seed{seed}" if entry["name"] in TINY_MODELS and seed else tag
+
+
+def model_entries(config):
+    """The ``models`` entries with their labels, checked to be distinct.
+
+    Returns
+    -------
+    list of dict
+        Each entry (``name``, ``layers``, ``seed``, ``distances``) with ``label`` and ``main``
+        added, in the config's order; ``main``: the entry is ``model.name`` itself (same label,
+        name and, for a test model, seed), whose feature caches it reuses.
+
+    Raises
+    ------
+    ConfigError
+        Two entries with the same label (e.g. a hub id and a folder of the same name), or an
+        entry with the label of ``model.name`` that is another model.
+    """
+    main_cfg = config["model"]
+    main_label = model_tag(main_cfg["name"])
+    out, seen = [], {}
+    for i, m in enumerate(config["models"]):
+        label = model_label(m)
+        if label in seen:
+            raise ConfigError(f"models[{i}] = {m['name']!r} and models[{seen[label]}] = "
+                              f"{config['models'][seen[label]]['name']!r} have the same file "
+                              f"label model-{label}. Rename one (a local folder's label is "
+                              "its folder name).")
+        seen[label] = i
+        same = m["name"] == main_cfg["name"] and (
+            m["name"] not in TINY_MODELS or int(m["seed"]) == int(main_cfg["seed"]))
+        if label == main_label and not same:
+            raise ConfigError(f"models[{i}] = {m['name']!r} (seed {m['seed']}) has the file "
+                              f"label model-{label} of model.name = {main_cfg['name']!r} (seed "
+                              f"{main_cfg['seed']}) but is another model: give it the seed of "
+                              "model.seed, or rename its folder.")
+        out.append({**m, "label": label, "main": label == main_label})
+    return out
+
+
+def entry_model_config(model_cfg, entry):
+    """The ``model`` settings of a ``models`` entry: ``model_cfg`` (context, mode, batch size,
+    device, dtype) with the entry's ``name`` and ``seed``."""
+    return {**model_cfg, "name": entry["name"], "seed": int(entry["seed"])}
+
+
+def model_layers(entry, n_layers):
+    """Layers of a ``models`` entry ("all" = 0..n_layers), checked against its model."""
+    value = entry["layers"]
+    key = f"models ({entry['name']}).layers"
+    layers = list(range(n_layers + 1)) if value == "all" else _int_list(value, key)
+    bad = [k for k in layers if not 0 <= k <= n_layers]
+    if bad:
+        raise ConfigError(f"{key}: {bad} outside the model's layers 0..{n_layers}.")
+    return sorted(set(layers))
+
+
+def model_distances(entry, config):
+    """Distances of a ``models`` entry (null = ``[layers.distance]``), sorted."""
+    value = entry["distances"]
+    return sorted(_int_list(value if value is not None else [config["layers"]["distance"]],
+                            f"models ({entry['name']}).distances"))
+
+
+def conditions(analysis, config, n_layers, width_distance=None, model_depths=None):
     """The conditions of one analysis.
 
     Parameters
     ----------
-    analysis : {"main", "layers", "controls", "syntax", "finetune", "variants", "partition"}
+    analysis : {"main", "layers", "controls", "syntax", "finetune", "models", "variants",
+                "partition"}
     config : dict
         Workflow configuration.
     n_layers : int
         Transformer blocks of the model (activations have ``n_layers + 1`` layers).
     width_distance : int, optional
         Distance of the width analysis (``controls`` only; required when widths are set).
+    model_depths : dict, optional
+        ``models`` only: ``label -> n_layers`` of each listed model (:func:`model_entries`).
 
     Returns
     -------
@@ -308,6 +394,19 @@ def conditions(analysis, config, n_layers, width_distance=None):
                                  raw_series="window", penalty="banded", plus="base",
                                  transform="r2"))
         return out
+    elif analysis == "models":
+        # brain score: series <label>, x = layer; forecast score: series <label>_layer-<k>,
+        # x = distance (d* of a model and layer is the argmax over x)
+        for m in model_entries(config):
+            t = m["label"]
+            if model_depths is None or t not in model_depths:
+                raise ValueError(f"conditions: the models analysis needs the depth of {t}.")
+            for k in model_layers(m, int(model_depths[t])):
+                base, X_m = f"{t}_layer-{k}", Block(f"model:{t}", k)
+                out.append(Condition(base, (X_m,), "brainscore", t, k))
+                for d in model_distances(m, config):
+                    out.append(Condition(f"{base}_d-{d}", (X_m, Block(f"model:{t}", k, d, width)),
+                                         "forecastscore", base, d, base))
     else:
         raise ConfigError(f"unknown analysis {analysis!r}; expected {MAIN!r} or one of "
                           f"{ANALYSES}.")
@@ -459,6 +558,7 @@ FIGURES = {
     "finetune": {"finetunegain": "plot", "finetunegainmap": "map", "finetuneloss": "plot"},
     "variants": {"variantcurves": "plot", "variantcontrols": "plot"},
     "partition": {"uniquecurves": "plot", "sharedcurves": "plot", "uniquemap": "map"},
+    "models": {"modelcomparison": "plot"},
 }
 
 
@@ -518,6 +618,13 @@ FIGURE_CAPTIONS = {
     "finetunegainmap": "Fine-tuning gain map: R(alpha) - R(alpha = 0) per vertex at the last "
                        "checkpoint, for the alpha closest to 0.5 (the paper's mix), mean across "
                        "subjects (all alphas: the desc-finetunegain GIfTI).",
+    "modelcomparison": "Several language models (config models): brain score R(X_k) (top) "
+                       "and forecast score F_k(d*) = R(X_k + W_d*(X_k)) - R(X_k) (bottom) "
+                       "of each model's layers k against the relative depth k / n_layers, one "
+                       "line per model; d* is the distance (among the model's distances) "
+                       "with the largest group-mean F of that model, layer and region. "
+                       "Region means, mean across subjects with the 95% CI; every number is "
+                       "in the desc-models_comparison table.",
     "finetuneloss": "Fine-tuning loss curves: next-token cross-entropy and contrastive InfoNCE "
                     "loss per training step for each alpha (the InfoNCE of alpha = 0 is "
                     "computed but not trained).",
