@@ -93,6 +93,8 @@ rule report:
         comparison=PAPER_COMPARISON,
         # the group maps of the report's interactive viewer
         npz=f"{GROUP}/group_desc-scores.npz",
+        **({"models_comparison": analysis_group_outputs("models")["comparison"]}
+           if "models" in ANALYSES else {}),
     output:
         report(
             REPORT,

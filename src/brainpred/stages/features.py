@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .. import features, io, lm
+from .. import features, io
 from .. import provenance as prov
 from ..conditions import entry_model_config
 from .common import load_language_model, story_of
@@ -35,8 +35,7 @@ def make_story_features(words_tsv, text_txt, model_cfg, out_npz, story=None):
     meta = {k: model_cfg[k] for k in ("name", "seed", "context_tokens", "mode",
                                       "min_context", "dtype")}
     name = model_cfg["name"]
-    revision = (f"{name} seed {int(model_cfg['seed'])}" if name in lm.TINY_MODELS
-                else prov.model_revision(name, model, seed=model_cfg["seed"]))
+    revision = prov.model_revision(name, model, seed=model_cfg["seed"])
     rec = prov.features_record(
         story if story is not None else story_of(words_tsv), words_tsv, text_txt, model_cfg,
         revision)
