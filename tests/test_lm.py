@@ -19,7 +19,7 @@ from brainpred.features import read_positions  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TOL = dict(atol=1e-4, rtol=1e-4)
+TOL = dict(atol=1e-5, rtol=1e-5)
 
 
 @pytest.fixture(scope="module")

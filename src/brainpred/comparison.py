@@ -22,6 +22,10 @@ Definitions (all across subjects; CI = Student-t 95% CI of the mean, as ``stats.
   averaged over the vertices whose brain score's CI is above 0 (its ``responsive`` level).
 - *fine-tuning gain*: per subject, ``100 * (R(alpha) - R(0)) / R(0)`` of the last checkpoint at
   the loss mix nearest 0.5, in IFG and in angular + supramarginal (the two regions' means).
+- *per-method rows* (``[paper]``, ``[banded]``, ``[nuisance]``, ``[banded-nuisance]``, when the
+  ``variants`` analysis ran): the peak bilateral brain score, d* and F(d*) over the vertices
+  with a reliable brain score (as above), and F of the random and shuffled control windows
+  there, for the paper's method and this run's, fitted with the same folds.
 
 The paper's regions are looked up in the run's atlas through ``report.paper_regions`` (the demo
 maps them onto its planted patches).
@@ -60,8 +64,9 @@ COLUMNS = ["quantity", "paper", "value", "ci_low", "ci_high", "uncertainty", "n_
 
 
 def _row(quantity, value=np.nan, low=np.nan, high=np.nan, uncertainty="", n=0, regions="",
-         settings="", status="computed"):
-    return {"quantity": quantity, "paper": PAPER[quantity], "value": float(value),
+         settings="", status="computed", paper=None):
+    return {"quantity": quantity, "paper": PAPER[quantity] if paper is None else paper,
+            "value": float(value),
             "ci_low": float(low), "ci_high": float(high), "uncertainty": uncertainty,
             "n_subjects": int(n), "regions": regions, "settings": settings, "status": status}
 
@@ -138,12 +143,13 @@ def paper_comparison(group, scores, region_stats, config, analyses=None):
         The effective config (``stats``, ``features``, ``model``, ``layers``, ``report``...).
     analyses : dict, optional
         ``analysis -> per-subject region table`` (``subject, level, region, measure, series,
-        x, value``) of the layers, syntax and finetune analyses that ran.
+        x, value``) of the layers, syntax, finetune and variants analyses that ran.
 
     Returns
     -------
     DataFrame
-        :data:`COLUMNS`, one row per key of :data:`PAPER`, in that order.
+        :data:`COLUMNS`, one row per key of :data:`PAPER`, in that order, then the per-method
+        rows of the variants analysis.
     """
     analyses = analyses or {}
     level = float(config["stats"]["ci"])
@@ -243,7 +249,74 @@ def paper_comparison(group, scores, region_stats, config, analyses=None):
         rows += [_off(q, "finetune.enabled is false") for q, _ in ft_rows]
     else:
         rows += _finetune_rows(analyses["finetune"], ft_rows, level, config)
+    if "variants" in analyses:
+        rows += _variant_rows(analyses["variants"], level, config)
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+#: The paper's value of each per-method row (the quantity its rows repeat per method).
+_VARIANT_PAPER = {"peak brain score": PAPER["peak brain score"],
+                  "forecast distance d*": PAPER["forecast distance d*"],
+                  "F(d*)": "not reported (Fig. 2: F > 0 up to d = 30)",
+                  "random-window F": "not reported (expected 0)",
+                  "shuffled-window F": "not reported (expected 0)"}
+
+
+def _subject_values(rows):
+    """Per-subject values of one (measure, series, x, region) selection as an array."""
+    return rows.dropna(subset=["value"]).groupby("subject")["value"].first().to_numpy()
+
+
+def _variant_rows(table, level, config):
+    """Per fitting method of the ``variants`` analysis (the paper's first): peak brain score,
+    d*, F(d*) and the control windows' F over the vertices with a reliable brain score."""
+    rows = []
+    resp = table[(table["level"] == "responsive") & (table["region"] == RESPONSIVE)]
+    bilateral = table[table["level"] == "bilateral"]
+    if bilateral.empty:
+        bilateral = table
+    methods = list(dict.fromkeys(
+        table.loc[table["measure"] == "brainscore", "series"].astype(str)))
+    for m in methods:
+        what = (f"mapping.penalty {'banded' if m.startswith('banded') else 'shared'}, "
+                f"nuisance {config['nuisance'] if 'nuisance' in m else '[]'}")
+        b = bilateral[(bilateral["measure"] == "brainscore") & (bilateral["series"] == m)]
+        if b.empty:
+            continue
+        means = b.groupby("region")["value"].mean()
+        region = means.idxmax()
+        mean, low, high, n = _ci(_subject_values(b[b["region"] == region]), level)
+        rows.append(_row(f"peak brain score [{m}]", mean, low, high,
+                         f"{level:.0%} CI across subjects (Pearson r)", n, region, what,
+                         paper=_VARIANT_PAPER["peak brain score"]))
+        if resp.empty:
+            rows.append(_row(f"forecast distance d* [{m}]", paper="",
+                             status="not computed: no vertex has a reliable brain score"))
+            continue
+        best, blow, bhigh, n = _curve_best(resp, "forecastscore", m, RESPONSIVE, level,
+                                           seed=0, levels=("responsive",))
+        rows.append(_row(f"forecast distance d* [{m}]", best, blow, bhigh,
+                         f"{level:.0%} bootstrap interval over subjects (words)", n,
+                         "vertices whose brain-score CI is above 0", what,
+                         paper=_VARIANT_PAPER["forecast distance d*"]))
+        F = resp[(resp["measure"] == "forecastscore") & (resp["series"] == m)]
+        mean, low, high, n = _ci(_subject_values(F[F["x"] == best]), level)
+        rows.append(_row(f"F(d*) [{m}]", mean, low, high,
+                         f"{level:.0%} CI across subjects (Δr)", n,
+                         "vertices whose brain-score CI is above 0", f"d = {best:g}; {what}",
+                         paper=_VARIANT_PAPER["F(d*)"]))
+        for kind in ("random", "shuffled"):
+            c = resp[(resp["measure"] == "forecastscore") & (resp["series"] == f"{m}-{kind}")]
+            if c.empty:
+                continue
+            d = float(c["x"].min())
+            mean, low, high, n = _ci(_subject_values(c[c["x"] == d]), level)
+            rows.append(_row(f"{kind}-window F [{m}]", mean, low, high,
+                             f"{level:.0%} CI across subjects (Δr)", n,
+                             "vertices whose brain-score CI is above 0",
+                             f"d = {d:g} (controls.distances); {what}",
+                             paper=_VARIANT_PAPER[f"{kind}-window F"]))
+    return rows
 
 
 def _finetune_rows(table, wanted, level, config):

@@ -37,6 +37,24 @@ Analyses (config sections of the same name, each with ``enabled``, but ``main``)
     F_syn(d) and F_sem(d): windows of the syntactic part X_syn (mean activation over
     alternative futures with the same syntax, :mod:`brainpred.syntax`) and of the semantic part
     X_sem = X − X_syn, with the full X as base; d* maps of each.
+``variants``
+    The paper's method beside this run's (on by itself when ``mapping.penalty`` is ``banded``
+    or ``nuisance`` lists regressors): for each method of :func:`methods` (``paper``: one
+    shared penalty, no nuisance; ``banded``; ``nuisance``; ``banded-nuisance``) R(X) and F(d)
+    for every d of ``forecast.distances``, and F of the random and shuffled control windows
+    (``controls.random``/``shuffled``) at ``controls.distances``: a window that carries
+    nothing should give F = 0, which the shared penalty does not guarantee.
+``partition``
+    Variance partitioning (``partition``; after Lescroart et al. 2015, de Heer et al. 2017):
+    with A = X ⊕ nuisance and B = W_d, from banded fits of A, B and A ⊕ B, the variance
+    explained (signed R² = r·|r| of the cross-validated r) uniquely by the window,
+    R²(A ⊕ B) − R²(A), and shared by both, R²(A) + R²(B) − R²(A ⊕ B), per d of
+    ``partition.distances``.
+``models``
+    Several language models in one run (config list ``models``, on when not empty): for each
+    model m and layer k of its ``layers``, R(X_k^m) and F_k^m(d) = R(X_k^m ⊕ W_d(X_k^m)) −
+    R(X_k^m) for its ``distances`` (null = ``[layers.distance]``), X and W from that model's
+    activations (blocks ``model:<label>``, :func:`model_label`).
 ``finetune``
     Brain scores of models fine-tuned with the forecast objective (:mod:`brainpred.finetune`),
     one per loss mix alpha and checkpoint, with the layers ``finetune.eval_layers``
@@ -50,20 +68,25 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .errors import ConfigError
+from .lm import TINY_MODELS
 from .nuisance import NUISANCE
+from .plan import model_tag
 
-__all__ = ["MAIN", "ANALYSES", "CONTROL_KINDS", "Block", "Condition", "enabled", "layer_list",
-           "control_distances", "syntax_distances", "control_kinds", "nuisance_blocks",
-           "conditions",
+__all__ = ["MAIN", "ANALYSES", "CONTROL_KINDS", "PENALTIES", "Block", "Condition", "enabled",
+           "methods", "nuisance_blocks", "layer_list", "partition_distances",
+           "control_distances", "syntax_distances", "control_kinds", "conditions",
            "finetune_alphas", "finetune_steps", "finetune_eval_layers", "finetune_key",
-           "finetune_train_config", "blocks_and_designs", "measures", "ARGMAX_MAPS",
+           "finetune_train_config", "model_label", "model_entries", "entry_model_config",
+           "model_layers", "model_distances", "blocks_and_designs", "measures", "ARGMAX_MAPS",
            "STACK_MAPS", "ARGMAX_TITLES", "FIGURES", "FIGURE_CAPTIONS", "figure_keys"]
 
 
 #: The main forecast curve F(d): fitted for every run (its settings: ``forecast``, ``stats``).
 MAIN = "main"
 #: The further analyses, each switched on by its config section's ``enabled``.
-ANALYSES = ("layers", "controls", "syntax", "finetune")
+ANALYSES = ("layers", "controls", "syntax", "finetune", "models", "variants", "partition")
+#: The ridge penalties of ``mapping.penalty`` (:func:`brainpred.mapping.design_scores`).
+PENALTIES = ("shared", "banded")
 
 
 CONTROL_KINDS = ("true", "random", "shuffled", "generated")
@@ -98,11 +121,42 @@ class Condition:
     x: float = float("nan")
     baseline: str = ""         # condition subtracted from this one ("" = none)
     raw_series: str = ""       # also record the raw score as ("brainscore", raw_series, x)
+    penalty: str = ""          # ridge penalty of its fit ("" = mapping.penalty)
+    plus: str = ""             # condition added to this one (variance partitioning)
+    transform: str = ""        # "r2": scores enter as signed R^2 = r |r| ("" = r)
 
 
 def enabled(config, name):
-    """Whether analysis ``name`` is switched on in the config."""
-    return name == MAIN or bool(config[name]["enabled"])
+    """Whether analysis ``name`` is switched on in the config: its section's ``enabled``, or,
+    for a list-valued section (``models``), whether the list is not empty; ``variants``:
+    whenever the run's method differs from the paper's (:func:`methods`)."""
+    if name == MAIN:
+        return True
+    if name == "variants":
+        return len(methods(config)) > 1
+    section = config[name]
+    return bool(section) if isinstance(section, list) else bool(section["enabled"])
+
+
+def methods(config):
+    """The fitting methods the ``variants`` analysis shows side by side.
+
+    Returns
+    -------
+    list of (label, penalty, with_nuisance)
+        ``("paper", "shared", False)`` first, then ``banded`` (``mapping.penalty`` banded),
+        ``nuisance`` (``nuisance`` not empty) and ``banded-nuisance`` (both).
+    """
+    banded = config["mapping"]["penalty"] == "banded"
+    nuisance = bool(config["nuisance"])
+    out = [("paper", "shared", False)]
+    if banded:
+        out.append(("banded", "banded", False))
+    if nuisance:
+        out.append(("nuisance", "shared", True))
+    if banded and nuisance:
+        out.append(("banded-nuisance", "banded", True))
+    return out
 
 
 def _int_list(value, key):
@@ -168,18 +222,99 @@ def nuisance_blocks(config):
     return tuple(Block(f"nuisance:{n}", 0) for n in NUISANCE if n in asked)
 
 
-def conditions(analysis, config, n_layers, width_distance=None):
+def partition_distances(config):
+    """``partition.distances`` (null = ``forecast.distances``)."""
+    value = config["partition"]["distances"]
+    return _int_list(value if value is not None else config["forecast"]["distances"],
+                     "partition.distances")
+
+
+def model_label(entry):
+    """The ``model-<label>`` of a ``models`` entry: :func:`brainpred.plan.model_tag` of its
+    name, with ``seed<k>`` added for an offline test model of seed k > 0 (``tinygptneox``,
+    ``tinyllamaseed3``)."""
+    tag = model_tag(entry["name"])
+    seed = int(entry.get("seed") or 0)
+    return f"{tag}seed{seed}" if entry["name"] in TINY_MODELS and seed else tag
+
+
+def model_entries(config):
+    """The ``models`` entries with their labels, checked to be distinct.
+
+    Returns
+    -------
+    list of dict
+        Each entry (``name``, ``layers``, ``seed``, ``distances``) with ``label`` and ``main``
+        added, in the config's order; ``main``: the entry is ``model.name`` itself (same label,
+        name and, for a test model, seed), whose feature caches it reuses.
+
+    Raises
+    ------
+    ConfigError
+        Two entries with the same label (e.g. a hub id and a folder of the same name), or an
+        entry with the label of ``model.name`` that is another model.
+    """
+    main_cfg = config["model"]
+    main_label = model_tag(main_cfg["name"])
+    out, seen = [], {}
+    for i, m in enumerate(config["models"]):
+        label = model_label(m)
+        if label in seen:
+            raise ConfigError(f"models[{i}] = {m['name']!r} and models[{seen[label]}] = "
+                              f"{config['models'][seen[label]]['name']!r} have the same file "
+                              f"label model-{label}. Rename one (a local folder's label is "
+                              "its folder name).")
+        seen[label] = i
+        same = m["name"] == main_cfg["name"] and (
+            m["name"] not in TINY_MODELS or int(m["seed"]) == int(main_cfg["seed"]))
+        if label == main_label and not same:
+            raise ConfigError(f"models[{i}] = {m['name']!r} (seed {m['seed']}) has the file "
+                              f"label model-{label} of model.name = {main_cfg['name']!r} (seed "
+                              f"{main_cfg['seed']}) but is another model: give it the seed of "
+                              "model.seed, or rename its folder.")
+        out.append({**m, "label": label, "main": label == main_label})
+    return out
+
+
+def entry_model_config(model_cfg, entry):
+    """The ``model`` settings of a ``models`` entry: ``model_cfg`` (context, mode, batch size,
+    device, dtype) with the entry's ``name`` and ``seed``."""
+    return {**model_cfg, "name": entry["name"], "seed": int(entry["seed"])}
+
+
+def model_layers(entry, n_layers):
+    """Layers of a ``models`` entry ("all" = 0..n_layers), checked against its model."""
+    value = entry["layers"]
+    key = f"models ({entry['name']}).layers"
+    layers = list(range(n_layers + 1)) if value == "all" else _int_list(value, key)
+    bad = [k for k in layers if not 0 <= k <= n_layers]
+    if bad:
+        raise ConfigError(f"{key}: {bad} outside the model's layers 0..{n_layers}.")
+    return sorted(set(layers))
+
+
+def model_distances(entry, config):
+    """Distances of a ``models`` entry (null = ``[layers.distance]``), sorted."""
+    value = entry["distances"]
+    return sorted(_int_list(value if value is not None else [config["layers"]["distance"]],
+                            f"models ({entry['name']}).distances"))
+
+
+def conditions(analysis, config, n_layers, width_distance=None, model_depths=None):
     """The conditions of one analysis.
 
     Parameters
     ----------
-    analysis : {"main", "layers", "controls", "syntax", "finetune"}
+    analysis : {"main", "layers", "controls", "syntax", "finetune", "models", "variants",
+                "partition"}
     config : dict
         Workflow configuration.
     n_layers : int
         Transformer blocks of the model (activations have ``n_layers + 1`` layers).
     width_distance : int, optional
         Distance of the width analysis (``controls`` only; required when widths are set).
+    model_depths : dict, optional
+        ``models`` only: ``label -> n_layers`` of each listed model (:func:`model_entries`).
 
     Returns
     -------
@@ -241,6 +376,50 @@ def conditions(analysis, config, n_layers, width_distance=None):
                                      (Block(f"model:{finetune_key(a, step)}", layers),),
                                      "gain", f"step-{step}", a, base,
                                      raw_series=f"step-{step}"))
+    elif analysis == "variants":
+        # each method places its own nuisance blocks (after the window, as every analysis)
+        nb = nuisance_blocks(config)
+        kinds = [k for k in ("random", "shuffled") if config["controls"][k]]
+        for label, penalty, with_nuisance in methods(config):
+            extra = nb if with_nuisance else ()
+            base = f"{label}_base"
+            out.append(Condition(base, (X, *extra), "brainscore", label, penalty=penalty))
+            for d in sorted(int(d) for d in config["forecast"]["distances"]):
+                out.append(Condition(f"{label}_d-{d}", (X, Block("acts", layer, d, width),
+                                                        *extra),
+                                     "forecastscore", label, d, base, penalty=penalty))
+            for kind in kinds:
+                for d in control_distances(config):
+                    out.append(Condition(f"{label}_{kind}_d-{d}",
+                                         (X, Block(kind, layer, d, width), *extra),
+                                         "forecastscore", f"{label}-{kind}", d, base,
+                                         penalty=penalty))
+        return out
+    elif analysis == "partition":
+        # A = X + nuisance, B = W_d, both and A + B; banded fits (one alpha per block)
+        nb = nuisance_blocks(config)
+        out.append(Condition("base", (X, *nb), "brainscore", "base", penalty="banded"))
+        for d in partition_distances(config):
+            W = Block("acts", layer, d, width)
+            out.append(Condition(f"d-{d}", (X, W, *nb), "unique", "window", d, "base",
+                                 penalty="banded", transform="r2"))
+            out.append(Condition(f"window_d-{d}", (W,), "shared", "window", d, f"d-{d}",
+                                 raw_series="window", penalty="banded", plus="base",
+                                 transform="r2"))
+        return out
+    elif analysis == "models":
+        # brain score: series <label>, x = layer; forecast score: series <label>_layer-<k>,
+        # x = distance (d* of a model and layer is the argmax over x)
+        for m in model_entries(config):
+            t = m["label"]
+            if model_depths is None or t not in model_depths:
+                raise ValueError(f"conditions: the models analysis needs the depth of {t}.")
+            for k in model_layers(m, int(model_depths[t])):
+                base, X_m = f"{t}_layer-{k}", Block(f"model:{t}", k)
+                out.append(Condition(base, (X_m,), "brainscore", t, k))
+                for d in model_distances(m, config):
+                    out.append(Condition(f"{base}_d-{d}", (X_m, Block(f"model:{t}", k, d, width)),
+                                         "forecastscore", base, d, base))
     else:
         raise ConfigError(f"unknown analysis {analysis!r}; expected {MAIN!r} or one of "
                           f"{ANALYSES}.")
@@ -338,18 +517,27 @@ def measures(conds, scores):
     -------
     dict
         ``(measure, series) -> (x values (n_x,), maps (S, n_x, V))`` with x sorted; a
-        condition's map is its score minus its baseline's score (when it has one).
+        condition's map is its score minus its baseline's score (when it has one) plus its
+        ``plus`` condition's score (when it has one), every term a signed R² = r·|r| when its
+        ``transform`` is ``"r2"``; a ``raw_series`` records the condition's raw r.
     """
     index = {c.name: i for i, c in enumerate(conds)}
     out = {}
     for i, c in enumerate(conds):
         if not c.measure:
             continue
-        m = scores[:, i]
+
+        def value(j, c=c):
+            s = scores[:, j]
+            return s * np.abs(s) if c.transform == "r2" else s
+
         if c.raw_series:
-            out.setdefault(("brainscore", c.raw_series), []).append((c.x, m))
+            out.setdefault(("brainscore", c.raw_series), []).append((c.x, scores[:, i]))
+        m = value(i)
         if c.baseline:
-            m = m - scores[:, index[c.baseline]]
+            m = m - value(index[c.baseline])
+        if c.plus:
+            m = m + value(index[c.plus])
         out.setdefault((c.measure, c.series), []).append((c.x, m))
     result = {}
     for key, items in out.items():
@@ -369,7 +557,7 @@ ARGMAX_MAPS = {
 
 
 # GIfTI maps of an analysis besides its argmax maps
-STACK_MAPS = {"finetune": ["finetunegain"]}
+STACK_MAPS = {"finetune": ["finetunegain"], "partition": ["unique", "shared"]}
 
 
 ARGMAX_TITLES = {"kstar": "forecast depth k* (layer)", "bestwidth": "best window width (words)",
@@ -385,6 +573,9 @@ FIGURES = {
     "controls": {"controlcurves": "plot", "widthcurves": "plot"},
     "syntax": {"syntaxcurves": "plot", "dstarsyntactic": "map", "dstarsemantic": "map"},
     "finetune": {"finetunegain": "plot", "finetunegainmap": "map", "finetuneloss": "plot"},
+    "variants": {"variantcurves": "plot", "variantcontrols": "plot"},
+    "partition": {"uniquecurves": "plot", "sharedcurves": "plot", "uniquemap": "map"},
+    "models": {"modelcomparison": "plot"},
 }
 
 
@@ -444,9 +635,37 @@ FIGURE_CAPTIONS = {
     "finetunegainmap": "Fine-tuning gain map: R(alpha) - R(alpha = 0) per vertex at the last "
                        "checkpoint, for the alpha closest to 0.5 (the paper's mix), mean across "
                        "subjects (all alphas: the desc-finetunegain GIfTI).",
+    "modelcomparison": "Several language models (config models): brain score R(X_k) (top) "
+                       "and forecast score F_k(d*) = R(X_k + W_d*(X_k)) - R(X_k) (bottom) "
+                       "of each model's layers k against the relative depth k / n_layers, one "
+                       "line per model; d* is the distance (among the model's distances) "
+                       "with the largest group-mean F of that model, layer and region. "
+                       "Region means, mean across subjects with the 95% CI; every number is "
+                       "in the desc-models_comparison table.",
     "finetuneloss": "Fine-tuning loss curves: next-token cross-entropy and contrastive InfoNCE "
                     "loss per training step for each alpha (the InfoNCE of alpha = 0 is "
                     "computed but not trained).",
+    "variantcurves": "The paper's method beside this run's: F(d) = R(X + W_d) - R(X) with one "
+                     "shared ridge penalty and no nuisance regressor (paper), with one penalty "
+                     "per block chosen by the same inner CV (banded, mapping.penalty), and with "
+                     "the nuisance regressors in both models (nuisance); region means, mean "
+                     "across subjects with the 95% CI.",
+    "variantcontrols": "Control windows under each method: F of random vectors and of the "
+                       "story's words shuffled (controls.random / shuffled) at "
+                       "controls.distances. A window that carries nothing should give F = 0: "
+                       "the shared penalty makes it cost prediction (F < 0), the banded "
+                       "penalty can switch it off.",
+    "uniquecurves": "Variance partitioning: variance explained uniquely by the forecast window, "
+                    "R2(X + N + W_d) - R2(X + N), with X the present features and N the "
+                    "nuisance regressors (signed R2 = r|r| of the cross-validated r, banded "
+                    "fits); region means, mean across subjects with the 95% CI.",
+    "sharedcurves": "Variance partitioning: variance shared by the window W_d and X + N, "
+                    "R2(X + N) + R2(W_d) - R2(X + N + W_d) (signed R2, banded fits): what the "
+                    "window explains that the present features explain as well.",
+    "uniquemap": "Variance uniquely explained by the forecast window, group mean per vertex, "
+                 "at the distance with the largest mean over the vertices with a reliable "
+                 "brain score (all distances: the desc-unique GIfTI; shared variance: "
+                 "desc-shared).",
 }
 
 
@@ -457,4 +676,7 @@ def figure_keys(analysis, config):
         keys.remove("ceiling")
     if analysis == "controls" and not config["controls"]["widths"]:
         keys.remove("widthcurves")
+    if analysis == "variants" and not (config["controls"]["random"]
+                                       or config["controls"]["shuffled"]):
+        keys.remove("variantcontrols")
     return keys

@@ -19,15 +19,17 @@ import copy
 import functools
 import json
 import os
+import re
 from pathlib import Path
 
 import yaml
 
 from .errors import ConfigError
-from .lm import TINY_GPT2, TINY_GPT2_CONFIG
+from .lm import TINY_MODELS, tiny_dims
 
 __all__ = ["SCHEMA_PATH", "load_schema", "schema_defaults", "apply_defaults", "defaults",
-           "filled", "check_config", "model_dims", "check_model_config", "check_plan_sizes",
+           "filled", "check_config", "model_dims", "check_model_config", "check_models_config",
+           "check_plan_sizes",
            "coerce_config", "prepare_config", "dump_config", "RUNTIME_KEYS", "result_settings",
            "with_runtime", "with_runtime_config"]
 
@@ -158,6 +160,11 @@ def apply_defaults(config, schema):
                 config[key] = {}
         if isinstance(config.get(key), dict) and sub.get("properties"):
             apply_defaults(config[key], sub)
+        elif isinstance(config.get(key), list) and (sub.get("items") or {}).get("properties"):
+            # a list of objects (``models``): each item gets its keys' defaults
+            for item in config[key]:
+                if isinstance(item, dict):
+                    apply_defaults(item, sub["items"])
     return config
 
 
@@ -322,6 +329,54 @@ def _check_finetune(config):
                           "(inclusive, paper: [8, 12]).")
 
 
+#: A HuggingFace hub id: ``name`` or ``org/name`` (letters, digits, ``.``, ``_``, ``-``).
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
+
+
+def _check_model_name(key, name):
+    """A built-in test model, an existing local folder or a plausible hub id."""
+    if name in TINY_MODELS:
+        return
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"{key}.name = {name!r}: the folder has no config.json, so it is "
+                              "not a saved HuggingFace model (model.save_pretrained(folder) "
+                              "and tokenizer.save_pretrained(folder)).")
+        return
+    if name.startswith((".", "/", "~")) or not _HUB_ID.fullmatch(name):
+        raise ConfigError(f"{key}.name = {name!r}: neither an existing model folder, a "
+                          "HuggingFace hub id ('gpt2', 'EleutherAI/pythia-160m') nor a "
+                          f"built-in test model ({', '.join(TINY_MODELS)}).")
+
+
+def _check_models(config):
+    """``models``: distinct entries, plausible names, distances in range (the layers:
+    :func:`check_models_config`)."""
+    seen = set()
+    for i, m in enumerate(config["models"]):
+        key = f"models[{i}]"
+        ident = (m["name"], int(m["seed"]) if m["name"] in TINY_MODELS else 0)
+        if ident in seen:
+            raise ConfigError(f"{key}: {m['name']!r} (seed {ident[1]}) is listed twice, so the "
+                              "same model would be fitted twice. Give each model once (one "
+                              "entry may list several layers).")
+        seen.add(ident)
+        _check_model_name(key, m["name"])
+        if int(m["seed"]) != 0 and m["name"] not in TINY_MODELS:
+            raise ConfigError(f"{key}.seed = {m['seed']}: only the offline test models "
+                              f"({', '.join(TINY_MODELS)}) are initialised from a seed; "
+                              f"{m['name']!r} is pretrained. Remove the seed.")
+        if m["distances"] is not None:
+            _check_distance_list(f"{key}.distances", m["distances"],
+                                 "Give distinct distances in that range, or null for "
+                                 "[layers.distance].")
+        else:
+            _check_distance_list(f"{key}.distances (null = [layers.distance])",
+                                 [config["layers"]["distance"]],
+                                 "Give layers.distance in that range, or list the distances.")
+
+
 def check_config(config):
     """Cross-key checks that the schema cannot express; raise :class:`ConfigError`.
 
@@ -346,12 +401,15 @@ def check_config(config):
           ``finetune.checkpoints`` outside 1..``finetune.steps``; ``finetune.target_distance``
           not below ``finetune.context``; ``finetune.train_layers`` first > last;
         - fine-tuning on the stimulus transcripts (``finetune.corpus: stories``) of real data
-          without ``finetune.allow_stimulus_corpus``.
+          without ``finetune.allow_stimulus_corpus``;
+        - ``models``: the same model (name and seed) twice, a seed for a pretrained model,
+          distances (null = ``[layers.distance]``) outside the range or repeated.
 
         The layer keys against the model are :func:`check_model_config`'s.
     """
     _check_distances(config)
     _check_finetune(config)
+    _check_models(config)
     ft = config["finetune"]
     if (ft["enabled"] and ft["corpus"] == "stories"
             and config["dataset"]["source"] != "synthetic"
@@ -409,7 +467,8 @@ def _offline():
 def model_dims(name):
     """``(n_layers, hidden_size)`` of a model from its config alone (no weights loaded).
 
-    ``tiny-gpt2``: its fixed config; a local folder: its ``config.json``; a hub id: the
+    ``tiny-gpt2`` (and the other offline test models, :data:`brainpred.lm.TINY_MODELS`): its
+    fixed config; a local folder: its ``config.json``; a hub id: the
     ``config.json`` in the local HuggingFace cache. ``None`` when a hub id is not cached and the
     hub may be reached (the download happens in the features job).
 
@@ -419,8 +478,8 @@ def model_dims(name):
         ``model.name`` is a local path that does not exist or has no ``config.json``, or a hub id
         that is not cached while HF_HUB_OFFLINE is set.
     """
-    if name == TINY_GPT2:
-        return int(TINY_GPT2_CONFIG["n_layer"]), int(TINY_GPT2_CONFIG["n_embd"])
+    if name in TINY_MODELS:
+        return tiny_dims(name)
     path = Path(name).expanduser()
     looks_local = name.startswith((".", "/", "~")) or path.exists()
     cfg_file = None
@@ -488,6 +547,38 @@ def check_model_config(config, dims):
     return config
 
 
+def check_models_config(config, dims_of=None):
+    """The layers of every ``models`` entry against that model's depth, and the PCA size
+    against its width; raise :class:`ConfigError` naming the entry.
+
+    Parameters
+    ----------
+    config : dict
+        The filled config.
+    dims_of : callable, optional
+        ``name -> (n_layers, hidden) or None`` (default :func:`model_dims`; None: a hub model
+        not cached yet, checked when its activations are loaded).
+    """
+    dims_of = dims_of or model_dims
+    n_comp = int(config["mapping"]["n_components"])
+    for i, m in enumerate(config["models"]):
+        dims = dims_of(m["name"])
+        if dims is None:
+            continue
+        n_layers, hidden = dims
+        if m["layers"] != "all":
+            bad = [int(k) for k in m["layers"] if not 0 <= int(k) <= n_layers]
+            if bad:
+                raise ConfigError(f"models[{i}].layers = {m['layers']}: {bad} outside the layers "
+                                  f"0..{n_layers} of {m['name']!r} (0 = token embedding). Use "
+                                  f"layers 0..{n_layers}, or 'all'.")
+        if n_comp > hidden:
+            raise ConfigError(f"mapping.n_components = {n_comp}: more than the {hidden} units of "
+                              f"models[{i}] = {m['name']!r}; PCA would silently keep {hidden}. "
+                              f"Use at most {hidden}, or another model.")
+    return config
+
+
 def prepare_config(config, schema=None, check_model=True):
     """Type, validate, complete and check the workflow config, in place (Snakefile entry).
 
@@ -499,7 +590,8 @@ def prepare_config(config, schema=None, check_model=True):
         The schema (default: :func:`load_schema`).
     check_model : bool
         Also check the layer keys and PCA size against the model's config
-        (:func:`model_dims`, :func:`check_model_config`).
+        (:func:`model_dims`, :func:`check_model_config`), and those of every ``models`` entry
+        (:func:`check_models_config`).
 
     Returns
     -------
@@ -525,6 +617,7 @@ def prepare_config(config, schema=None, check_model=True):
     check_config(config)
     if check_model:
         check_model_config(config, model_dims(config["model"]["name"]))
+        check_models_config(config)
         if config["dataset"]["source"] == "synthetic":
             _check_synthetic_layers(config["synthetic"], model_dims(config["synthetic"]["model"]))
     return config

@@ -28,6 +28,7 @@ from .io import atomic_path  # noqa: E402
 from .stats import mean_ci  # noqa: E402
 
 __all__ = ["plot_surface", "plot_forecast_curves", "plot_region_curves", "plot_distribution",
+           "plot_model_comparison",
            "fsaverage5_mesh", "split_hemis", "colormap", "SYNTHETIC_MARK",
            "N_FSAVERAGE5", "N_FSAVERAGE6"]
 
@@ -433,3 +434,66 @@ def plot_region_curves(table, out_png, synthetic, regions=None, series=None, xla
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=7, loc="best")
     return _finish_panels(fig, axes, n, title, synthetic, out_png)
+
+
+def plot_model_comparison(table, out_png, synthetic, regions=None, title="", labels=None):
+    """Several models side by side: brain score and F(d*) against relative layer depth.
+
+    Parameters
+    ----------
+    table : DataFrame
+        :func:`brainpred.tables.model_comparison` rows (``label, relative_depth, region,
+        measure, distance, value, ci_low, ci_high``; one level per region): the
+        ``brainscore`` and ``forecastscore_dstar`` rows are drawn.
+    out_png : str or Path
+        PNG written atomically.
+    synthetic : bool
+        Whether the values come from the synthetic demo dataset (title banner).
+    regions : list of str, optional
+        Columns of panels, in this order (default: all regions, in order of appearance).
+    title : str
+    labels : dict, optional
+        Legend label of each model label (default: the label).
+
+    Returns
+    -------
+    Path of the written PNG: 2 rows of panels (R(X_k), F_k(d*)) x one column per region, one
+    line per model (mean across subjects with its CI band), x = layer / n_layers; each point
+    of the F row is annotated with its d*.
+    """
+    regions = _table_regions(table, {"label", "relative_depth", "region", "measure", "value",
+                                     "ci_low", "ci_high", "distance"}, regions,
+                             "plot_model_comparison")
+    models = list(pd.unique(table["label"]))
+    if not regions or not models:
+        raise ValueError("plot_model_comparison: nothing to draw")
+    labels = labels or {}
+    n = len(regions)
+    fig, axes = plt.subplots(2, n, figsize=(4.2 * n, 7.0), squeeze=False, dpi=100,
+                             sharex=True)
+    rows = (("brainscore", "brain score R(X_k) (r)"), ("forecastscore_dstar", "F_k(d*) (Δr)"))
+    for col, region in enumerate(regions):
+        for row, (measure, ylabel) in enumerate(rows):
+            ax = axes[row, col]
+            ax.axhline(0, color="0.6", lw=0.8)
+            for i, label in enumerate(models):
+                t = table[(table["region"] == region) & (table["measure"] == measure)
+                          & (table["label"] == label)].sort_values("relative_depth")
+                if t.empty:
+                    continue
+                x = t["relative_depth"].to_numpy(dtype=float)
+                ax.fill_between(x, t["ci_low"].to_numpy(dtype=float),
+                                t["ci_high"].to_numpy(dtype=float), color=f"C{i}", alpha=0.2,
+                                lw=0)
+                ax.plot(x, t["value"].to_numpy(dtype=float), color=f"C{i}", lw=2, marker="o",
+                        ms=3, label=labels.get(label, label))
+                if measure == "forecastscore_dstar":
+                    for xx, yy, d in zip(x, t["value"], t["distance"]):
+                        ax.annotate(f"{d:g}", (xx, yy), fontsize=6, color=f"C{i}",
+                                    textcoords="offset points", xytext=(2, 3))
+            ax.set_title(f"{region}" if row == 0 else f"{region}: F at d*", fontsize=11)
+            ax.set_ylabel(ylabel)
+            if row == 1:
+                ax.set_xlabel("relative depth k / n_layers")
+            ax.legend(fontsize=7, loc="best")
+    return _finish_panels(fig, axes, 2 * n, title, synthetic, out_png)

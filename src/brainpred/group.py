@@ -22,7 +22,7 @@ from .errors import ConfigError
 from .noise_ceiling import percent_of_ceiling
 
 __all__ = ["DSTAR_MASKS", "reliable_argmax", "responsive_vertices", "measure_stats",
-           "forecast_group", "analysis_group", "best_group_distance"]
+           "forecast_group", "analysis_group", "best_group_distance", "best_group_index"]
 
 #: The tests of ``stats.dstar_mask``.
 DSTAR_MASKS = ("fdr", "ci", "ci_best", "none")
@@ -270,7 +270,8 @@ def analysis_group(conds, scores, analysis, stats_cfg, reference=None):
     out : dict of ndarray
         :func:`measure_stats` of every measure; for the analysis' argmax maps: ``<name>`` (V,)
         masked, ``<name>_all``, ``<name>_mask``; ``responsive`` (V,) where the brain score of
-        the base condition (or of any layer) has a CI above 0, when the analysis has one.
+        the base condition (the paper method's in ``variants``, any layer's in ``layers``) has a
+        CI above 0, when the analysis has one.
     per : dict
         ``(measure, series) -> (x, maps (S, n_x, V))`` (:func:`brainpred.conditions.measures`).
     """
@@ -281,6 +282,10 @@ def analysis_group(conds, scores, analysis, stats_cfg, reference=None):
     with stats.quiet_nan_warnings():
         if ("brainscore", "base") in per:
             _, bl, _ = stats.mean_ci(per[("brainscore", "base")][1][:, 0], level=level)
+            responsive = np.nan_to_num(bl, nan=-np.inf) > 0
+        elif ("brainscore", "paper") in per:
+            # variants: where the paper's method gives a reliable brain score
+            _, bl, _ = stats.mean_ci(per[("brainscore", "paper")][1][:, 0], level=level)
             responsive = np.nan_to_num(bl, nan=-np.inf) > 0
         elif ("brainscore", "layer") in per:
             # responsive at any layer
@@ -319,3 +324,26 @@ def best_group_distance(brain_low, brain_score, forecast_score, distances):
     with stats.quiet_nan_warnings():
         curve = np.nanmean(np.asarray(forecast_score)[:, keep], axis=1)
     return int(np.asarray(distances)[int(np.nanargmax(curve))])
+
+
+def best_group_index(maps, keep=None):
+    """Index of the row of ``maps`` with the largest mean over the vertices ``keep``.
+
+    Parameters
+    ----------
+    maps : ndarray, shape (n_x, V)
+        A group-mean measure at each x (e.g. the unique variance of W_d per distance).
+    keep : ndarray of bool, shape (V,), optional
+        The vertices averaged (e.g. those with a reliable brain score); None = every vertex.
+
+    Returns
+    -------
+    int
+        0 when no row has a finite mean.
+    """
+    maps = np.asarray(maps, dtype=np.float64)
+    if keep is not None:
+        maps = maps[:, np.asarray(keep, bool)]
+    with stats.quiet_nan_warnings():
+        curve = np.nanmean(maps, axis=1) if maps.shape[1] else np.full(len(maps), np.nan)
+    return int(np.nanargmax(curve)) if np.isfinite(curve).any() else 0

@@ -2,8 +2,9 @@
 
 This module is the single home of what the rest of brainpred needs from a causal language model:
 
-- **loading** (:func:`load_model`, :func:`gpt2_tokenizer`, the offline test model
-  :data:`TINY_GPT2`), device and dtype resolution (:func:`resolve_device`,
+- **loading** (:func:`load_model`, :func:`gpt2_tokenizer`, the offline test models
+  :data:`TINY_MODELS`: :data:`TINY_GPT2`, ``tiny-gptneox`` and ``tiny-llama``), device and
+  dtype resolution (:func:`resolve_device`,
   :func:`resolve_dtype`, :func:`place_model`) and the model's shape (:func:`n_layers`,
   :func:`max_positions`, :func:`backbone`);
 - **the GPT-2 fast forward** :class:`FastGPT2`, built on the model's own modules and weights,
@@ -20,7 +21,7 @@ embedding (``model.get_input_embeddings()`` of the token); layers ``1..L`` are H
 ``output_hidden_states[1:]``, the last one (layer ``L``) after the final layer norm (``ln_f``).
 
 :class:`FastGPT2` is the same function as HuggingFace's ``GPT2Model`` (same weights, same
-operation order up to float rounding; tested to 1e-4 in ``tests/test_lm.py``), but:
+operation order up to float rounding; tested to 1e-5 in ``tests/test_lm.py``), but:
 
 - the **last block** runs its query, attention output, MLP and final layer norm only at the
   read positions (its keys and values are still computed for every token): a causal model's
@@ -52,6 +53,10 @@ from .io import atomic_path
 __all__ = [
     "TINY_GPT2",
     "TINY_GPT2_CONFIG",
+    "TINY_GPTNEOX",
+    "TINY_LLAMA",
+    "TINY_MODELS",
+    "tiny_dims",
     "DTYPES",
     "gpt2_tokenizer",
     "load_model",
@@ -71,6 +76,24 @@ TINY_GPT2 = "tiny-gpt2"
 #: ``GPT2Config`` keyword arguments of :data:`TINY_GPT2` (read-only).
 TINY_GPT2_CONFIG = MappingProxyType(dict(n_layer=12, n_embd=64, n_head=4, n_positions=1024,
                                          vocab_size=50257))
+#: Name of the offline GPT-NeoX test model (4 layers x 64 units, rotary positions).
+TINY_GPTNEOX = "tiny-gptneox"
+#: Name of the offline Llama test model (4 layers x 64 units, RMSNorm, SwiGLU, rotary).
+TINY_LLAMA = "tiny-llama"
+#: The offline test models: name -> (transformers config class name, its keyword arguments),
+#: all with GPT-2's vocabulary (they read the real GPT-2 tokenizer, :func:`gpt2_tokenizer`),
+#: randomly initialised under a seed by :func:`load_model` (read-only).
+TINY_MODELS = MappingProxyType({
+    TINY_GPT2: ("GPT2Config", TINY_GPT2_CONFIG),
+    TINY_GPTNEOX: ("GPTNeoXConfig", MappingProxyType(dict(
+        num_hidden_layers=4, hidden_size=64, num_attention_heads=4, intermediate_size=256,
+        max_position_embeddings=1024, vocab_size=50257, bos_token_id=50256,
+        eos_token_id=50256))),
+    TINY_LLAMA: ("LlamaConfig", MappingProxyType(dict(
+        num_hidden_layers=4, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=176, max_position_embeddings=1024, vocab_size=50257,
+        bos_token_id=50256, eos_token_id=50256))),
+})
 #: Model dtypes :func:`load_model` accepts (half precision on GPU only).
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -83,6 +106,15 @@ def _cache_dir() -> Path:
     """Root of brainpred's cache: ``$BRAINPRED_CACHE`` or ``~/.cache/brainpred``."""
     root = os.environ.get("BRAINPRED_CACHE") or "~/.cache/brainpred"
     return Path(root).expanduser()
+
+
+def tiny_dims(name):
+    """``(n_layers, hidden_size)`` of an offline test model (:data:`TINY_MODELS`), else None."""
+    if name not in TINY_MODELS:
+        return None
+    cfg = TINY_MODELS[name][1]
+    return (int(cfg.get("n_layer", cfg.get("num_hidden_layers"))),
+            int(cfg.get("n_embd", cfg.get("hidden_size"))))
 
 
 def gpt2_tokenizer():
@@ -201,12 +233,14 @@ def load_model(name, seed=0, device="auto", dtype="float32"):
         ``"tiny-gpt2"``: ``GPT2LMHeadModel(GPT2Config(n_layer=12, n_embd=64, n_head=4,
         n_positions=1024, vocab_size=50257))`` randomly initialised under
         ``torch.manual_seed(seed)`` (deterministic; the global RNG is left untouched) with the
-        real GPT-2 tokenizer (:func:`gpt2_tokenizer`); needs no network. Any other value is a
+        real GPT-2 tokenizer (:func:`gpt2_tokenizer`); needs no network. ``"tiny-gptneox"``
+        and ``"tiny-llama"`` likewise (``GPTNeoXForCausalLM`` / ``LlamaForCausalLM``, 4 layers
+        x 64 units, :data:`TINY_MODELS`), with the same GPT-2 tokenizer. Any other value is a
         HuggingFace hub id (e.g. ``"gpt2"``) or a local directory, loaded with
         ``AutoModelForCausalLM.from_pretrained`` / ``AutoTokenizer.from_pretrained(
         use_fast=True)`` (honours ``HF_HUB_OFFLINE``).
     seed : int
-        Initialisation seed of ``"tiny-gpt2"`` (ignored for pretrained models).
+        Initialisation seed of the offline test models (ignored for pretrained models).
     device : str
         ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
     dtype : str
@@ -229,13 +263,16 @@ def load_model(name, seed=0, device="auto", dtype="float32"):
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"model.name: {name!r} is not a model name; use 'gpt2', another "
                           "HuggingFace causal LM id, a local directory, or 'tiny-gpt2'.")
-    if name == TINY_GPT2:
-        from transformers import GPT2Config, GPT2LMHeadModel
+    if name in TINY_MODELS:
+        import transformers
+        from transformers import AutoModelForCausalLM
 
+        config_class, kwargs = TINY_MODELS[name]
         tokenizer = gpt2_tokenizer()
+        cfg = getattr(transformers, config_class)(**kwargs)
         with torch.random.fork_rng(devices=[]):
             torch.random.default_generator.manual_seed(int(seed))  # CPU only: not the CUDA RNGs
-            model = GPT2LMHeadModel(GPT2Config(**TINY_GPT2_CONFIG))
+            model = AutoModelForCausalLM.from_config(cfg)
         model = model.to(device=dev, dtype=torch_dtype).eval()
         return model, tokenizer
 

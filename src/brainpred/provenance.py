@@ -33,7 +33,7 @@ import numpy as np
 from . import __version__, io
 from .config import RUNTIME_KEYS, defaults, filled
 from .errors import DataError
-from .lm import TINY_GPT2
+from .lm import TINY_GPT2, TINY_MODELS
 
 __all__ = [
     "KEY",
@@ -158,12 +158,12 @@ def model_revision(name, model=None, seed=0) -> str:
     Returns
     -------
     str
-        ``"tiny-gpt2 seed <seed>"`` for the test model; ``"config.json sha256 <hex>"`` for a
+        ``"<name> seed <seed>"`` for an offline test model (``lm.TINY_MODELS``); ``"config.json sha256 <hex>"`` for a
         local folder; the HF commit hash when the loaded model knows it; ``"unknown"``
         otherwise.
     """
-    if name == TINY_GPT2:
-        return f"{TINY_GPT2} seed {int(seed or 0)}"
+    if name in TINY_MODELS:
+        return f"{name} seed {int(seed or 0)}"
     path = Path(str(name)).expanduser()
     if path.is_dir():
         cfg = path / "config.json"

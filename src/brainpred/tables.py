@@ -16,7 +16,8 @@ from .noise_ceiling import percent_of_ceiling
 
 __all__ = ["WHOLE_CORTEX", "LEVEL_RANK", "RESPONSIVE_LEVEL", "RESPONSIVE_REGION",
            "region_table", "subject_region_means", "group_region_tables", "tidy_group_stats",
-           "region_curves", "one_level", "curve_regions", "region_best"]
+           "region_curves", "one_level", "curve_regions", "region_best", "MODEL_COMPARISON_COLUMNS",
+           "model_comparison"]
 
 
 WHOLE_CORTEX = "whole cortex"
@@ -264,3 +265,83 @@ def region_best(curves, regions):
         best = sub.loc[sub.groupby("subject")["F"].idxmax()]
         out[region] = best["distance"].to_numpy()
     return out
+
+
+#: Columns of :func:`model_comparison` (the ``desc-models_comparison`` table).
+MODEL_COMPARISON_COLUMNS = ["model", "label", "layer", "n_layers", "relative_depth", "level",
+                            "region", "measure", "distance", "n", "value", "ci_low", "ci_high"]
+
+
+def model_comparison(scores, models, level=0.95):
+    """Tidy comparison of several models' layers (analysis ``models``): brain score, F(d) at
+    each distance and F(d*) at the group's best distance, against relative depth.
+
+    Parameters
+    ----------
+    scores : DataFrame
+        Per-subject region table of the models analysis (:func:`region_curves`: ``subject,
+        [level,] region, measure, series, x, value``): ``brainscore`` rows of series
+        ``<label>`` with x = layer, ``forecastscore`` rows of series ``<label>_layer-<k>``
+        with x = distance.
+    models : list of dict
+        ``label``, ``name`` and ``n_layers`` (transformer blocks) of each model, in the order
+        of the table's rows.
+    level : float
+        Confidence level of the CIs (Student t across subjects, :func:`brainpred.stats.mean_ci`).
+
+    Returns
+    -------
+    DataFrame
+        :data:`MODEL_COMPARISON_COLUMNS`, one row per (model, layer, level, region, measure,
+        distance): ``relative_depth`` = layer / n_layers; ``measure`` is ``brainscore``
+        (distance NaN), ``forecastscore`` (every distance) or ``forecastscore_dstar``: F at
+        d*, the distance with the largest group-mean F of that model, layer and region (the
+        first one on ties; no row where every F is NaN); ``value`` the mean across subjects,
+        ``ci_low``/``ci_high`` its CI, ``n`` the subjects with a value.
+    """
+    if "level" not in scores:
+        scores = scores.assign(level="whole")
+    rows = []
+
+    def summary(t):
+        wide = t.pivot_table(index="subject", columns="x", values="value", aggfunc="mean",
+                             dropna=False)
+        wide = wide.reindex(sorted(wide.columns), axis=1)
+        vals = wide.to_numpy(dtype=float)
+        with stats.quiet_nan_warnings():
+            mean, low, high = stats.mean_ci(vals, level=level)
+        return wide.columns.to_numpy(dtype=float), mean, low, high, np.isfinite(vals).sum(0)
+
+    for m in models:
+        label, L = m["label"], int(m["n_layers"])
+        head = {"model": m["name"], "label": label, "n_layers": L}
+        bs = scores[(scores["measure"] == "brainscore") & (scores["series"] == label)]
+        for (lev, region), t in bs.groupby(["level", "region"], sort=False):
+            for k, mean, low, high, n in zip(*summary(t)):
+                rows.append({**head, "layer": int(k), "relative_depth": k / L, "level": lev,
+                             "region": region, "measure": "brainscore", "distance": np.nan,
+                             "n": int(n), "value": mean, "ci_low": low, "ci_high": high})
+        fs = scores[(scores["measure"] == "forecastscore")
+                    & scores["series"].str.startswith(f"{label}_layer-")]
+        for (series, lev, region), t in fs.groupby(["series", "level", "region"], sort=False):
+            k = int(series[len(f"{label}_layer-"):])
+            d, mean, low, high, n = summary(t)
+            base = {**head, "layer": k, "relative_depth": k / L, "level": lev, "region": region}
+            for i in range(d.size):
+                rows.append({**base, "measure": "forecastscore", "distance": d[i], "n": int(n[i]),
+                             "value": mean[i], "ci_low": low[i], "ci_high": high[i]})
+            if np.isfinite(mean).any():
+                i = int(np.nanargmax(mean))
+                rows.append({**base, "measure": "forecastscore_dstar", "distance": d[i],
+                             "n": int(n[i]), "value": mean[i], "ci_low": low[i],
+                             "ci_high": high[i]})
+    out = pd.DataFrame(rows, columns=MODEL_COMPARISON_COLUMNS)
+    if out.empty:
+        return out
+    order = {m["label"]: i for i, m in enumerate(models)}
+    out = out.assign(_m=out["label"].map(order),
+                     _r=out["level"].map({**LEVEL_RANK, "parcel": 3}).fillna(4),
+                     _s=out["measure"].map({"brainscore": 0, "forecastscore_dstar": 1,
+                                            "forecastscore": 2}))
+    return (out.sort_values(["_m", "_r", "region", "_s", "layer", "distance"], kind="stable")
+            .drop(columns=["_m", "_r", "_s"]).reset_index(drop=True))

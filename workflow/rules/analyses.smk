@@ -111,13 +111,18 @@ rule finetune_features:
         "../scripts/finetune_features.py"
 
 
+# the sections an analysis' fit reads besides its own (variants: its control windows)
+ANALYSIS_SECTIONS = {"variants": ("controls",)}
+
+
 rule analysis_fit:
     input:
         unpack(analysis_fit_input),
     output:
         analysis_fit_output("{analysis}", "{fit}"),
     params:
-        config=lambda w: fit_config(w, "model", "features", "forecast", "mapping", w.analysis),
+        config=lambda w: fit_config(w, "model", "features", "forecast", "mapping", w.analysis,
+                                    *ANALYSIS_SECTIONS.get(w.analysis, ())),
         subjects=lambda w: FITS[w.fit],
         stories=lambda w: sorted(fit_runs(w.fit)["story"].unique()),
         basenames=lambda w: list(fit_runs(w.fit).drop_duplicates("basename")["basename"]),

@@ -143,6 +143,17 @@ def features_file(story):
     return f"{RESULTS}/features/model-{MODEL}/story-{story}_desc-activations.npz"
 
 
+def model_features_file(label, story):
+    """A story's activations under the model of label ``label`` of the ``models`` list (rule
+    model_features_<label>; the main model's own cache for the entry that is model.name)."""
+    return f"{RESULTS}/features/model-{label}/story-{story}_desc-activations.npz"
+
+
+def model_folder_input(name):
+    """A local model folder as an input of the feature jobs of that model (a hub id: none)."""
+    return [name] if os.path.isdir(name) else []
+
+
 def continuations_file(story):
     return (f"{RESULTS}/features/model-{MODEL}/"
             f"story-{story}_layer-{LAYER}_desc-continuations.npz")
@@ -308,6 +319,9 @@ def analysis_fit_input(w):
     if w.analysis == "finetune":
         for key, files in finetune_models(stories).items():
             inputs[f"model_{key}"] = files
+    if w.analysis == "models":
+        for m in MODEL_ENTRIES:
+            inputs[f"model_{m['label']}"] = [model_features_file(m["label"], s) for s in stories]
     return inputs
 
 
@@ -322,6 +336,10 @@ def analysis_group_outputs(analysis):
     out = {"npz": f"{prefix}_desc-{analysis}_scores.npz",
            "regions": f"{prefix}_desc-{analysis}regions_scores.tsv",
            "regions_stats": f"{prefix}_desc-{analysis}regions_stats.tsv"}
+    if analysis == "models":
+        # the tidy comparison table of the models (model, layer, relative depth, region, ...)
+        out["comparison"] = (f"{RESULTS}/tables/model-{MODEL}_layer-{LAYER}"
+                             "_desc-models_comparison.tsv")
     for name in [*ARGMAX_MAPS.get(analysis, {}), *STACK_MAPS.get(analysis, [])]:
         if analysis == "controls" and not config["controls"]["widths"]:
             continue

@@ -5,13 +5,15 @@
 #     (MODEL_SETTINGS);
 #   - the kept runs (PLAN, RUNS, SUBJECTS, STORIES, TASK_RUNS, subject_runs);
 #   - the subject groups fitted together (FITS, FIT_OF, fit_runs, fit_table_config);
-#   - which analyses are on (ANALYSES out of ALL_ANALYSES, NOISE_CEILING, GENERATED) and the
+#   - which analyses are on (ANALYSES out of ALL_ANALYSES, NOISE_CEILING, GENERATED,
+#     MODEL_ENTRIES: the models of the models analysis, entry_model_config) and the
 #     settings their rules pass as params (config_for, SYNTAX_FEATURE_SETTINGS).
 # Uses no name of another .smk file. prepare_config (Snakefile) has filled every default of
 # workflow/schemas/config.schema.yaml, so keys are read as config["section"]["key"] here and in
 # every .smk file, never with a default of their own.
 
 from brainpred.conditions import ANALYSES as _ALL_ANALYSES, enabled as _enabled
+from brainpred.conditions import entry_model_config, model_entries
 from brainpred.config import result_settings
 from brainpred.plan import fit_groups, model_tag, run_plan
 
@@ -60,6 +62,10 @@ NOISE_CEILING = bool(config["noise_ceiling"]["enabled"])
 # every analysis brainpred knows (the {analysis} wildcard), and those this config switches on
 ALL_ANALYSES = tuple(_ALL_ANALYSES)
 ANALYSES = [a for a in _ALL_ANALYSES if _enabled(config, a)]
+# the models analysis: each entry of `models` with its file label (model-<label>); an entry
+# that is model.name itself ("main") reuses the main feature caches, the others get their own
+# rule model_features_<label> (features.smk)
+MODEL_ENTRIES = model_entries(config)
 # the controls analysis with model-generated continuations (rule story_continuations)
 GENERATED = "controls" in ANALYSES and bool(config["controls"]["generated"]["enabled"])
 

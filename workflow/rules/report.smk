@@ -33,13 +33,13 @@ rule paper_comparison:
         **{
             f"analysis_{a}": analysis_group_outputs(a)["regions"]
             for a in ANALYSES
-            if a in ("layers", "syntax", "finetune")
+            if a in ("layers", "syntax", "finetune", "variants")
         },
     output:
         PAPER_COMPARISON,
     params:
         config=config_for("model", "features", "forecast", "stats", "noise_ceiling",
-                          "layers", "syntax", "finetune", "report"),
+                          "layers", "syntax", "finetune", "report", "nuisance"),
     conda:
         "../envs/brainpred.yaml"
     log:
@@ -93,6 +93,8 @@ rule report:
         comparison=PAPER_COMPARISON,
         # the group maps of the report's interactive viewer
         npz=f"{GROUP}/group_desc-scores.npz",
+        **({"models_comparison": analysis_group_outputs("models")["comparison"]}
+           if "models" in ANALYSES else {}),
     output:
         report(
             REPORT,

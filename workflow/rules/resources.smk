@@ -56,6 +56,42 @@ _LM_JOBS = {
 _LM_SIZE = 0 if MODEL == "tinygpt2" else 1   # model_tag("tiny-gpt2")
 
 
+def _n_params(dims):
+    """Parameters of a transformer of (blocks, width) with GPT-2's vocabulary: ~12 L H^2 + V H."""
+    return 12 * dims[0] * dims[1] ** 2 + 50257 * dims[1]
+
+
+# GPT-2 small (12 x 768), the model the non-tiny sizes of _LM_JOBS were measured with
+_GPT2_SMALL_PARAMS = _n_params((12, 768))
+
+
+def _model_scale(name):
+    """A listed model's size relative to GPT-2 small (at least 1), from its config alone;
+    None for an offline test model."""
+    from brainpred.lm import TINY_MODELS
+
+    if name in TINY_MODELS:
+        return None
+    dims = model_dims(name) or (12, 768)
+    return max(1.0, _n_params(dims) / _GPT2_SMALL_PARAMS)
+
+
+def model_lm_threads(name):
+    """Threads of a models-analysis feature job (story_features' sizes)."""
+    return _LM_JOBS["story_features"][0 if _model_scale(name) is None else 1][0]
+
+
+def model_lm_resources(name):
+    """``mem_mb`` and ``runtime`` of a models-analysis feature job: story_features' sizes of
+    the tiny model or of GPT-2 small, the latter scaled by the parameter count."""
+    scale = _model_scale(name)
+    if scale is None:
+        _, mem_mb, runtime = _LM_JOBS["story_features"][0]
+        return {"mem_mb": mem_mb, "runtime": runtime}
+    _, mem_mb, runtime = _LM_JOBS["story_features"][1]
+    return {"mem_mb": int(mem_mb * scale), "runtime": int(runtime * scale)}
+
+
 def lm_threads(name):
     return _LM_JOBS[name][_LM_SIZE][0]
 
@@ -154,13 +190,24 @@ def n_analysis_conditions(analysis):
         from brainpred.conditions import finetune_alphas, finetune_steps
 
         return 1 + len(finetune_alphas(config)) * len(finetune_steps(config))
+    if analysis == "models":
+        from brainpred.conditions import model_distances
+
+        # each listed layer alone and with each of its windows ("all": every layer)
+        return sum((((model_dims(m["name"]) or (12, 768))[0] + 1) if m["layers"] == "all"
+                    else len(m["layers"])) * (1 + len(model_distances(m, config)))
+                   for m in MODEL_ENTRIES)
     return 1 + 2 * len(syntax_distances(config))
 
 
 def analysis_mem_mb(wildcards, input):
-    """MB of analysis_fit: one window block per condition."""
-    return _mapping_mem_mb(
-        input, config["forecast"]["width"] * n_analysis_conditions(wildcards.analysis))
+    """MB of analysis_fit: one window block per condition (the models analysis: of the widest
+    listed model, in units of MODEL_WIDTH)."""
+    columns = config["forecast"]["width"] * n_analysis_conditions(wildcards.analysis)
+    if wildcards.analysis == "models":
+        widest = max((model_dims(m["name"]) or (12, 768))[1] for m in MODEL_ENTRIES)
+        columns = int(columns * max(1.0, widest / MODEL_WIDTH))
+    return _mapping_mem_mb(input, columns)
 
 
 def analysis_runtime(wildcards, input):

@@ -18,6 +18,10 @@ for path in snakemake.input.analysis_regions:
     tables.append((path, f"Region statistics of the {analysis} analysis (measure, series, x: "
                          "layer, distance or width; mean across subjects, 95% CI, Wilcoxon p, "
                          "BH q)"))
+if "models_comparison" in snakemake.input.keys():
+    tables.append((snakemake.input.models_comparison,
+                   "Language models compared: brain score, F(d) and F(d*) per model, layer "
+                   "(relative depth k / n_layers) and region, mean across subjects and 95% CI"))
 make_report([snakemake.input[k] for k in keys], [captions[k] for k in keys],
             config, snakemake.output[0], tables=tables,
             config_file=snakemake.input.config,

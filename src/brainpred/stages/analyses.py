@@ -1,5 +1,5 @@
 """Stage entry points of ``workflow/rules/analyses.smk``: the further analyses (forecast depth,
-control windows, syntax / semantics, fine-tuning), their feature caches, fits, group maps and
+control windows, syntax / semantics, fine-tuning, several models), their feature caches, fits, group maps and
 figures. Their fits go through the main analysis' loop (:func:`brainpred.stages.mapping.
 fit_conditions`), their group step through :func:`brainpred.group.analysis_group`."""
 
@@ -18,7 +18,8 @@ from .. import continuations, design, features, figures, finetune, group, io, sy
 from ..tables import RESPONSIVE_LEVEL, RESPONSIVE_REGION
 from .. import provenance as prov
 from ..conditions import (ARGMAX_MAPS, ARGMAX_TITLES, CONTROL_KINDS, conditions,
-                          finetune_alphas, finetune_steps, finetune_train_config)
+                          entry_model_config, finetune_alphas, finetune_steps,
+                          finetune_train_config, methods, model_entries)
 from ..errors import ConfigError, DataError
 from .common import (atlas_levels, ground_truth, load_language_model, load_story_features,
                      nuisance_audio, read_fits, scores_provenance, story_of)
@@ -65,7 +66,9 @@ def make_analysis_fit(analysis, subjects, run_table_tsv, sources_paths, bold_pat
     run_table_tsv : path
     sources_paths : dict
         ``"acts"`` (required), ``"syntactic"``, ``"generated"``: ``story -> .npz`` path;
-        ``"models"``: ``key -> {story -> features .npz}`` (fine-tuned checkpoints);
+        ``"models"``: ``key -> {story -> features .npz}`` (fine-tuned checkpoints; for the
+        ``models`` analysis the listed models by label, :func:`brainpred.conditions.
+        model_entries`, each cache checked against that model's settings);
         ``"words"`` (optional): ``story -> words table``, against which every cache's
         recorded words sha256 is checked (without it: the recorded story, kind and model);
         ``"audio"`` (optional): ``story -> .wav``, read when ``nuisance`` lists
@@ -79,7 +82,8 @@ def make_analysis_fit(analysis, subjects, run_table_tsv, sources_paths, bold_pat
         ``subjects``, ``provenance`` (:func:`brainpred.stages.common.scores_provenance`) and, per
         subject, ``<subject>__scores`` (n_conditions, V) and ``<subject>__alpha``
         (n_conditions, n_folds, V: the ridge penalty chosen by the inner CV in each outer
-        fold, NaN where a vertex is not fitted).
+        fold, NaN where a vertex is not fitted); the ``models`` analysis adds ``models_json``
+        (label, name, revision and ``n_layers`` of each listed model).
     group_npz : path, optional
         The main analysis' group maps (the width analysis' "best" distance).
     """
@@ -102,10 +106,24 @@ def make_analysis_fit(analysis, subjects, run_table_tsv, sources_paths, bold_pat
                             words_tsv=(words_paths or {}).get(story), model_cfg=model_cfg,
                             kind="continuations")
         gen[story] = (int(z["layer"]), z["generated"])
-    models = {}
+    models, model_info = {}, {}
+    entries = {m["label"]: m for m in model_entries(config)} if analysis == "models" else {}
     for key, paths in (sources_paths.get("models") or {}).items():
-        loaded, _ = load_story_features(paths, list(paths), words_paths=words_paths,
-                                        kind="finetune_features")
+        if analysis == "models":
+            # the listed models' plain feature caches, each checked against its own settings
+            if key not in entries:
+                raise DataError(f"{next(iter(paths.values()))}: activations of model-{key}, "
+                                "which the models list does not name; re-run snakemake.")
+            loaded, recs = load_story_features(
+                paths, list(paths), words_paths=words_paths,
+                model_cfg=entry_model_config(model_cfg, entries[key]) if model_cfg else None)
+            rec = next(iter(recs.values()))
+            model_info[key] = {"label": key, "name": entries[key]["name"],
+                               "model_revision": rec.get("model_revision"),
+                               "n_layers": int(next(iter(loaded.values()))[0].shape[0] - 1)}
+        else:
+            loaded, _ = load_story_features(paths, list(paths), words_paths=words_paths,
+                                            kind="finetune_features")
         for story, (a, w) in loaded.items():
             path = paths[story]
             if len(w) != len(words[story]):
@@ -116,9 +134,14 @@ def make_analysis_fit(analysis, subjects, run_table_tsv, sources_paths, bold_pat
     width_d = None
     if analysis == "controls" and config["controls"]["widths"]:
         width_d = best_distance_from_group(group_npz, config)
-    conds = conditions(analysis, config, n_layers, width_distance=width_d)
+    missing = sorted(set(entries) - set(model_info))
+    if missing:
+        raise DataError(f"models analysis: no activations of model-{missing[0]} given; re-run "
+                        "snakemake.")
+    conds = conditions(analysis, config, n_layers, width_distance=width_d,
+                       model_depths={k: v["n_layers"] for k, v in model_info.items()})
     # the seed of the random and shuffled windows (a job sees only its analysis' section)
-    seed = int(config["controls"]["seed"]) if analysis == "controls" else 0
+    seed = int(config["controls"]["seed"]) if analysis in ("controls", "variants") else 0
     sources = design.WordSources(words, acts, syn, gen, seed=seed, models=models,
                                  audio=nuisance_audio(config, words, sources_paths.get("audio")))
     scores, alphas = fit_conditions(conds, subjects, table, sources, bold_paths, config,
@@ -130,7 +153,11 @@ def make_analysis_fit(analysis, subjects, run_table_tsv, sources_paths, bold_pat
            prov.KEY: prov.to_array(scores_provenance(
                "analysis_fit", subjects, list(records), records, config, analysis=analysis,
                settings=config.get(analysis), width_distance=width_d,
-               file=Path(out_npz).name))}
+               file=Path(out_npz).name,
+               **({"models": list(model_info.values())} if model_info else {})))}
+    if model_info:
+        # the listed models (label, name, revision, depth): the comparison's relative depths
+        out["models_json"] = np.array(json.dumps([model_info[k] for k in entries]))
     if width_d is not None:
         out["width_distance"] = np.array(width_d)
     for subject in subjects:
@@ -148,7 +175,9 @@ def make_analysis_group(fit_npzs, analysis, config, outputs, labels_paths=None,
     ----------
     outputs : dict
         ``npz``, ``regions`` (per subject), ``regions_stats`` (group), and GIfTI pairs
-        ``<name>_L``/``<name>_R`` for the analysis' argmax maps (:data:`ARGMAX_MAPS`).
+        ``<name>_L``/``<name>_R`` for the analysis' argmax maps (:data:`ARGMAX_MAPS`); the
+        ``models`` analysis: ``comparison`` (:func:`brainpred.tables.model_comparison`, every
+        region level).
     """
     conds, subjects, scores, extra = read_fits(fit_npzs, analysis)
     sc = config["stats"]
@@ -156,12 +185,23 @@ def make_analysis_group(fit_npzs, analysis, config, outputs, labels_paths=None,
                                   reference=tuple(int(d) for d in sc["dstar_reference"]))
     g.update({"subjects": np.array(subjects), "analysis": np.array(analysis)})
     g.update({k: np.array(v) for k, v in extra.items()})
+    if analysis == "models":
+        g["models_json"] = np.array(str(io.load_npz(fit_npzs[0])["models_json"]))
     io.save_npz(outputs["npz"], **g)
     if analysis == "finetune" and "finetunegain_L" in outputs:
         key = f"gain__step-{finetune_steps(config)[-1]}"
         io.write_surface_maps(outputs["finetunegain_L"], outputs["finetunegain_R"],
                            g[f"{key}__mean"],
                            [f"brain-score gain, alpha {a:g} vs 0" for a in g[f"{key}__x"]])
+    if analysis == "partition":
+        for name, what in (("unique", "uniquely explained by W_d"),
+                           ("shared", "shared by W_d and X + nuisance")):
+            if f"{name}_L" in outputs:
+                key = f"{name}__window"
+                io.write_surface_maps(outputs[f"{name}_L"], outputs[f"{name}_R"],
+                                      g[f"{key}__mean"],
+                                      [f"variance {what} (signed R2), d={d:g}"
+                                       for d in g[f"{key}__x"]])
     for name in ARGMAX_MAPS.get(analysis, {}):
         if f"{name}_L" in outputs:
             if name not in g:
@@ -177,6 +217,12 @@ def make_analysis_group(fit_npzs, analysis, config, outputs, labels_paths=None,
     scores_table, stats_table = tables.region_curves(per, subjects, levels, sc)
     io.write_tsv(outputs["regions"], scores_table)
     io.write_tsv(outputs["regions_stats"], stats_table)
+    if analysis == "models" and "comparison" in outputs:
+        comp = tables.model_comparison(scores_table, json.loads(str(g["models_json"])),
+                                       level=float(sc["ci"]))
+        io.write_tsv(outputs["comparison"], comp)
+        log.info("models: comparison table of %d models, %d rows", comp["label"].nunique(),
+                 len(comp))
     for name in ARGMAX_MAPS.get(analysis, {}):
         if name in g:
             log.info("%s: %s shown on %d vertices", analysis, name, int(np.sum(g[f"{name}_mask"])))
@@ -239,6 +285,33 @@ def make_analysis_figures(analysis, group_npz, regions_tsv, config, outputs, los
         xs = g["forecastscore__syntactic__x"]
         for key in ("dstarsyntactic", "dstarsemantic"):
             surface(key, ARGMAX_TITLES[key].capitalize(), float(xs.min()), float(xs.max()))
+    elif analysis == "variants":
+        labels = {"paper": "paper (shared penalty)", "banded": "banded penalty",
+                  "nuisance": "with nuisance", "banded-nuisance": "banded + nuisance"}
+        names = [m for m, _, _ in methods(config)]
+        d_true = truth["window_distances"] if truth else None
+        curves("variantcurves", "forecastscore", names, "distance d (words)", "F(d) (Δr)",
+               "Forecast score: the paper's method and this run's", true_x=d_true,
+               labels=labels)
+        if "variantcontrols" in outputs:
+            kinds = [k for k in ("random", "shuffled") if config["controls"][k]]
+            series = [f"{m}-{k}" for m in names for k in kinds]
+            curves("variantcontrols", "forecastscore", series, "distance d (words)",
+                   "F(d) (Δr)", "Control windows under each method (0 = no cost)",
+                   labels={f"{m}-{k}": f"{k}, {labels[m]}" for m in names for k in kinds})
+    elif analysis == "partition":
+        curves("uniquecurves", "unique", ["window"], "distance d (words)",
+               "unique R² of W_d", "Variance uniquely explained by the forecast window",
+               labels={"window": "R²(X+N+W_d) − R²(X+N)"})
+        curves("sharedcurves", "shared", ["window"], "distance d (words)",
+               "shared R²", "Variance shared by the window and X + nuisance",
+               labels={"window": "R²(X+N) + R²(W_d) − R²(X+N+W_d)"})
+        xs, mean = g["unique__window__x"], g["unique__window__mean"]
+        keep = g["responsive"] if "responsive" in g and g["responsive"].any() else None
+        i = group.best_group_index(mean, keep)
+        figures.plot_surface(mean[i], outputs["uniquemap"],
+                             title=f"Variance uniquely explained by W_d, d = {xs[i]:g}",
+                             synthetic=synthetic, cmap="cold_hot", symmetric=True)
     elif analysis == "finetune":
         steps = finetune_steps(config)
         curves("finetunegain", "gain", [f"step-{s}" for s in reversed(steps)],
@@ -261,6 +334,13 @@ def make_analysis_figures(analysis, group_npz, regions_tsv, config, outputs, los
                                    outputs["finetuneloss"], synthetic,
                                    regions=["CE", "NCE"], xlabel="training step",
                                    ylabel="loss", title="Fine-tuning losses", mark_best=False)
+    elif analysis == "models":
+        info = json.loads(str(g["models_json"]))
+        comp = tables.model_comparison(table, info, level=float(config["stats"]["ci"]))
+        figures.plot_model_comparison(
+            comp, outputs["modelcomparison"], synthetic, regions=regions,
+            title=f"Language models: brain and forecast scores by depth, mean of {n} subjects",
+            labels={m["label"]: m["name"] for m in info})
     log.info("%s figures: %s", analysis, ", ".join(str(k) for k in outputs))
 
 

@@ -28,9 +28,10 @@ def fit_conditions(conds, subjects, table, sources, bold_paths, config, where="r
     Each subject's design (the TR-level arrays of the conditions' blocks,
     :func:`brainpred.design.block_design`) is built; subjects whose designs are identical
     (the same stories in the same order and onsets) are fitted in one call of
-    :func:`brainpred.mapping.design_scores`, their vertices stacked as targets, so the PCAs and
-    fold decompositions are computed once; a subject whose design differs (another audio
-    onset, say) is fitted on its own.
+    :func:`brainpred.mapping.design_scores` per ridge penalty (``mapping.penalty``, or the
+    condition's own ``penalty``), their vertices stacked as targets, so the PCAs and fold
+    decompositions are computed once; a subject whose design differs (another audio onset,
+    say) is fitted on its own.
 
     Parameters
     ----------
@@ -59,6 +60,7 @@ def fit_conditions(conds, subjects, table, sources, bold_paths, config, where="r
     """
     feat, mc = config["features"], config["mapping"]
     blocks, designs = blocks_and_designs(conds)
+    penalties = [c.penalty or mc["penalty"] for c in conds]
     shared = []     # [(arrays, lengths, groups, [subjects])]
     for subject in subjects:
         runs = table[table["kept"] & (table["subject"] == subject)]
@@ -86,12 +88,19 @@ def fit_conditions(conds, subjects, table, sources, bold_paths, config, where="r
         log.info("%s: fit %d/%d: %s, %d TRs, %d vertices each, %d conditions (%d blocks), "
                  "fitted together", what, n + 1, len(shared), ", ".join(members),
                  arrays[0].shape[0], Y_list[0].shape[1], len(conds), len(blocks))
-        results, chosen = mapping.design_scores(arrays, designs, Y_list, lengths,
-                                                return_alphas=True,
-                                                **mapping_kwargs(config, groups))
-        for subject, s, a in zip(members, results, chosen):
-            scores[subject] = np.asarray(s, np.float32)
-            alphas[subject] = np.asarray(a, np.float32)
+        kwargs = mapping_kwargs(config, groups)
+        for penalty in dict.fromkeys(penalties):
+            # one call per penalty (a condition may set its own, e.g. the paper's method)
+            idx = [i for i, p in enumerate(penalties) if p == penalty]
+            results, chosen = mapping.design_scores(arrays, [designs[i] for i in idx], Y_list,
+                                                    lengths, return_alphas=True,
+                                                    **{**kwargs, "penalty": penalty})
+            for subject, s, a in zip(members, results, chosen):
+                if subject not in scores:
+                    scores[subject] = np.full((len(conds), s.shape[1]), np.nan, np.float32)
+                    alphas[subject] = np.full((len(conds), *a.shape[1:]), np.nan, np.float32)
+                scores[subject][idx] = s
+                alphas[subject][idx] = a
         del Y_list
     return (scores, alphas) if return_alphas else scores
 
