@@ -25,10 +25,18 @@ The full-resolution subject (81,924 vertices x 2,000 TRs, 41 distances) is measu
 outer fold and one distance while the 41 windows are held in memory; its time is extrapolated to
 5 folds x 42 models.
 
+Banded ridge (``mapping.penalty: banded``), same run: one ``[X, W_d]`` model of one subject
+(300 TRs; 20,484 vertices, ``--quick`` 5,000), timed with the shared penalty, with the banded
+penalty in brainpred's engine (20 candidates, :func:`brainpred.mapping.banded_weights`) and with
+himalaya's ``BandedRidgeCV`` (random search on the same candidates, alphas and contiguous inner
+folds, on the design built with scikit-learn's exact PCA), with the ratios and the max |r|
+difference between the two banded solvers.
+
 Usage::
 
     python benchmarks/bench_mapping.py --quick     # < 3 minutes on 2 cores
     python benchmarks/bench_mapping.py             # < 15 minutes on 2 cores
+    python benchmarks/bench_mapping.py --banded-only [--quick]   # the banded section alone
     python benchmarks/bench_mapping.py --backends numpy,torch_cuda [--json out.json]
         # brainpred's engine only, once per backend (no references): times, ratios to the
         # first backend and max |score difference| (300 TRs x 20,484 vertices, 2 subjects,
@@ -176,6 +184,93 @@ def run_equality(cfg):
     return out
 
 
+def run_banded(cfg):
+    """One ``[X, W]`` unit: ``engine`` "shared" or "banded" (brainpred), or "himalaya"
+    (``BandedRidgeCV`` random search on the same candidates, alphas and inner folds)."""
+    import himalaya.ridge  # noqa: F401  (imports outside the timed region)
+
+    from brainpred import mapping
+
+    X, windows, Ys, segments = make_data(cfg["n_trs"], cfg["n_vertices"], 1, 1)
+    Y = Ys[0]
+    t = time.perf_counter()
+    if cfg["engine"] == "himalaya":
+        r = _himalaya_banded_unit(X, windows[0], Y, segments, cfg["n_candidates"])
+    else:
+        r = mapping.design_scores([X, windows[0]], [(0, 1)], [Y], segments,
+                                  penalty=cfg["engine"], banded_candidates=cfg["n_candidates"],
+                                  backend=cfg["backend"], **KW)[0][0]
+    seconds = time.perf_counter() - t
+    if cfg.get("save"):
+        np.save(cfg["save"], np.asarray(r))
+    return dict(seconds=seconds, mean_score=float(np.nanmean(r)))
+
+
+def _himalaya_banded_unit(X, W, Y, segments, n_candidates):
+    from himalaya.backend import set_backend
+    from himalaya.ridge import BandedRidgeCV
+    from sklearn.preprocessing import StandardScaler
+
+    from brainpred.design import fir_delays
+    from brainpred.mapping import banded_weights, contiguous_folds, pearson_r
+
+    set_backend("numpy")
+    # himalaya scales each band by sqrt(gamma) and back: its exact zeros become 1e-12
+    gammas = np.maximum(banded_weights(2, n_candidates), 1e-12).astype(np.float32)
+    n = X.shape[0]
+    cols = np.flatnonzero(np.isfinite(Y).all(0) & (np.ptp(Y, 0) > 0))
+    fold_r = []
+    for train, test in contiguous_folds(n, 5):
+        Z = _sk_design([X, W], train, "full")
+        D = fir_delays(np.concatenate(Z, 1), range(6), segments)
+        D = StandardScaler().fit(D[train]).transform(D).astype(np.float32)
+        band = np.tile(np.repeat([0, 1], [Z[0].shape[1], Z[1].shape[1]]), 6)
+        Xs = [D[:, band == b] for b in (0, 1)]
+        model = BandedRidgeCV(groups="input", fit_intercept=True,
+                              cv=contiguous_folds(len(train), 5),
+                              solver_params=dict(n_iter=gammas, alphas=ALPHAS,
+                                                 n_targets_batch=20000, progress_bar=False,
+                                                 warn=False))
+        model.fit([x[train] for x in Xs], Y[np.ix_(train, cols)])
+        fold_r.append(pearson_r(Y[np.ix_(test, cols)], model.predict([x[test] for x in Xs])))
+    out = np.full(Y.shape[1], np.nan, np.float32)
+    out[cols] = np.mean(fold_r, 0)
+    return out
+
+
+def banded_section(quick, backend):
+    """Shared penalty, banded in brainpred's engine and himalaya's banded solver, same unit."""
+    import tempfile
+
+    shape = dict(n_trs=300, n_vertices=5000 if quick else 20484, n_candidates=20)
+    print(f"\n## banded ridge: one [X, W_d] model, {shape['n_trs']} TRs, "
+          f"{shape['n_vertices']} vertices, {shape['n_candidates']} candidate band weights x "
+          f"{len(ALPHAS)} alphas, 5 outer x 5 inner contiguous folds", flush=True)
+    res, scores = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for engine in ("shared", "banded", "himalaya"):
+            path = os.path.join(tmp, f"{engine}.npy")
+            res[engine] = measure("banded", **shape, engine=engine, backend=backend, save=path)
+            scores[engine] = np.load(path)
+    both = np.isfinite(scores["banded"]) & np.isfinite(scores["himalaya"])
+    diff = np.abs(scores["banded"] - scores["himalaya"])[both]
+    sh, bd, hm = (res[k]["seconds"] for k in ("shared", "banded", "himalaya"))
+    print(f"shared penalty (brainpred):  {sh:7.2f} s, mean r {res['shared']['mean_score']:.4f};"
+          f" peak RSS {res['shared']['peak_rss_gib']:.2f} GiB", flush=True)
+    print(f"banded (brainpred engine):   {bd:7.2f} s = {bd / sh:.1f}x shared, mean r "
+          f"{res['banded']['mean_score']:.4f}; peak RSS {res['banded']['peak_rss_gib']:.2f} GiB",
+          flush=True)
+    print(f"banded (himalaya BandedRidgeCV): {hm:7.2f} s = {hm / sh:.1f}x shared, mean r "
+          f"{res['himalaya']['mean_score']:.4f}; peak RSS "
+          f"{res['himalaya']['peak_rss_gib']:.2f} GiB", flush=True)
+    print(f"-> brainpred's banded is {hm / bd:.1f}x faster than himalaya's; |r - r_himalaya| "
+          f"< 1e-3 for {np.mean(diff < 1e-3):.1%} of vertices (median {np.median(diff):.1e}, "
+          f"max {diff.max():.1e}: near-tied candidates picked differently, float32), same NaN "
+          f"{bool(np.array_equal(np.isnan(scores['banded']), np.isnan(scores['himalaya'])))}",
+          flush=True)
+    return res
+
+
 def run_sgemm(_cfg):
     n = 4096
     a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
@@ -190,7 +285,7 @@ def run_sgemm(_cfg):
 
 def child(kind, cfg):
     fn = dict(brainpred=run_brainpred, reference=run_reference, sgemm=run_sgemm,
-              equality=run_equality)[kind]
+              equality=run_equality, banded=run_banded)[kind]
     res = fn(cfg)
     res["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     print("RESULT " + json.dumps(res))
@@ -259,6 +354,8 @@ def main():
                    help="with --backends (default 20484)")
     p.add_argument("--inner-cv", default="contiguous", help="with --backends")
     p.add_argument("--json", default=None, metavar="PATH", help="with --backends: results")
+    p.add_argument("--banded-only", action="store_true",
+                   help="only the banded-ridge section (shared / banded / himalaya banded)")
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -268,6 +365,12 @@ def main():
 
     from brainpred.mapping import resolve_backend
     backend = resolve_backend(args.backend or "auto")
+    if args.banded_only:
+        print(f"# bench_mapping --banded-only{' --quick' if args.quick else ''}, backend "
+              f"{backend}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}",
+              flush=True)
+        banded_section(args.quick, backend)
+        return
     print(f"# bench_mapping ({'quick' if args.quick else 'full'}), backend {backend}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
     sg = measure("sgemm")
@@ -341,6 +444,8 @@ def main():
               f"{rate / r['sgemm_gflops_per_s']:.0%} of matmul); peak RSS {r['peak_rss_gib']:.2f} GiB"
               f" (41 windows = {41 * 2000 * DIM_X * WIDTH * 4 / 2 ** 30:.2f} GiB of it); "
               f"estimated full subject (5 folds x 42 models): {est / 60:.0f} min", flush=True)
+
+    banded_section(args.quick, backend)
 
 
 if __name__ == "__main__":

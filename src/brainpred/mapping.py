@@ -28,6 +28,14 @@ predictor with FIR delays (the noise ceiling: the other listeners' mean at the s
 :func:`per_target_scores` (solver :func:`ridge_cv_per_target`): same folds, standardisation,
 inner folds, refit and r, solved on each target's ``k x k`` sufficient statistics.
 
+Penalty (``penalty`` keyword, ``mapping.penalty``): ``"shared"`` (the paper) is one alpha per
+target for the whole design; ``"banded"`` gives every block of a design (X, each W_d, each
+nuisance block) its own alpha per target, ``alpha_b = alpha / gamma_b``, chosen with the same
+inner CV by a random search over candidate band weights gamma (:func:`banded_weights`, as
+himalaya's ``solve_banded_ridge_random_search``; the first candidate is the shared penalty and
+the next ones switch blocks off, so that a block that carries nothing costs no prediction).
+A design of one block is fitted with the shared penalty in both cases.
+
 The brain score is the mean of the fold scores. Targets (vertices) that contain a NaN or are
 constant are never sent to the solver and score NaN. The alpha chosen for each target in each
 outer fold comes back with ``design_scores(..., return_alphas=True)``.
@@ -52,7 +60,8 @@ from .errors import ConfigError
 
 __all__ = ["DEFAULT_ALPHAS", "STATS", "PROGRESS_SECONDS", "resolve_backend", "contiguous_folds",
            "pearson_r", "valid_targets", "encoding_scores", "forecast_scores",
-           "forecast_scores_shared", "design_scores", "per_target_scores", "ridge_cv_per_target"]
+           "forecast_scores_shared", "design_scores", "per_target_scores", "ridge_cv_per_target",
+           "banded_weights"]
 
 DEFAULT_ALPHAS = np.logspace(-1, 8, 10)
 _BACKENDS = ("numpy", "torch", "torch_cuda")
@@ -463,6 +472,8 @@ class _RidgePlan:
         self.kernel = form == "kernel"
         self.n_alphas = a
         self.best = None                # CV-best alpha index of the last target batch
+        self.keep_err = False           # banded: also keep the inner-CV error of that alpha
+        self.best_err = None
         self.backend = backend
         dev = lambda M: backend.asarray(np.ascontiguousarray(M, dtype=np.float32))  # noqa: E731
         Xc = X_train - X_train.mean(0)
@@ -636,7 +647,10 @@ def _ridge_batch_scores(plan, Y, Y_test_c, test_norm):
     r : float32 numpy array of shape (b,)
         The index (in ``alphas``) of each target's CV-best alpha is left in ``plan.best``
         (int numpy array of shape (b,)), so that a replacement of this function with the same
-        signature (the sensitivity tests' leaks) still runs in the engine.
+        signature (the sensitivity tests' leaks) still runs in the engine. If
+        ``plan.keep_err`` (the banded penalty), that alpha's inner-CV error (as returned by
+        :func:`_ridge_cv_errors`: up to a per-target constant that does not depend on the
+        design) is left in ``plan.best_err`` (float32 numpy array of shape (b,)).
     """
     bk = plan.backend
     t0 = time.perf_counter()
@@ -644,6 +658,8 @@ def _ridge_batch_scores(plan, Y, Y_test_c, test_norm):
     err = _ridge_cv_errors(plan, Y, S, T)
     best = _argmin0(bk, err)
     plan.best = np.asarray(bk.to_numpy(best))
+    if plan.keep_err:
+        plan.best_err = np.asarray(bk.to_numpy(err))[plan.best, np.arange(plan.best.size)]
     if T is None:
         T = plan.final_V_T @ S
     T *= plan.final_H_T[:, best]
@@ -706,6 +722,131 @@ def _ridge_cv_predict(X_train, Y_train, X_test, alphas=DEFAULT_ALPHAS, inner_cv=
         out[:, batch] = Xte @ T + y_mean[batch]
         best_alpha[batch] = np.asarray(alphas)[best]
     return out, best_alpha
+
+
+# --------------------------------------------------------------------------------------------
+# banded ridge: one penalty per block (band) of the design, by the same inner CV
+# --------------------------------------------------------------------------------------------
+# Per target: min ||y - sum_b X_b w_b||^2 + sum_b alpha_b ||w_b||^2, i.e. the ridge of penalty
+# alpha on the design whose band b is scaled by sqrt(gamma_b) (alpha_b = alpha / gamma_b). A
+# random search as himalaya's ``solve_banded_ridge_random_search``: for each candidate gamma
+# (:func:`banded_weights`), the shared-penalty plan of the scaled design gives every alpha's
+# inner-CV error; each target keeps the (gamma, alpha) of least error (ties to the earlier
+# candidate, so the first one, all gamma_b = 1, is the shared penalty) and its test-fold r.
+# Every candidate's error is the same criterion less the same design-independent constant
+# (:func:`_error_chunk`), so errors of different candidates compare exactly as alphas do.
+_PENALTIES = ("shared", "banded")
+_DIRICHLET_CONCENTRATIONS = (0.1, 1.0)
+
+
+def banded_weights(n_bands, n_candidates=20, seed=0):
+    """Candidate band weights of the banded ridge's random search.
+
+    Band ``b`` of a candidate ``gamma`` gets the penalty ``alpha / gamma_b`` (``alpha`` from
+    the alpha grid, chosen with gamma by the inner CV); ``gamma_b = 0`` switches band ``b``
+    off (``alpha_b`` infinite). Rows, in this order, until ``n_candidates``:
+
+    1. all ones: the shared penalty (so that banded's inner-CV error is never above shared's);
+    2. each band alone (one-hot rows), and, with more than two bands, each band dropped (ones
+       with one zero): the corners where a band that carries nothing is switched off;
+    3. Dirichlet samples (``numpy.random.default_rng(seed)``), concentrations alternating 0.1
+       and 1 (himalaya's default), each divided by its largest entry.
+
+    Every row has largest entry 1: the least-penalised band gets the grid alpha itself.
+
+    Parameters
+    ----------
+    n_bands : int
+        Blocks of the design (>= 1).
+    n_candidates : int
+        Rows wanted (>= 1); with fewer than the rows of 1. and 2., those are cut in order.
+    seed : int
+        Seed of the Dirichlet samples.
+
+    Returns
+    -------
+    gammas : float64 array of shape (n, n_bands)
+        ``n = n_candidates``, or 1 when ``n_bands == 1`` (every candidate is the shared
+        penalty then).
+    """
+    n_bands = int(n_bands)
+    if n_bands < 1:
+        raise ValueError(f"banded_weights: n_bands must be >= 1, got {n_bands}.")
+    if isinstance(n_candidates, bool) or int(n_candidates) != n_candidates or n_candidates < 1:
+        raise ConfigError(f"mapping banded_candidates must be an integer >= 1, got "
+                          f"{n_candidates!r}.")
+    n_candidates = int(n_candidates)
+    rows = [np.ones(n_bands)]
+    if n_bands > 1:
+        rows += list(np.eye(n_bands))
+        if n_bands > 2:
+            rows += list(1.0 - np.eye(n_bands))
+    rng = np.random.default_rng(seed)
+    i = 0
+    while len(rows) < n_candidates and n_bands > 1:
+        g = rng.dirichlet(np.full(n_bands, _DIRICHLET_CONCENTRATIONS[i % 2]))
+        rows.append(g / g.max())
+        i += 1
+    return np.array(rows[:n_candidates if n_bands > 1 else 1], dtype=np.float64)
+
+
+def _band_labels(widths, n_delays):
+    """Band index of every column of a fold design (:func:`_fold_design`: FIR delay-major
+    copies of the concatenated reduced blocks of ``widths`` columns)."""
+    return np.tile(np.repeat(np.arange(len(widths)), widths), n_delays)
+
+
+def _banded_fit(X_train, X_test, labels, gammas, plan_args, batches, Ytr, Yte, Ynorm,
+                on_batch):
+    """Banded ridge of one (outer fold, design): every target batch, every candidate.
+
+    Parameters
+    ----------
+    X_train, X_test : float64 arrays of shape (n_train, F), (n_test, F)
+        The fold design (:func:`_fold_design`).
+    labels : int array of shape (F,)
+        Band of each column (:func:`_band_labels`).
+    gammas : array of shape (n_candidates, n_bands)
+        Candidates (:func:`banded_weights`), the first one all ones.
+    plan_args : tuple
+        ``(alphas, inner_cv, n_inner_folds, form, backend)`` of :class:`_RidgePlan`.
+    batches : list of slices
+    Ytr, Yte, Ynorm : lists (one per batch) of backend arrays
+        Centred training targets, centred test targets, test norms.
+    on_batch : callable ``(candidate, batch_index)``
+        Called after each (candidate, target batch): the engine's progress.
+
+    Returns
+    -------
+    r, alpha_index, candidate : lists (one per batch) of arrays of shape (b,)
+        Test-fold Pearson r, grid index of alpha and row of ``gammas`` chosen per target.
+    """
+    r = [None] * len(batches)
+    best_a = [None] * len(batches)
+    best_c = [None] * len(batches)
+    best_e = [None] * len(batches)
+    for c, gamma in enumerate(gammas):
+        if c == 0:
+            Xtr, Xte = X_train, X_test
+        else:
+            scale = np.sqrt(gamma)[labels]
+            Xtr, Xte = X_train * scale, X_test * scale
+        plan = _RidgePlan(Xtr, Xte, *plan_args)
+        plan.keep_err = True
+        for k, (Y, Yt, nrm) in enumerate(zip(Ytr, Yte, Ynorm)):
+            rk = _ridge_batch_scores(plan, Y, Yt, nrm)
+            if c == 0:
+                r[k], best_a[k], best_e[k] = rk, plan.best.copy(), plan.best_err.copy()
+                best_c[k] = np.zeros(rk.shape, np.int64)
+            else:
+                better = plan.best_err < best_e[k]
+                r[k][better] = rk[better]
+                best_a[k][better] = plan.best[better]
+                best_e[k][better] = plan.best_err[better]
+                best_c[k][better] = c
+            on_batch(c, k)
+        del plan
+    return r, best_a, best_c
 
 
 # --------------------------------------------------------------------------------------------
@@ -927,14 +1068,17 @@ def _duration(seconds):
 class _Progress:
     """Progress of one engine call: INFO log lines and, on a terminal, a tqdm bar.
 
-    The work is counted in target fits (outer folds x designs x targets). A line is logged
+    The work is counted in target fits (outer folds x designs x targets; a banded design
+    counts one fit per candidate of its random search). A line is logged
     after each outer fold and at most every :data:`PROGRESS_SECONDS` in between (checked after
     each target batch: a few comparisons per batch, nothing per target).
     """
 
-    def __init__(self, n_folds, n_designs, n_targets, bar):
+    def __init__(self, n_folds, n_designs, n_targets, bar, fits_per_design=None):
         self.n_folds, self.n_designs, self.n_targets = n_folds, n_designs, n_targets
-        self.total = n_folds * n_designs * n_targets
+        # banded designs: one fit per candidate (``fits_per_design``: fits of each design)
+        per_fold = n_designs if fits_per_design is None else int(sum(fits_per_design))
+        self.total = n_folds * per_fold * n_targets
         self.done = 0
         self.t0 = self.last = time.perf_counter()
         self.bar = None
@@ -976,25 +1120,44 @@ def _show_bar(progress):
     return bool(progress)
 
 
+def _check_penalty(penalty, banded_candidates, banded_seed):
+    if penalty not in _PENALTIES:
+        raise ConfigError(f"mapping penalty must be one of {_PENALTIES}, got {penalty!r}.")
+    if (isinstance(banded_candidates, bool) or not isinstance(banded_candidates,
+                                                              (int, np.integer))
+            or banded_candidates < 1):
+        raise ConfigError(f"mapping banded_candidates must be an integer >= 1, got "
+                          f"{banded_candidates!r}.")
+    if (isinstance(banded_seed, bool) or not isinstance(banded_seed, (int, np.integer))
+            or banded_seed < 0):
+        raise ConfigError(f"mapping banded_seed must be an integer >= 0, got {banded_seed!r}.")
+
+
 def _engine(blocks, designs, Y_list, segment_lengths, *, n_components=20, delays=range(6),
             alphas=DEFAULT_ALPHAS, n_folds=5, inner_cv="contiguous", n_inner_folds=5,
             backend="numpy", target_batch=None, groups=None, form="auto", gap_trs=0,
-            progress="auto"):
+            progress="auto", penalty="shared", banded_candidates=20, banded_seed=0,
+            band_alphas=False):
     """Fold scores and chosen alphas of several designs (tuples of block indices) for several
     subjects.
 
     ``progress``: "auto" (a tqdm bar when stderr is a terminal), True or False; the log lines
-    (:class:`_Progress`) are written in every case.
+    (:class:`_Progress`) are written in every case. ``penalty``, ``banded_candidates``,
+    ``banded_seed``: as :func:`design_scores`.
 
     Returns
     -------
     fold_scores : list (per subject) of float32 arrays of shape (n_designs, n_folds, V_s)
     fold_alphas : list (per subject) of float32 arrays of shape (n_designs, n_folds, V_s)
         The alpha chosen by the inner CV for each target in each outer fold (NaN for targets
-        that are not fitted).
+        that are not fitted); banded designs: the first block's ``alpha / gamma_0``.
+    fold_band_alphas : list (per subject) of lists (per design) of float32 arrays of shape
+        (n_bands_j, n_folds, V_s), or None
+        Only if ``band_alphas``: the penalty of every block (``inf``: switched off).
     """
     if inner_cv not in ("contiguous", "loo"):
         raise ConfigError(f"mapping inner_cv must be 'contiguous' or 'loo', got {inner_cv!r}.")
+    _check_penalty(penalty, banded_candidates, banded_seed)
     n = Y_list[0].shape[0]
     segment_lengths, folds = _segments_and_folds(n, segment_lengths, n_folds, groups,
                                                  gap_trs=gap_trs)
@@ -1003,16 +1166,26 @@ def _engine(blocks, designs, Y_list, segment_lengths, *, n_components=20, delays
     alpha_grid = np.asarray(alphas, dtype=np.float32).reshape(-1)
     flat = np.full((len(designs), len(folds), targets.n_valid), np.nan, dtype=np.float32)
     flat_alpha = np.full(flat.shape, np.nan, dtype=np.float32)
+    # banded: the candidates of each design (None: one band or the shared penalty) and the
+    # candidate each target chose
+    gammas = [banded_weights(len(d), banded_candidates, banded_seed)
+              if penalty == "banded" and len(d) > 1 else None for d in designs]
+    flat_cand = np.zeros(flat.shape, dtype=np.int16) if band_alphas else None
+    flat_grid = np.full(flat.shape, np.nan, np.float32) if band_alphas else None  # grid alpha
     if targets.n_valid:
         batches = _batches(targets.n_valid, target_batch)
         last_use = {}
         for j, design in enumerate(designs):
             for i in design:
                 last_use[i] = j
+        fits = [1 if g is None else len(g) for g in gammas]
         log.info("ridge: %d outer folds x %d conditions x %d targets (%d subjects, %d TRs), "
-                 "%d target batches, backend %s", len(folds), len(designs), targets.n_valid,
-                 len(Y_list), n, len(batches), resolve_backend(backend))
-        progress = _Progress(len(folds), len(designs), targets.n_valid, _show_bar(progress))
+                 "%d target batches, backend %s, %s penalty%s", len(folds), len(designs),
+                 targets.n_valid, len(Y_list), n, len(batches), resolve_backend(backend),
+                 penalty, f" ({max(fits)} candidates per multi-block design, seed "
+                 f"{banded_seed})" if penalty == "banded" else "")
+        progress = _Progress(len(folds), len(designs), targets.n_valid, _show_bar(progress),
+                             fits_per_design=fits)
         try:
             with _himalaya_backend(backend) as bk:
                 for f, (train, test) in enumerate(folds):
@@ -1036,17 +1209,25 @@ def _engine(blocks, designs, Y_list, segment_lengths, *, n_components=20, delays
                                 reduced[i] = _reduce_block(blocks[i], train, n_components)
                         X_train, X_test = _fold_design([reduced[i] for i in design], train,
                                                        test, delays, segment_lengths)
-                        plan = _RidgePlan(X_train, X_test, alphas, inner_cv, n_inner_folds,
-                                          form, bk)
-                        for sl, Y, Yt, nrm in zip(batches, Ytr, Yte, Ynorm):
-                            plan.best = None
-                            flat[j, f, sl] = _ridge_batch_scores(plan, Y, Yt, nrm)
-                            if plan.best is not None:
-                                flat_alpha[j, f, sl] = alpha_grid[plan.best]
-                            progress.update(f, j, sl.stop, sl.stop - sl.start,
-                                            end_of_fold=(j == len(designs) - 1
-                                                         and sl.stop == targets.n_valid))
-                        del plan
+                        if gammas[j] is not None:
+                            _banded_into(flat, flat_alpha, (flat_cand, flat_grid), j, f,
+                                         X_train, X_test,
+                                         [reduced[i].shape[1] for i in design], len(delays),
+                                         gammas[j], (alphas, inner_cv, n_inner_folds, form,
+                                                     bk), batches, Ytr, Yte, Ynorm,
+                                         progress, j == len(designs) - 1, targets.n_valid)
+                        else:
+                            plan = _RidgePlan(X_train, X_test, alphas, inner_cv,
+                                              n_inner_folds, form, bk)
+                            for sl, Y, Yt, nrm in zip(batches, Ytr, Yte, Ynorm):
+                                plan.best = None
+                                flat[j, f, sl] = _ridge_batch_scores(plan, Y, Yt, nrm)
+                                if plan.best is not None:
+                                    flat_alpha[j, f, sl] = alpha_grid[plan.best]
+                                progress.update(f, j, sl.stop, sl.stop - sl.start,
+                                                end_of_fold=(j == len(designs) - 1
+                                                             and sl.stop == targets.n_valid))
+                            del plan
                         for i in design:
                             if last_use[i] == j:
                                 del reduced[i]
@@ -1055,7 +1236,42 @@ def _engine(blocks, designs, Y_list, segment_lengths, *, n_components=20, delays
                     del Ytr, Yte, Ynorm
         finally:
             progress.close()
-    return targets.scatter(flat), targets.scatter(flat_alpha)
+    per_band = None
+    if band_alphas:
+        per_band = [[] for _ in Y_list]
+        for j, design in enumerate(designs):
+            g = np.ones((1, len(design))) if gammas[j] is None else gammas[j]
+            ga = np.moveaxis(g[flat_cand[j]], -1, 0)             # (n_bands, n_folds, n_valid)
+            grid = flat_alpha[j] if gammas[j] is None else flat_grid[j]
+            with np.errstate(divide="ignore"):
+                band = (grid[None].astype(np.float64) / ga).astype(np.float32)
+            for s, arr in enumerate(targets.scatter(band)):
+                per_band[s].append(arr)
+    return targets.scatter(flat), targets.scatter(flat_alpha), per_band
+
+
+def _banded_into(flat, flat_alpha, choice, j, f, X_train, X_test, widths, n_delays, gammas,
+                 plan_args, batches, Ytr, Yte, Ynorm, progress, last_design, n_valid):
+    """Banded fit of design ``j`` in outer fold ``f`` (:func:`_banded_fit`) into the engine's
+    arrays: r, ``alpha / gamma_0`` (``inf`` where the first block is switched off) and, when
+    ``choice = (flat_cand, flat_grid)`` holds arrays, the chosen candidate and grid alpha."""
+    alpha_grid = np.asarray(plan_args[0], dtype=np.float64).reshape(-1)
+    last = len(gammas) - 1
+
+    def on_batch(c, k):
+        sl = batches[k]
+        progress.update(f, j, sl.stop, sl.stop - sl.start,
+                        end_of_fold=last_design and c == last and sl.stop == n_valid)
+
+    r, best_a, best_c = _banded_fit(X_train, X_test, _band_labels(widths, n_delays), gammas,
+                                    plan_args, batches, Ytr, Yte, Ynorm, on_batch)
+    for sl, rk, ak, ck in zip(batches, r, best_a, best_c):
+        flat[j, f, sl] = rk
+        with np.errstate(divide="ignore"):
+            flat_alpha[j, f, sl] = (alpha_grid[ak] / gammas[ck, 0]).astype(np.float32)
+        if choice[0] is not None:
+            choice[0][j, f, sl] = ck
+            choice[1][j, f, sl] = alpha_grid[ak]
 
 
 def _mean_scores(fold_scores):
@@ -1068,7 +1284,7 @@ def _mean_scores(fold_scores):
 def encoding_scores(X_blocks, Y, segment_lengths=None, *, n_components=20, delays=range(6),
                     alphas=DEFAULT_ALPHAS, n_folds=5, inner_cv="contiguous", n_inner_folds=5,
                     backend="numpy", target_batch=None, groups=None, return_folds=False,
-                    gap_trs=0):
+                    gap_trs=0, penalty="shared", banded_candidates=20, banded_seed=0):
     """Cross-validated brain score of a (multi-block) feature space.
 
     Parameters
@@ -1105,6 +1321,17 @@ def encoding_scores(X_blocks, Y, segment_lengths=None, *, n_components=20, delay
     gap_trs : int
         TRs dropped from the training set on each side of every outer test fold
         (:func:`contiguous_folds`); 0 = the paper. The inner folds have no gap.
+    penalty : {"shared", "banded"}
+        ``"shared"`` (the paper): one ridge penalty per target for the whole design.
+        ``"banded"``: one penalty per block (band) and target, ``alpha_b = alpha / gamma_b``,
+        (gamma, alpha) chosen together by the same inner CV among ``banded_candidates``
+        candidate weights (:func:`banded_weights`; the first one is the shared penalty, the
+        next ones switch blocks off) x the ``alphas`` grid. With one block both are equal.
+        Costs about ``banded_candidates`` shared fits per multi-block design.
+    banded_candidates : int
+        Candidate band weights of the banded random search (>= 1).
+    banded_seed : int
+        Seed of its Dirichlet candidates (the fit is deterministic for a seed).
 
     Returns
     -------
@@ -1119,13 +1346,16 @@ def encoding_scores(X_blocks, Y, segment_lengths=None, *, n_components=20, delay
     fold = _engine(list(X_blocks), [tuple(range(len(X_blocks)))], [Y], segment_lengths,
                    n_components=n_components, delays=delays, alphas=alphas, n_folds=n_folds,
                    inner_cv=inner_cv, n_inner_folds=n_inner_folds, backend=backend,
-                   target_batch=target_batch, groups=groups, gap_trs=gap_trs)[0][0][0]
+                   target_batch=target_batch, groups=groups, gap_trs=gap_trs,
+                   penalty=penalty, banded_candidates=banded_candidates,
+                   banded_seed=banded_seed)[0][0][0]
     scores = _fold_mean(fold)
     return (scores, fold) if return_folds else scores
 
 
 _FORECAST_KW = ("n_components", "delays", "alphas", "n_folds", "inner_cv", "n_inner_folds",
-                "backend", "target_batch", "groups", "gap_trs", "progress")
+                "backend", "target_batch", "groups", "gap_trs", "progress", "penalty",
+                "banded_candidates", "banded_seed")
 
 
 def _engine_kwargs(kwargs, caller):
@@ -1192,10 +1422,12 @@ def design_scores(blocks, designs, Y_list, segment_lengths=None, return_alphas=F
     Y_list : sequence of arrays of shape (n_trs, V_s)
         BOLD of each subject, on the same TRs.
     segment_lengths : sequence of int or None
-    return_alphas : bool
-        Also return the alpha chosen for each target in each outer fold.
+    return_alphas : bool or "bands"
+        Also return the alpha chosen for each target in each outer fold; ``"bands"``: the
+        penalty of every block (see below).
     **kwargs
-        As :func:`forecast_scores`, and ``progress`` ("auto": a tqdm bar when stderr is a
+        As :func:`forecast_scores` (``penalty``, ``banded_candidates``, ``banded_seed``: as
+        :func:`encoding_scores`), and ``progress`` ("auto": a tqdm bar when stderr is a
         terminal; True; False). Progress lines are logged in every case (module docstring).
 
     Returns
@@ -1206,7 +1438,12 @@ def design_scores(blocks, designs, Y_list, segment_lengths=None, return_alphas=F
     alphas : list (one per subject) of float32 arrays of shape (n_designs, n_folds, V_s)
         Only if ``return_alphas``: the ridge penalty chosen by the inner CV for each design,
         outer fold and target (a value of the ``alphas`` grid; NaN for targets not fitted, a
-        NaN or constant column of ``Y``).
+        NaN or constant column of ``Y``). With ``penalty="banded"``, a design of several
+        blocks holds the penalty of its first block, ``alpha / gamma_0`` (``inf`` where the
+        search switched that block off).
+        With ``return_alphas="bands"``: per subject, a list (one per design) of float32 arrays
+        of shape (n_blocks_j, n_folds, V_s), the penalty ``alpha / gamma_b`` of every block
+        of the design (``inf``: block switched off; the shared penalty repeats its alpha).
     """
     kwargs = _engine_kwargs(kwargs, "design_scores")
     if len(Y_list) == 0:
@@ -1219,7 +1456,13 @@ def design_scores(blocks, designs, Y_list, segment_lengths=None, return_alphas=F
     Y_list = [_check_targets(Y) for Y in Y_list]
     n = Y_list[0].shape[0]
     Y_list = [_check_targets(Y, n) for Y in Y_list]
-    folds, alphas = _engine(list(blocks), designs, Y_list, segment_lengths, **kwargs)
+    if return_alphas not in (False, True, "bands"):
+        raise ValueError(f"design_scores: return_alphas must be True, False or 'bands', got "
+                         f"{return_alphas!r}.")
+    folds, alphas, per_band = _engine(list(blocks), designs, Y_list, segment_lengths,
+                                      band_alphas=return_alphas == "bands", **kwargs)
+    if return_alphas == "bands":
+        alphas = per_band
     scores = [_mean_scores(fold) for fold in folds]
     return (scores, alphas) if return_alphas else scores
 
@@ -1239,7 +1482,9 @@ def forecast_scores(X, windows, Y, segment_lengths=None, **kwargs):
     **kwargs
         As :func:`encoding_scores` (``n_components``, ``delays``, ``alphas``, ``n_folds``,
         ``inner_cv``, ``n_inner_folds``, ``backend``, ``target_batch``, ``groups``,
-        ``gap_trs``).
+        ``gap_trs``, ``penalty``, ``banded_candidates``, ``banded_seed``). With the banded
+        penalty, ``R_X`` (one block) is the shared fit and each ``[X, W_d]`` gets its own
+        penalty per block.
 
     Returns
     -------

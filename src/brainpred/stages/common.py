@@ -383,7 +383,9 @@ def mapping_kwargs(config, groups):
         groups=groups if mc["group_folds_by_story"] else None,
         inner_cv=mc["inner_cv"], n_inner_folds=int(mc["n_inner_folds"]),
         backend=mapping.resolve_backend(mc["backend"]),
-        target_batch=int(mc["target_batch"]), gap_trs=mc["gap_trs"])
+        target_batch=int(mc["target_batch"]), gap_trs=mc["gap_trs"],
+        penalty=mc["penalty"], banded_candidates=int(mc["banded_candidates"]),
+        banded_seed=int(mc["banded_seed"]))
 
 
 #: Provenance fields that must agree between the fit files of one analysis.
