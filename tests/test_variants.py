@@ -185,3 +185,50 @@ def test_best_group_index_reads_the_kept_vertices():
     assert group.best_group_index(maps) == 0
     assert group.best_group_index(maps, np.array([False, True, False])) == 1
     assert group.best_group_index(np.full((2, 3), np.nan)) == 0
+
+
+@pytest.mark.parametrize("analysis", ["variants", "partition"])
+def test_variants_and_partition_through_their_stages(tmp_path, analysis):
+    """The fit, group and figure stages of both analyses as the rules call them, on a small
+    fit's cached inputs with the banded penalty and a word-rate nuisance block."""
+    from brainpred import io
+    from brainpred.stages import analyses as stage
+
+    subjects = ["sub-001", "sub-002", "sub-003"]
+    inputs = fit_inputs(tmp_path, subjects=subjects, n_words=60, n_vertices=6)
+    cfg = fit_config(penalty="banded", banded_candidates=4)
+    cfg["nuisance"] = ["word_rate"]
+    cfg["controls"].update(distances=[4], random=True, shuffled=True)
+    cfg["partition"].update(enabled=True, distances=[0, 4])
+    fit = tmp_path / f"fit_desc-{analysis}_scores.npz"
+    stage.make_analysis_fit(analysis, subjects, inputs["table"], {"acts": inputs["features"]},
+                            inputs["bold"], cfg, fit)
+    z = io.load_npz(fit)
+    names = list(z["conditions"])
+    if analysis == "variants":
+        assert names[:4] == ["paper_base", "paper_d-0", "paper_d-4", "paper_random_d-4"]
+        assert len(names) == 4 * 5                     # 4 methods x (base, 2 d, 2 controls)
+    else:
+        assert names == ["base", "d-0", "window_d-0", "d-4", "window_d-4"]
+    assert np.isfinite(z["sub-001__scores"]).all()
+    outputs = {"npz": tmp_path / "group.npz", "regions": tmp_path / "regions.tsv",
+               "regions_stats": tmp_path / "stats.tsv"}
+    if analysis == "partition":
+        outputs.update({f"{m}_{h}": tmp_path / f"{m}_{h}.func.gii"
+                        for m in ("unique", "shared") for h in "LR"})
+    stage.make_analysis_group([fit], analysis, cfg, outputs)
+    table = io.read_tsv(outputs["regions"])
+    if analysis == "variants":
+        assert {"paper", "banded", "nuisance", "banded-nuisance", "paper-random",
+                "banded-shuffled"} <= set(table["series"])
+        figs = {k: tmp_path / f"{k}.png" for k in ("variantcurves", "variantcontrols")}
+    else:
+        assert {"unique", "shared"} <= set(table["measure"])
+        import nibabel as nib
+
+        img = nib.load(outputs["unique_L"])
+        assert len(img.darrays) == 2                   # one map per distance
+        figs = {k: tmp_path / f"{k}.png" for k in ("uniquecurves", "sharedcurves")}
+    stage.make_analysis_figures(analysis, outputs["npz"], outputs["regions"],
+                                {**cfg, "dataset": {"source": "local"}}, figs)
+    assert all(p.stat().st_size > 1000 for p in figs.values())

@@ -306,12 +306,13 @@ def make_analysis_figures(analysis, group_npz, regions_tsv, config, outputs, los
         curves("sharedcurves", "shared", ["window"], "distance d (words)",
                "shared R²", "Variance shared by the window and X + nuisance",
                labels={"window": "R²(X+N) + R²(W_d) − R²(X+N+W_d)"})
-        xs, mean = g["unique__window__x"], g["unique__window__mean"]
-        keep = g["responsive"] if "responsive" in g and g["responsive"].any() else None
-        i = group.best_group_index(mean, keep)
-        figures.plot_surface(mean[i], outputs["uniquemap"],
-                             title=f"Variance uniquely explained by W_d, d = {xs[i]:g}",
-                             synthetic=synthetic, cmap="cold_hot", symmetric=True)
+        if "uniquemap" in outputs:
+            xs, mean = g["unique__window__x"], g["unique__window__mean"]
+            keep = g["responsive"] if "responsive" in g and g["responsive"].any() else None
+            i = group.best_group_index(mean, keep)
+            figures.plot_surface(mean[i], outputs["uniquemap"],
+                                 title=f"Variance uniquely explained by W_d, d = {xs[i]:g}",
+                                 synthetic=synthetic, cmap="cold_hot", symmetric=True)
     elif analysis == "finetune":
         steps = finetune_steps(config)
         curves("finetunegain", "gain", [f"step-{s}" for s in reversed(steps)],
