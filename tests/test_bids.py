@@ -15,13 +15,15 @@ from brainpred import derivatives, io
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _planned_files(workdir, *config):
-    """The files a run of the demo config would write (``snakemake --summary``: no job runs)."""
+def _planned_files(workdir, *config, overlays=()):
+    """The files a run of the demo config (and ``overlays``, config files read after it) would
+    write (``snakemake --summary``: no job runs)."""
     (workdir / "config.yaml").write_text((REPO / "config" / "config.yaml").read_text())
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile",
                            str(REPO / "Snakefile"), "--directory", str(workdir),
-                           "--configfile", str(workdir / "config.yaml"), "--summary",
+                           "--configfile", str(workdir / "config.yaml"),
+                           *(str(REPO / "config" / o) for o in overlays), "--summary",
                            *(("--config", *config) if config else ())],
                           cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -55,6 +57,26 @@ def test_every_planned_file_name_follows_the_bids_entity_order(tmp_path):
                for f in files)
     assert all("/model-tinygpt2_layer-8/" in f for f in files
                if "/group/" in f or "/scores/" in f or "/analyses/" in f or "/figures/" in f)
+
+
+def test_the_beyond_the_paper_outputs_follow_the_entity_order_too(tmp_path):
+    """config/beyond.yaml: banded penalty, nuisance, partition, variants and three models."""
+    files = _planned_files(tmp_path, overlays=("beyond.yaml",))
+    names = {Path(f).name for f in files}
+    for analysis in ("variants", "partition", "models"):
+        assert any(f"_desc-{analysis}regions_stats.tsv" in n for n in names), analysis
+    assert any("_hemi-L_space-fsaverage5_desc-unique_statmap.func.gii" in n for n in names)
+    assert any(f.startswith("results/features/model-tinyllama/") for f in files)
+    assert any("desc-models_comparison" in n for n in names)
+    bad = []
+    for f in files:
+        if Path(f).name == "dataset_description.json":
+            continue
+        try:
+            derivatives.check_name(f)
+        except ValueError as err:
+            bad.append(str(err))
+    assert not bad, bad[:10]
 
 
 @pytest.mark.parametrize("name, match", [
