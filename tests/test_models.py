@@ -388,15 +388,20 @@ def test_models_analysis_end_to_end_at_the_stage_level(tmp_path, cache_dir):
     sources = {"acts": {"a": main}, "words": {"a": words_tsv},
                "models": {"tinygpt2": {"a": main}, "tinyllama": {"a": llama}}}
     fit = tmp_path / "fit-s001to008seqabcdef_desc-models_scores.npz"
+    cfg["dataset"]["source"] = "local"
+
+    def job(step):                   # the sections the rules pass each job
+        return {k: cfg[k] for k in conditions.job_sections("models", step) if k in cfg}
+
     stage_analyses.make_analysis_fit("models", ["sub-001", "sub-002"], table, sources, bold,
-                                     cfg, fit)
+                                     job("fit"), fit)
     z = io.load_npz(fit)
     assert [m["n_layers"] for m in json.loads(str(z["models_json"]))] == [12, 4]
     assert len(z["conditions"]) == 2 * 2 + 3 * 3
     assert np.isfinite(z["sub-001__scores"]).all()
     outputs = {"npz": tmp_path / "group.npz", "regions": tmp_path / "regions.tsv",
                "regions_stats": tmp_path / "stats.tsv", "comparison": tmp_path / "cmp.tsv"}
-    stage_analyses.make_analysis_group([fit], "models", cfg, outputs)
+    stage_analyses.make_analysis_group([fit], "models", job("group"), outputs)
     comp = io.read_tsv(outputs["comparison"])
     assert set(comp["label"]) == {"tinygpt2", "tinyllama"}
     got = comp[comp["measure"] == "brainscore"][["label", "layer", "relative_depth"]]
@@ -412,5 +417,5 @@ def test_models_analysis_end_to_end_at_the_stage_level(tmp_path, cache_dir):
         assert r.value == f["value"].max()
     fig = {"modelcomparison": tmp_path / "desc-modelcomparison_plot.png"}
     stage_analyses.make_analysis_figures("models", outputs["npz"], outputs["regions"],
-                                         {**cfg, "dataset": {"source": "local"}}, fig)
+                                         job("figures"), fig)
     assert fig["modelcomparison"].read_bytes().startswith(b"\x89PNG")

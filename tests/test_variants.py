@@ -200,9 +200,14 @@ def test_variants_and_partition_through_their_stages(tmp_path, analysis):
     cfg["nuisance"] = ["word_rate"]
     cfg["controls"].update(distances=[4], random=True, shuffled=True)
     cfg["partition"].update(enabled=True, distances=[0, 4])
+    cfg["dataset"]["source"] = "local"
+
+    def job(step):                   # the sections the rules pass each job
+        return {k: cfg[k] for k in conditions.job_sections(analysis, step) if k in cfg}
+
     fit = tmp_path / f"fit_desc-{analysis}_scores.npz"
     stage.make_analysis_fit(analysis, subjects, inputs["table"], {"acts": inputs["features"]},
-                            inputs["bold"], cfg, fit)
+                            inputs["bold"], job("fit"), fit)
     z = io.load_npz(fit)
     names = list(z["conditions"])
     if analysis == "variants":
@@ -216,7 +221,7 @@ def test_variants_and_partition_through_their_stages(tmp_path, analysis):
     if analysis == "partition":
         outputs.update({f"{m}_{h}": tmp_path / f"{m}_{h}.func.gii"
                         for m in ("unique", "shared") for h in "LR"})
-    stage.make_analysis_group([fit], analysis, cfg, outputs)
+    stage.make_analysis_group([fit], analysis, job("group"), outputs)
     table = io.read_tsv(outputs["regions"])
     if analysis == "variants":
         assert {"paper", "banded", "nuisance", "banded-nuisance", "paper-random",
@@ -229,6 +234,22 @@ def test_variants_and_partition_through_their_stages(tmp_path, analysis):
         img = nib.load(outputs["unique_L"])
         assert len(img.darrays) == 2                   # one map per distance
         figs = {k: tmp_path / f"{k}.png" for k in ("uniquecurves", "sharedcurves")}
-    stage.make_analysis_figures(analysis, outputs["npz"], outputs["regions"],
-                                {**cfg, "dataset": {"source": "local"}}, figs)
+    stage.make_analysis_figures(analysis, outputs["npz"], outputs["regions"], job("figures"),
+                                figs)
     assert all(p.stat().st_size > 1000 for p in figs.values())
+
+
+@pytest.mark.parametrize("analysis", conditions.ANALYSES)
+def test_every_analysis_reads_only_the_sections_its_fit_job_gets(analysis):
+    """The conditions of each analysis from the config sections rule analysis_fit passes
+    (conditions.job_sections): a section read but not passed is a KeyError at run time."""
+    cfg = _config("banded", ["word_rate"], models=[{"name": "tiny-gpt2", "layers": [0, 4]}],
+                  controls={"distances": [3], "random": True, "shuffled": True,
+                            "widths": [1, 3]},
+                  finetune={"checkpoints": [], "steps": 2, "alphas": [0.0, 0.5],
+                            "eval_layers": [0, 2]},
+                  layers={"layers": [0, 2], "distance": 3})
+    job = {k: cfg[k] for k in conditions.job_sections(analysis, "fit") if k in cfg}
+    conds = conditions.conditions(analysis, job, n_layers=4, width_distance=3,
+                                  model_depths={"tinygpt2": 12})
+    assert conds

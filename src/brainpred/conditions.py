@@ -73,6 +73,7 @@ from .nuisance import NUISANCE
 from .plan import model_tag
 
 __all__ = ["MAIN", "ANALYSES", "CONTROL_KINDS", "PENALTIES", "Block", "Condition", "enabled",
+           "job_sections",
            "methods", "nuisance_blocks", "layer_list", "partition_distances",
            "control_distances", "syntax_distances", "control_kinds", "conditions",
            "finetune_alphas", "finetune_steps", "finetune_eval_layers", "finetune_key",
@@ -90,6 +91,31 @@ PENALTIES = ("shared", "banded")
 
 
 CONTROL_KINDS = ("true", "random", "shuffled", "generated")
+
+#: Config sections the jobs of each step of an analysis read besides the analysis' own section
+#: (the rules pass a job only these, :func:`job_sections`), and the further ones some analyses
+#: read.
+_STEP_SECTIONS = {"fit": ("model", "features", "forecast", "mapping", "nuisance"),
+                  "group": ("stats", "regions"), "figures": ("dataset", "stats", "regions")}
+_EXTRA_SECTIONS = {"variants": ("controls", "mapping", "nuisance"), "models": ("layers",)}
+
+
+def job_sections(analysis, step):
+    """The config sections a job of one step of an analysis reads (its ``params.config``).
+
+    Parameters
+    ----------
+    analysis : str
+        One of :data:`ANALYSES`.
+    step : {"fit", "group", "figures"}
+        Rules ``analysis_fit``, ``analysis_group_<analysis>``, ``analysis_figures_<analysis>``.
+
+    Returns
+    -------
+    tuple of str
+    """
+    return tuple(dict.fromkeys(_STEP_SECTIONS[step] + (analysis,)
+                               + _EXTRA_SECTIONS.get(analysis, ())))
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,11 @@
 # Analyses beyond the main forecast curve (brainpred.stages.analyses), each switched on by its
 # config section: layers (forecast depth k*), controls (random / shuffled / generated windows,
 # window widths) and syntax (syntactic vs semantic windows). Each analysis is fitted per subject group
-# like fit_scores (analysis_fit), then summarised (analysis_group) and drawn (analysis_figures).
+# like fit_scores (analysis_fit), then summarised (analysis_group) and drawn (analysis_figures);
+# models, variants (the paper's method beside the run's) and partition likewise. A job reads
+# the config sections brainpred.conditions.job_sections names.
+
+from brainpred.conditions import job_sections
 
 rule story_continuations:
     input:
@@ -111,18 +115,13 @@ rule finetune_features:
         "../scripts/finetune_features.py"
 
 
-# the sections an analysis' fit reads besides its own (variants: its control windows)
-ANALYSIS_SECTIONS = {"variants": ("controls",)}
-
-
 rule analysis_fit:
     input:
         unpack(analysis_fit_input),
     output:
         analysis_fit_output("{analysis}", "{fit}"),
     params:
-        config=lambda w: fit_config(w, "model", "features", "forecast", "mapping", w.analysis,
-                                    *ANALYSIS_SECTIONS.get(w.analysis, ())),
+        config=lambda w: fit_config(w, *job_sections(w.analysis, "fit")),
         subjects=lambda w: FITS[w.fit],
         stories=lambda w: sorted(fit_runs(w.fit)["story"].unique()),
         basenames=lambda w: list(fit_runs(w.fit).drop_duplicates("basename")["basename"]),
@@ -154,7 +153,7 @@ for _analysis in ANALYSES:
         output:
             **analysis_group_outputs(_analysis),
         params:
-            config=config_for("stats", "regions", _analysis),
+            config=config_for(*job_sections(_analysis, "group")),
             analysis=_analysis,
         conda:
             "../envs/brainpred.yaml"
@@ -189,7 +188,7 @@ for _analysis in ANALYSES:
                 for k, v in analysis_figure_files(_analysis).items()
             },
         params:
-            config=config_for("dataset", "stats", "regions", _analysis),
+            config=config_for(*job_sections(_analysis, "figures")),
             analysis=_analysis,
         conda:
             "../envs/brainpred.yaml"
