@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 from scipy import stats as sps
@@ -327,3 +329,25 @@ def test_bootstrap_best_is_seeded_and_covers_the_truth():
     assert low <= 8 <= high and low <= best <= high
     assert bootstrap_best(curves, x, seed=0) == (best, low, high)
     assert bootstrap_best(curves[:1], x)[1:] != bootstrap_best(curves, x)[1:]
+
+
+@pytest.mark.parametrize("n", [3, 8, 13, 14])
+def test_wilcoxon_columns_with_zeros_and_ties_equal_scipy(n):
+    """Many columns with exact zeros (a banded fit that switches a window off gives F = 0) or
+    tied |values|: each p-value and statistic equals scipy's on that column alone (its exact
+    sign-flip permutation test up to 13 subjects, the normal approximation above)."""
+    rng = np.random.default_rng(n)
+    x = np.round(rng.normal(0.3, 1, (n, 400)), 1)      # ties everywhere
+    x[0, :150] = 0.0                                     # zeros
+    x[: n - 1, 150:200] = 0.0                            # a single non-zero value
+    x[:, 200] = 0.0                                      # all zeros: p = 1
+    stat, p = wilcoxon_test(x)
+    if n <= 13:
+        assert p[200] == 1.0
+    # scipy's permutation test costs ~0.5 s per column at 13 subjects: a few columns there
+    for j in (list(range(0, 400, 7)) if n <= 8 else [0, 120, 260, 399]) + [150, 199, 200]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = sps.wilcoxon(x[:, j])
+        np.testing.assert_allclose(p[j], ref.pvalue, rtol=1e-12, atol=0)
+        np.testing.assert_allclose(stat[j], ref.statistic, rtol=1e-12, atol=0)
