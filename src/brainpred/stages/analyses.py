@@ -294,11 +294,22 @@ def make_analysis_figures(analysis, group_npz, regions_tsv, config, outputs, los
                "Forecast score: the paper's method and this run's", true_x=d_true,
                labels=labels)
         if "variantcontrols" in outputs:
+            # x = the method (0 = the paper's), one line per control kind and distance
             kinds = [k for k in ("random", "shuffled") if config["controls"][k]]
-            series = [f"{m}-{k}" for m in names for k in kinds]
-            curves("variantcontrols", "forecastscore", series, "distance d (words)",
-                   "F(d) (Δr)", "Control windows under each method (0 = no cost)",
-                   labels={f"{m}-{k}": f"{k}, {labels[m]}" for m in names for k in kinds})
+            frames = []
+            for i, m in enumerate(names):
+                for k in kinds:
+                    t = table[(table["measure"] == "forecastscore")
+                              & (table["series"] == f"{m}-{k}")].copy()
+                    t["series"] = [f"{k} window, d = {x:g}" for x in t["x"]]
+                    t["x"] = float(i)
+                    frames.append(t)
+            figures.plot_region_curves(
+                pd.concat(frames, ignore_index=True), outputs["variantcontrols"], synthetic,
+                regions=regions, xlabel="method: " + ", ".join(
+                    f"{i} {labels[m]}" for i, m in enumerate(names)),
+                ylabel="F (Δr)", title="Control windows under each method (0 = no cost)",
+                mark_best=False)
     elif analysis == "partition":
         curves("uniquecurves", "unique", ["window"], "distance d (words)",
                "unique R² of W_d", "Variance uniquely explained by the forecast window",
