@@ -296,6 +296,8 @@ def make_analysis_figures(analysis, group_npz, regions_tsv, config, outputs, los
         if "variantcontrols" in outputs:
             # x = the method (0 = the paper's), one line per control kind and distance
             kinds = [k for k in ("random", "shuffled") if config["controls"][k]]
+            short = {"paper": "paper", "banded": "banded", "nuisance": "nuisance",
+                     "banded-nuisance": "both"}
             frames = []
             for i, m in enumerate(names):
                 for k in kinds:
@@ -306,8 +308,8 @@ def make_analysis_figures(analysis, group_npz, regions_tsv, config, outputs, los
                     frames.append(t)
             figures.plot_region_curves(
                 pd.concat(frames, ignore_index=True), outputs["variantcontrols"], synthetic,
-                regions=regions, xlabel="method: " + ", ".join(
-                    f"{i} {labels[m]}" for i, m in enumerate(names)),
+                regions=regions, xlabel=" · ".join(f"{i} {short[m]}"
+                                                   for i, m in enumerate(names)),
                 ylabel="F (Δr)", title="Control windows under each method (0 = no cost)",
                 mark_best=False)
     elif analysis == "partition":
