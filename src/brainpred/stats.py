@@ -35,9 +35,11 @@ def wilcoxon_test(values, min_subjects=2):
         The signed-rank statistic (``scipy.stats.wilcoxon``: min of the positive and negative
         rank sums), float64.
     p : ndarray, shape (...)
-        Two-sided p-value (exact distribution for small samples without ties, normal
-        approximation otherwise, as chosen by scipy's ``method="auto"``). Positions where all
-        differences are exactly 0 get p = 1.
+        Two-sided p-value: without zeros or ties the exact distribution (up to 50 subjects)
+        or the normal approximation (scipy's ``method="auto"``); with zeros or tied |values|
+        the exact sign-flip permutation test up to 13 subjects (whatever the scipy version),
+        the normal approximation above. Positions where all differences are exactly 0 get
+        p = 1.
 
     Notes
     -----
@@ -75,11 +77,18 @@ def wilcoxon_test(values, min_subjects=2):
             if not sel.any():
                 continue
             if sel is dirty and n <= _SIGNFLIP_MAX_N:
-                # scipy's choice here, the exact sign-flip permutation test, vectorised
-                # (scipy runs it column by column: hours on a map of banded fits, where a
-                # window switched off gives exact zeros)
+                # the exact sign-flip permutation test (scipy >= 1.15's own choice here, which
+                # it runs column by column: hours on a map of banded fits, where a window
+                # switched off gives exact zeros; older scipy uses the normal approximation)
                 stat[cols[sel]], pval[cols[sel]] = _signflip_wilcoxon(block[:, sel])
                 continue
+            if sel is dirty:
+                zero = np.all(block[:, sel] == 0, axis=0)       # no difference at all: p = 1
+                stat[cols[sel][zero]], pval[cols[sel][zero]] = 0.0, 1.0
+                sel = sel.copy()
+                sel[np.flatnonzero(sel)[zero]] = False
+                if not sel.any():
+                    continue
             with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
                 warnings.simplefilter("ignore", RuntimeWarning)
                 warnings.simplefilter("ignore", UserWarning)
@@ -97,9 +106,9 @@ _SIGNFLIP_MAX_N = 13
 def _signflip_wilcoxon(d, chunk=2048):
     """The two-sided Wilcoxon signed-rank test by exact sign-flip permutation, per column.
 
-    What ``scipy.stats.wilcoxon(d, axis=0)`` computes for columns with zeros or tied |values|
-    and at most 13 subjects (``method="auto"`` -> ``permutation_test`` over all 2**n sign flips,
-    zeros dropped, average ranks), on all columns at once.
+    What ``scipy.stats.wilcoxon(d, axis=0)`` (scipy >= 1.15) computes for columns with zeros
+    or tied |values| and at most 13 subjects (``method="auto"`` -> ``permutation_test`` over
+    all 2**n sign flips, zeros dropped, average ranks), on all columns at once.
 
     Parameters
     ----------
