@@ -69,10 +69,9 @@ import numpy as np
 
 from .errors import ConfigError
 from .lm import TINY_MODELS
-from .nuisance import NUISANCE
 from .plan import model_tag
 
-__all__ = ["MAIN", "ANALYSES", "CONTROL_KINDS", "PENALTIES", "Block", "Condition", "enabled",
+__all__ = ["MAIN", "ANALYSES", "CONTROL_KINDS", "NUISANCE", "PENALTIES", "Block", "Condition", "enabled",
            "job_sections",
            "methods", "nuisance_blocks", "layer_list", "partition_distances",
            "control_distances", "syntax_distances", "control_kinds", "conditions",
@@ -91,6 +90,11 @@ PENALTIES = ("shared", "banded")
 
 
 CONTROL_KINDS = ("true", "random", "shuffled", "generated")
+
+#: The nuisance regressors (:mod:`brainpred.nuisance`), in the order their blocks are appended
+#: to every condition (defined here, not there, so that planning a run does not import
+#: ``scipy.signal``).
+NUISANCE = ("word_rate", "word_length", "word_frequency", "audio_envelope")
 
 #: Config sections the jobs of each step of an analysis read besides the analysis' own section
 #: (the rules pass a job only these, :func:`job_sections`), and the further ones some analyses

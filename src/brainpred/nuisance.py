@@ -30,12 +30,11 @@ from fractions import Fraction
 import numpy as np
 from scipy import signal
 
+from .conditions import NUISANCE
 from .errors import ConfigError, DataError
 
 __all__ = ["NUISANCE", "WORD_NUISANCE", "word_values", "audio_envelope", "mono"]
 
-#: The nuisance regressors, in the order their blocks are appended to every condition.
-NUISANCE = ("word_rate", "word_length", "word_frequency", "audio_envelope")
 #: The nuisance regressors with one value per word (binned to TRs like X).
 WORD_NUISANCE = ("word_rate", "word_length", "word_frequency")
 
